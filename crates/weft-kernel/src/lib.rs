@@ -1,1 +1,27 @@
-pub fn x(){}
+//! weft's kernel layer: one home per kernel object kind.
+//!
+//! | object            | module      | transport                        |
+//! |-------------------|-------------|----------------------------------|
+//! | network namespace | [`netns`]   | setns(2), bind mounts in /run/netns |
+//! | link (veth, bridge, vxlan) | [`link`] | rtnetlink                 |
+//! | address           | [`addr`]    | rtnetlink                        |
+//! | route             | [`route`]   | rtnetlink                        |
+//! | neighbour / FDB   | [`neigh`]   | rtnetlink                        |
+//! | sysctl            | [`sysctl`]  | /proc/sys                        |
+//! | nftables          | [`nft`]     | libnftables, in-process, one transaction per call |
+//!
+//! Nothing here spawns a process. [`Netlink`] is a socket bound to one network namespace,
+//! opened once and reused for every request (the pattern netavark uses).
+
+pub mod addr;
+mod error;
+pub mod link;
+pub mod neigh;
+mod netlink;
+pub mod netns;
+pub mod nft;
+pub mod route;
+pub mod sysctl;
+
+pub use error::{Error, Result};
+pub use netlink::Netlink;

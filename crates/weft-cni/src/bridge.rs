@@ -1,0 +1,278 @@
+//! Bridge mode, the doing half: apply a [`BridgePlan`] to the kernel, undo it, check it.
+//! Seed 003 by hand, per container: veth pair (peer created inside the container's
+//! namespace), host end on the bridge, address and routes inside, masquerade per network.
+
+use std::net::IpAddr;
+
+use weft_kernel::link::{parse_mac, VethEnd};
+use weft_kernel::netns::Netns;
+use weft_kernel::nft::Nft;
+use weft_kernel::route::Route;
+use weft_kernel::{sysctl, Netlink};
+
+use crate::firewall::{self, NetworkFirewall};
+use crate::plan::BridgePlan;
+use crate::spec::{code, CniError};
+use crate::store::Lock;
+
+fn mac(s: &str) -> Option<[u8; 6]> {
+    parse_mac(s)
+}
+
+/// Creates the bridge and the container's veth, addresses and routes. Idempotent: applying
+/// the same plan again changes nothing.
+pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
+    let br = host
+        .ensure_bridge(&plan.bridge, plan.mtu, mac(&plan.bridge_mac))
+        .await?;
+    for a in &plan.bridge_addrs {
+        host.add_address(br.index, *a).await?;
+    }
+    if !plan.port_mappings.is_empty() {
+        // DNAT of 127.0.0.1 to a container needs local-net routing on the bridge.
+        sysctl::set_path(&sysctl::ipv4_conf_path(&plan.bridge, "route_localnet"), "1")?;
+    }
+    if plan.ip_masq {
+        sysctl::set("net.ipv4.ip_forward", "1")?;
+    }
+
+    let cont = Netlink::in_netns(ns)?;
+    let existing_host = host.link_by_name(&plan.host_veth).await?;
+    let existing_cont = cont.link_by_name(&plan.ifname).await?;
+    match (&existing_host, &existing_cont) {
+        (Some(_), Some(_)) => {} // ADD again for the same attachment: keep the pair.
+        (None, Some(_)) => {
+            return Err(CniError::new(
+                code::KERNEL,
+                format!(
+                    "an interface named {} already exists in {}",
+                    plan.ifname, plan.netns
+                ),
+            ))
+        }
+        (Some(_), None) => {
+            // A stale host end (its container end was moved or renamed): replace the pair.
+            host.del_link_by_name(&plan.host_veth).await?;
+            create_veth(plan, host, ns).await?;
+        }
+        (None, None) => create_veth(plan, host, ns).await?,
+    }
+    let hv = host.link_by_name(&plan.host_veth).await?.ok_or_else(|| {
+        CniError::new(
+            code::KERNEL,
+            format!("{} vanished after creation", plan.host_veth),
+        )
+    })?;
+    if hv.master != Some(br.index) {
+        host.set_master(hv.index, br.index).await?;
+    }
+    if plan.hairpin {
+        host.set_hairpin(hv.index, true).await?;
+    }
+    if !hv.up {
+        host.set_up(hv.index).await?;
+    }
+
+    let cl = cont.link_by_name(&plan.ifname).await?.ok_or_else(|| {
+        CniError::new(
+            code::KERNEL,
+            format!("{} vanished in {}", plan.ifname, plan.netns),
+        )
+    })?;
+    for (addr, _) in &plan.addresses {
+        cont.add_address(cl.index, *addr).await?;
+    }
+    if !cl.up {
+        cont.set_up(cl.index).await?;
+    }
+    for r in &plan.routes {
+        cont.replace_route(&Route {
+            dst: r.dst,
+            gateway: r.gw,
+            oif: Some(cl.index),
+            link_scope: false,
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn create_veth(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
+    let local = VethEnd {
+        name: &plan.host_veth,
+        mac: None,
+        mtu: plan.mtu,
+        alias: Some(&plan.host_alias),
+    };
+    let peer = VethEnd {
+        name: &plan.ifname,
+        mac: mac(&plan.container_mac),
+        mtu: plan.mtu,
+        alias: None,
+    };
+    host.add_veth(&local, &peer, ns).await?;
+    Ok(())
+}
+
+/// Removes what the plan created for this container: the veth pair (deleting the host end
+/// removes both ends, also when the container's namespace is already gone). The bridge and
+/// the network's firewall table stay for the network's other containers.
+pub async fn teardown(plan: &BridgePlan, host: &Netlink) -> Result<(), CniError> {
+    host.del_link_by_name(&plan.host_veth).await?;
+    Ok(())
+}
+
+/// The per-network firewall of a plan, if the network needs one.
+pub fn network_firewall(plan: &BridgePlan, subnets: Vec<ipnet::IpNet>) -> Option<NetworkFirewall> {
+    if !plan.ip_masq && plan.port_mappings.is_empty() {
+        return None;
+    }
+    Some(NetworkFirewall {
+        table: firewall::table_name(&plan.network),
+        subnets,
+        ip_masq: plan.ip_masq,
+    })
+}
+
+/// Writes the network's table unless it is there already with the same fingerprint. Called
+/// under the network's lock, so two first containers do not both write it.
+pub fn ensure_network_firewall(
+    nft: &mut Nft,
+    fw: &NetworkFirewall,
+    _lock: &Lock,
+) -> Result<(), CniError> {
+    let listing = match nft.run(&format!("list table inet {}", fw.table)) {
+        Ok(l) => Some(l),
+        Err(weft_kernel::Error::Nft(m)) if m.contains("No such file") => None,
+        Err(e) => return Err(e.into()),
+    };
+    if listing
+        .as_deref()
+        .is_some_and(|l| l.contains(&fw.fingerprint()))
+    {
+        return Ok(());
+    }
+    nft.run(&fw.render())?;
+    Ok(())
+}
+
+/// Adds the container's port mappings (one transaction; a host port already mapped fails
+/// the whole call and nothing is added).
+pub fn add_port_mappings(nft: &mut Nft, plan: &BridgePlan, table: &str) -> Result<(), CniError> {
+    if plan.port_mappings.is_empty() {
+        return Ok(());
+    }
+    let listing = nft.run(&format!("list table inet {table}"))?;
+    let missing: Vec<_> = plan
+        .port_mappings
+        .iter()
+        .filter(|(pm, to)| !firewall::listing_has_mapping(&listing, pm, *to))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    nft.run(&firewall::render_ports_add(table, &missing))
+        .map_err(|e| match e {
+            weft_kernel::Error::Nft(m) if m.contains("File exists") => {
+                let ports: Vec<String> = missing
+                    .iter()
+                    .map(|(pm, _)| format!("{}/{}", pm.host_port, pm.protocol))
+                    .collect();
+                CniError::new(
+                    code::PORT_IN_USE,
+                    format!(
+                        "host port {} is already mapped to another container",
+                        ports.join(", ")
+                    ),
+                )
+                .with_details(m)
+            }
+            e => e.into(),
+        })?;
+    Ok(())
+}
+
+/// Removes the container's port mappings; missing elements are fine.
+pub fn del_port_mappings(nft: &mut Nft, plan: &BridgePlan, table: &str) -> Result<(), CniError> {
+    if plan.port_mappings.is_empty() {
+        return Ok(());
+    }
+    if nft
+        .run(&firewall::render_ports_del(table, &plan.port_mappings))
+        .is_ok()
+    {
+        return Ok(());
+    }
+    // Some were already gone: remove the rest one by one, ignoring absent ones.
+    for pm in &plan.port_mappings {
+        let script = firewall::render_ports_del(table, std::slice::from_ref(pm));
+        match nft.run(&script) {
+            Ok(_) => {}
+            Err(weft_kernel::Error::Nft(m)) if m.contains("No such file") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Compares the kernel with the plan (CHECK). Returns the first difference.
+pub async fn check(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
+    let mismatch = |m: String| CniError::new(code::CHECK_MISMATCH, m);
+    let br = host
+        .link_by_name(&plan.bridge)
+        .await?
+        .ok_or_else(|| mismatch(format!("bridge {} does not exist", plan.bridge)))?;
+    let hv = host
+        .link_by_name(&plan.host_veth)
+        .await?
+        .ok_or_else(|| mismatch(format!("host interface {} does not exist", plan.host_veth)))?;
+    if hv.master != Some(br.index) {
+        return Err(mismatch(format!(
+            "{} is not attached to bridge {}",
+            plan.host_veth, plan.bridge
+        )));
+    }
+    let cont = Netlink::in_netns(ns)?;
+    let cl = cont
+        .link_by_name(&plan.ifname)
+        .await?
+        .ok_or_else(|| mismatch(format!("{} does not exist in {}", plan.ifname, plan.netns)))?;
+    if !cl.up {
+        return Err(mismatch(format!("{} is down", plan.ifname)));
+    }
+    if let Some(m) = mac(&plan.container_mac) {
+        if cl.mac != Some(m) {
+            return Err(mismatch(format!(
+                "{} has MAC {:?}, expected {}",
+                plan.ifname,
+                cl.mac.map(|m| weft_kernel::link::format_mac(&m)),
+                plan.container_mac
+            )));
+        }
+    }
+    let have = cont.addresses(cl.index).await?;
+    for (a, _) in &plan.addresses {
+        if !have.contains(a) {
+            return Err(mismatch(format!("{} lacks address {a}", plan.ifname)));
+        }
+    }
+    for v6 in [false, true] {
+        let routes = cont.routes(v6).await?;
+        for r in plan.routes.iter().filter(|r| r.dst.addr().is_ipv6() == v6) {
+            let found = routes
+                .iter()
+                .any(|k| k.dst == r.dst && (r.gw.is_none() || k.gateway == r.gw));
+            if !found {
+                let via =
+                    r.gw.map(|g: IpAddr| format!(" via {g}"))
+                        .unwrap_or_default();
+                return Err(mismatch(format!(
+                    "route {}{via} is missing in {}",
+                    r.dst, plan.netns
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! The plan: what one container's network should look like in bridge mode, computed from the
+//! configuration and the allocated addresses, without touching the kernel. ADD applies it,
+//! DEL and GC undo exactly what it says, CHECK compares the kernel against it. It is stored
+//! with the attachment (see [`crate::store`]) before anything is applied.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{BridgeConf, PortMapping};
+use crate::ipam::Allocation;
+use crate::spec::{CniResult, Interface, IpConfig, RouteSpec};
+
+/// One container attachment in bridge mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgePlan {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    pub bridge: String,
+    pub bridge_mac: String,
+    /// Gateway addresses put on the bridge (empty unless isGateway).
+    pub bridge_addrs: Vec<IpNet>,
+    /// Host end of the veth pair: `weft` + 10 hex digits of a hash of network, container, ifname.
+    pub host_veth: String,
+    /// Alias set on the host end, so GC can find weft's links for this network.
+    pub host_alias: String,
+    pub container_mac: String,
+    pub mtu: Option<u32>,
+    pub hairpin: bool,
+    /// Container addresses with their subnet's prefix length, and the gateway of each.
+    pub addresses: Vec<(IpNet, IpAddr)>,
+    pub routes: Vec<RouteSpec>,
+    pub ip_masq: bool,
+    /// Port mappings with the container address they lead to.
+    pub port_mappings: Vec<(PortMapping, IpAddr)>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hash(parts: &[&str]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+/// The host-side veth name of an attachment (fits IFNAMSIZ).
+pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
+    format!(
+        "weft{}",
+        &hex(&hash(&[network, container_id, ifname]))[..10]
+    )
+}
+
+/// The alias prefix marking the host-side links of `network`.
+pub fn alias_prefix(network: &str) -> String {
+    format!("weft:{network}:")
+}
+
+/// A MAC derived from an IP (locally administered, unicast), as silk and OVN do: the same
+/// address always gets the same MAC, so re-adding a container does not poison ARP caches.
+pub fn mac_from_ip(prefix: u8, ip: IpAddr) -> [u8; 6] {
+    let b = match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    [0x0a, prefix, b[0], b[1], b[2], b[3]]
+}
+
+/// A stable MAC for a bridge, from its name.
+pub fn bridge_mac(bridge: &str) -> [u8; 6] {
+    let h = hash(&["bridge", bridge]);
+    [0x0a, 0x5a, h[0], h[1], h[2], h[3]]
+}
+
+/// Computes the plan of one attachment.
+pub fn bridge(
+    conf: &BridgeConf,
+    container_id: &str,
+    ifname: &str,
+    netns: &str,
+    allocs: &[Allocation],
+) -> BridgePlan {
+    let addresses: Vec<(IpNet, IpAddr)> = allocs
+        .iter()
+        .filter_map(|a| {
+            IpNet::new(a.ip, a.range.subnet.prefix_len())
+                .ok()
+                .map(|n| (n, a.range.gateway))
+        })
+        .collect();
+    let bridge_addrs = if conf.is_gateway {
+        allocs
+            .iter()
+            .filter_map(|a| IpNet::new(a.range.gateway, a.range.subnet.prefix_len()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let gw_of = |v6: bool| {
+        addresses
+            .iter()
+            .find(|(n, _)| n.addr().is_ipv6() == v6)
+            .map(|(_, gw)| *gw)
+    };
+    let route = |dst: IpNet, gw: Option<IpAddr>| RouteSpec {
+        dst,
+        gw,
+        mtu: None,
+        advmss: None,
+        priority: None,
+        table: None,
+        scope: None,
+    };
+    let mut routes: Vec<RouteSpec> = match &conf.routes {
+        Some(rs) => rs
+            .iter()
+            .map(|(dst, gw)| route(*dst, gw.or_else(|| gw_of(dst.addr().is_ipv6()))))
+            .collect(),
+        None => Vec::new(),
+    };
+    // A default route via the gateway: always when no routes are configured, and when
+    // isDefaultGateway asks for it.
+    if conf.routes.is_none() || conf.is_default_gateway {
+        for (net, gw) in &addresses {
+            let dst: IpNet = if net.addr().is_ipv6() {
+                "::/0"
+            } else {
+                "0.0.0.0/0"
+            }
+            .parse()
+            .unwrap_or(*net);
+            if !routes.iter().any(|r| r.dst == dst) {
+                routes.push(route(dst, Some(*gw)));
+            }
+        }
+    }
+    let first_ip = addresses
+        .iter()
+        .find(|(n, _)| n.addr().is_ipv4())
+        .or(addresses.first())
+        .map(|(n, _)| n.addr());
+    let container_mac = conf
+        .mac
+        .or_else(|| first_ip.map(|ip| mac_from_ip(0x58, ip)))
+        .map(|m| weft_kernel::link::format_mac(&m))
+        .unwrap_or_default();
+    let v4 = addresses
+        .iter()
+        .find(|(n, _)| n.addr().is_ipv4())
+        .map(|(n, _)| n.addr());
+    let port_mappings = match v4 {
+        Some(ip) => conf
+            .port_mappings
+            .iter()
+            .map(|pm| (pm.clone(), ip))
+            .collect(),
+        None => Vec::new(),
+    };
+    BridgePlan {
+        network: conf.network.clone(),
+        container_id: container_id.to_string(),
+        ifname: ifname.to_string(),
+        netns: netns.to_string(),
+        bridge: conf.bridge.clone(),
+        bridge_mac: weft_kernel::link::format_mac(&bridge_mac(&conf.bridge)),
+        bridge_addrs,
+        host_veth: host_veth_name(&conf.network, container_id, ifname),
+        host_alias: format!("{}{container_id}:{ifname}", alias_prefix(&conf.network)),
+        container_mac,
+        mtu: conf.mtu,
+        hairpin: conf.hairpin,
+        addresses,
+        routes,
+        ip_masq: conf.ip_masq,
+        port_mappings,
+    }
+}
+
+impl BridgePlan {
+    /// The CNI result this attachment produces (host interface, container interface, IPs).
+    pub fn result(&self) -> CniResult {
+        CniResult {
+            interfaces: vec![
+                Interface {
+                    name: self.bridge.clone(),
+                    mac: self.bridge_mac.clone(),
+                    ..Default::default()
+                },
+                Interface {
+                    name: self.host_veth.clone(),
+                    ..Default::default()
+                },
+                Interface {
+                    name: self.ifname.clone(),
+                    mac: self.container_mac.clone(),
+                    mtu: self.mtu,
+                    sandbox: self.netns.clone(),
+                    ..Default::default()
+                },
+            ],
+            ips: self
+                .addresses
+                .iter()
+                .map(|(net, gw)| IpConfig {
+                    address: *net,
+                    gateway: Some(*gw),
+                    interface: Some(2),
+                })
+                .collect(),
+            routes: self.routes.clone(),
+            dns: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_netconf, BridgeConf};
+    use std::collections::BTreeMap;
+
+    fn conf(extra: &str) -> BridgeConf {
+        let j = format!(
+            r#"{{"cniVersion":"1.1.0","name":"net1","type":"weft-cni","ipam":{{"subnet":"10.88.0.0/16"}}{extra}}}"#
+        );
+        BridgeConf::from_netconf(parse_netconf(j.as_bytes()).unwrap(), &BTreeMap::new()).unwrap()
+    }
+
+    fn alloc(c: &BridgeConf, ip: &str) -> Vec<Allocation> {
+        vec![Allocation {
+            ip: ip.parse().unwrap(),
+            range: c.range_sets[0][0].clone(),
+        }]
+    }
+
+    #[test]
+    fn plan_for_a_container() {
+        let c = conf("");
+        let p = bridge(&c, "abc", "eth0", "/run/netns/x", &alloc(&c, "10.88.0.5"));
+        assert_eq!(p.addresses[0].0.to_string(), "10.88.0.5/16");
+        assert_eq!(p.bridge_addrs[0].to_string(), "10.88.0.1/16");
+        assert_eq!(p.routes[0].dst.to_string(), "0.0.0.0/0");
+        assert_eq!(p.routes[0].gw.unwrap().to_string(), "10.88.0.1");
+        assert_eq!(p.container_mac, "0a:58:0a:58:00:05");
+        assert!(p.host_veth.starts_with("weft") && p.host_veth.len() == 14);
+        assert_eq!(p.host_veth, host_veth_name("net1", "abc", "eth0"));
+        assert_ne!(p.host_veth, host_veth_name("net1", "abc", "eth1"));
+        let r = p.result();
+        assert_eq!(r.ips[0].interface, Some(2));
+        assert_eq!(r.interfaces[2].sandbox, "/run/netns/x");
+    }
+
+    #[test]
+    fn explicit_routes_and_no_gateway() {
+        let c = conf(r#","isGateway":false"#);
+        let p = bridge(&c, "abc", "eth0", "/x", &alloc(&c, "10.88.0.5"));
+        assert!(p.bridge_addrs.is_empty());
+        let j = r#"{"cniVersion":"1.1.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/16","routes":[{"dst":"192.168.0.0/16"}]}}"#;
+        let c = BridgeConf::from_netconf(parse_netconf(j.as_bytes()).unwrap(), &BTreeMap::new())
+            .unwrap();
+        let p = bridge(&c, "abc", "eth0", "/x", &alloc(&c, "10.88.0.5"));
+        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.routes[0].dst.to_string(), "192.168.0.0/16");
+        assert_eq!(p.routes[0].gw.unwrap().to_string(), "10.88.0.1");
+    }
+}

@@ -1,0 +1,318 @@
+//! Links: veth pairs, bridges, VXLAN devices; their state, master, MTU and MAC.
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{
+    InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+use crate::netns::Netns;
+use crate::{Error, Netlink, Result};
+
+/// What the kernel says about one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    pub up: bool,
+    /// Index of the bridge (or other controller) this link is enslaved to.
+    pub master: Option<u32>,
+    /// For a veth: the peer's index, in the peer's namespace.
+    pub peer_index: Option<u32>,
+    /// The link's alias (`ip link set NAME alias ...`); weft tags the links it owns with it.
+    pub alias: Option<String>,
+}
+
+impl Link {
+    fn from_message(msg: &LinkMessage) -> Self {
+        let mut l = Link {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            mac: None,
+            mtu: 0,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            master: None,
+            peer_index: None,
+            alias: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => l.name = n.clone(),
+                LinkAttribute::Mtu(m) => l.mtu = *m,
+                LinkAttribute::Controller(m) => l.master = Some(*m),
+                LinkAttribute::Link(p) => l.peer_index = Some(*p),
+                LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(a);
+                    l.mac = Some(mac);
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(k) = i {
+                            l.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        mac[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+/// Checks an interface name as the kernel would (IFNAMSIZ, no '/', ':' or spaces).
+pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("interface name is empty".into());
+    }
+    if name.len() > 15 {
+        return Err(format!("interface name {name:?} is longer than 15 bytes"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("interface name {name:?} is not allowed"));
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "interface name {name:?} contains '/', ':' or white space"
+        ));
+    }
+    Ok(())
+}
+
+/// One end of a veth pair to create.
+#[derive(Debug, Clone)]
+pub struct VethEnd<'a> {
+    pub name: &'a str,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+    pub alias: Option<&'a str>,
+}
+
+impl Netlink {
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let mut out = Vec::new();
+        let mut s = self.handle().link().get().execute();
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink("list links", e))?
+        {
+            out.push(Link::from_message(&m));
+        }
+        Ok(out)
+    }
+
+    /// The link called `name`, or `None`.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let mut s = self
+            .handle()
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m.map(|m| Link::from_message(&m))),
+            Err(e) => {
+                let e = Error::netlink(format!("get link {name}"), e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut s = self.handle().link().get().match_index(index).execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m.map(|m| Link::from_message(&m))),
+            Err(e) => {
+                let e = Error::netlink(format!("get link #{index}"), e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Creates a veth pair whose `peer` end is created directly inside `peer_ns` (no move
+    /// between namespaces afterwards, as netavark and Calico do). Both ends start down.
+    pub async fn add_veth(
+        &self,
+        local: &VethEnd<'_>,
+        peer: &VethEnd<'_>,
+        peer_ns: &Netns,
+    ) -> Result<()> {
+        let mut pb = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.name.to_string())
+            .setns_by_fd(peer_ns.raw_fd());
+        if let Some(mac) = peer.mac {
+            pb = pb.address(mac.to_vec());
+        }
+        if let Some(mtu) = peer.mtu {
+            pb = pb.mtu(mtu);
+        }
+        let mut b = LinkVeth::new(local.name, peer.name)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(pb.build())));
+        if let Some(mac) = local.mac {
+            b = b.address(mac.to_vec());
+        }
+        if let Some(mtu) = local.mtu {
+            b = b.mtu(mtu);
+        }
+        if let Some(alias) = local.alias {
+            b = b.alias(alias);
+        }
+        self.handle()
+            .link()
+            .add(b.build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("add veth {} <-> {}", local.name, peer.name), e))
+    }
+
+    /// The bridge called `name`, created (up, with `mtu`) if missing. Safe under races: a
+    /// concurrent creator's bridge is taken as ours.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Link> {
+        if let Some(l) = self.link_by_name(name).await? {
+            if l.kind.as_deref() != Some("bridge") {
+                return Err(Error::Invalid(format!(
+                    "{name} exists but is a {} device, not a bridge",
+                    l.kind.as_deref().unwrap_or("unknown")
+                )));
+            }
+            if !l.up {
+                self.set_up(l.index).await?;
+            }
+            return Ok(l);
+        }
+        let mut b = LinkBridge::new(name);
+        if let Some(mtu) = mtu {
+            b = b.mtu(mtu);
+        }
+        // An explicit MAC keeps the bridge's address (the containers' gateway MAC) from
+        // changing as ports come and go.
+        if let Some(mac) = mac {
+            b = b.address(mac.to_vec());
+        }
+        match self.handle().link().add(b.build()).execute().await {
+            Ok(()) => {}
+            Err(e) => {
+                let e = Error::netlink(format!("add bridge {name}"), e);
+                if !e.is_exists() {
+                    return Err(e);
+                }
+            }
+        }
+        let l = self
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("bridge {name} vanished after creation")))?;
+        if !l.up {
+            self.set_up(l.index).await?;
+        }
+        Ok(l)
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.handle()
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set link #{index} up"), e))
+    }
+
+    /// Brings up the link called `name` (e.g. `lo`).
+    pub async fn set_up_by_name(&self, name: &str) -> Result<()> {
+        let l = self
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("no link named {name}")))?;
+        self.set_up(l.index).await
+    }
+
+    /// Enslaves `index` to the bridge `master`.
+    pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).controller(master).build();
+        self.handle()
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("attach link #{index} to bridge #{master}"), e))
+    }
+
+    /// Sets the hairpin flag of a bridge port (traffic may leave through the port it came in).
+    pub async fn set_hairpin(&self, index: u32, on: bool) -> Result<()> {
+        let msg = LinkBridgePort::new(index).hairpin(on).build();
+        self.handle()
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set hairpin on link #{index}"), e))
+    }
+
+    pub async fn del_link(&self, index: u32) -> Result<()> {
+        self.handle()
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("delete link #{index}"), e))
+    }
+
+    /// Deletes the link called `name`; `Ok(false)` if there was none.
+    pub async fn del_link_by_name(&self, name: &str) -> Result<bool> {
+        match self.link_by_name(name).await? {
+            Some(l) => match self.del_link(l.index).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.is_not_found() => Ok(false),
+                Err(e) => Err(e),
+            },
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Network namespaces: open, enter, and the named ones under /run/netns that `ip netns` uses.
+//!
+//! Named namespaces are bind mounts of a namespace file onto `/run/netns/NAME`, exactly as
+//! iproute2 makes them, so `ip netns` and `weft netns` see each other's namespaces.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use crate::{Error, Result};
+
+/// Where named namespaces live (shared with iproute2).
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// An open network namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`, ...).
+#[derive(Debug)]
+pub struct Netns {
+    file: File,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// Opens a namespace by path; fails with a clear message if it is not a network namespace.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path)
+            .map_err(|e| Error::io(format!("open network namespace {}", path.display()), e))?;
+        // NS_GET_NSTYPE would be exact; a namespace file lives on nsfs (magic 0x6e736673).
+        let st = nix::sys::statfs::fstatfs(&file)
+            .map_err(|e| Error::io(format!("statfs {}", path.display()), e.into()))?;
+        if st.filesystem_type().0 as i64 != 0x6e73_6673 {
+            return Err(Error::Invalid(format!(
+                "{} is not a network namespace",
+                path.display()
+            )));
+        }
+        Ok(Netns { file, path })
+    }
+
+    /// The calling thread's current network namespace.
+    pub fn current() -> Result<Self> {
+        Self::open("/proc/thread-self/ns/net")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Inode number: two handles refer to the same namespace iff (dev, ino) are equal.
+    pub fn id(&self) -> Result<(u64, u64)> {
+        let m = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", self.path.display()), e))?;
+        Ok((m.dev(), m.ino()))
+    }
+
+    /// Runs `f` with the calling thread inside this namespace and always returns it to the
+    /// namespace it was in (the shape of the CNI plugins' `ns.Do`).
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let back = Netns::current()?;
+        self.enter()?;
+        let out = f();
+        back.enter().map_err(|e| {
+            // A thread stuck in the wrong namespace must not go on working.
+            Error::Invalid(format!(
+                "could not return to the original network namespace: {e}"
+            ))
+        })?;
+        Ok(out)
+    }
+
+    /// Moves the calling thread into this namespace (for good; see [`Netns::run`]).
+    pub fn enter(&self) -> Result<()> {
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::io(format!("setns {}", self.path.display()), e.into()))
+    }
+}
+
+impl AsFd for Netns {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+/// Checks a namespace name the way `ip netns` would accept it as a file name.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.len() > 255 {
+        return Err(Error::Invalid(format!("invalid namespace name {name:?}")));
+    }
+    if name.contains('/') || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::Invalid(format!(
+            "invalid namespace name {name:?}: no '/', spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Path of a named namespace.
+pub fn named_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// Makes /run/netns a shared mount point, as iproute2 does, so namespaces created here
+/// propagate into other mount namespaces (and the other way round).
+fn prepare_run_dir() -> Result<()> {
+    fs::create_dir_all(NETNS_RUN_DIR)
+        .map_err(|e| Error::io(format!("create {NETNS_RUN_DIR}"), e))?;
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    match mount(
+        None::<&str>,
+        NETNS_RUN_DIR,
+        None::<&str>,
+        shared,
+        None::<&str>,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {
+            mount(
+                Some(NETNS_RUN_DIR),
+                NETNS_RUN_DIR,
+                Some("none"),
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| Error::io(format!("bind mount {NETNS_RUN_DIR}"), e.into()))?;
+            mount(
+                None::<&str>,
+                NETNS_RUN_DIR,
+                None::<&str>,
+                shared,
+                None::<&str>,
+            )
+            .map_err(|e| Error::io(format!("make {NETNS_RUN_DIR} shared"), e.into()))
+        }
+        Err(e) => Err(Error::io(format!("make {NETNS_RUN_DIR} shared"), e.into())),
+    }
+}
+
+/// Creates a new named network namespace (`ip netns add NAME`) and returns it open.
+/// `lo` is left to the caller ([`crate::link`] brings it up through netlink).
+pub fn add_named(name: &str) -> Result<Netns> {
+    validate_name(name)?;
+    prepare_run_dir()?;
+    let path = named_path(name);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => {
+                Error::Invalid(format!("network namespace {name:?} already exists"))
+            }
+            _ => Error::io(format!("create {}", path.display()), e),
+        })?;
+    // unshare(CLONE_NEWNET) affects only the calling thread: do it on a thread of its own
+    // that ends right after the bind mount keeps the namespace alive.
+    let p = path.clone();
+    let made = std::thread::spawn(move || -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::io("unshare(CLONE_NEWNET)", e.into()))?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &p,
+            Some("none"),
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::io(format!("bind mount namespace on {}", p.display()), e.into()))
+    })
+    .join()
+    .map_err(|_| Error::Invalid("namespace creation thread panicked".into()))?;
+    if let Err(e) = made {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Netns::open(&path)
+}
+
+/// Deletes a named namespace (`ip netns del NAME`): unmounts and removes the file. The kernel
+/// frees the namespace when its last user (process, open file, mount) is gone.
+pub fn del_named(name: &str) -> Result<()> {
+    validate_name(name)?;
+    let path = named_path(name);
+    if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "network namespace {name:?} does not exist"
+        )));
+    }
+    match umount2(&path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(Error::io(format!("unmount {}", path.display()), e.into())),
+    }
+    fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))
+}
+
+/// Names of the namespaces under /run/netns, sorted.
+pub fn list_named() -> Result<Vec<String>> {
+    let rd = match fs::read_dir(NETNS_RUN_DIR) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("read {NETNS_RUN_DIR}"), e)),
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Prepares the calling process to `exec` a command inside a named namespace, the way
+/// `ip netns exec` does: join the network namespace, get a private mount namespace, and
+/// remount /sys so that /sys/class/net shows the namespace's own devices.
+pub fn enter_for_exec(name: &str) -> Result<()> {
+    validate_name(name)?;
+    let ns = Netns::open(named_path(name))?;
+    ns.enter()?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Error::io("unshare(CLONE_NEWNS)", e.into()))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::io("make / a slave mount", e.into()))?;
+    // Best effort, as iproute2: a missing /sys is not fatal.
+    if umount2("/sys", MntFlags::MNT_DETACH).is_ok() {
+        let _ = mount(
+            Some(name),
+            "/sys",
+            Some("sysfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    Ok(())
+}

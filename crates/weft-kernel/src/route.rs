@@ -1,0 +1,131 @@
+//! Routes (main table).
+
+use std::net::IpAddr;
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope};
+use rtnetlink::{IpVersion, RouteMessageBuilder};
+
+use crate::{Error, Netlink, Result};
+
+/// A route as weft plans and reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dst: IpNet,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    /// Link scope (a directly connected destination without gateway).
+    pub link_scope: bool,
+}
+
+fn route_of(msg: &RouteMessage) -> Option<Route> {
+    let plen = msg.header.destination_prefix_length;
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    for a in &msg.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(IpAddr::V4(*ip)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => gateway = Some(IpAddr::V6(*ip)),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let dst = match dst {
+        Some(d) => IpNet::new(d, plen).ok()?,
+        None => match msg.header.address_family {
+            netlink_packet_route::AddressFamily::Inet6 => "::/0".parse().ok()?,
+            _ => "0.0.0.0/0".parse().ok()?,
+        },
+    };
+    Some(Route {
+        dst,
+        gateway,
+        oif,
+        link_scope: msg.header.scope == RouteScope::Link,
+    })
+}
+
+fn build(route: &Route) -> Result<RouteMessage> {
+    let mut b = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+        .map_err(|e| Error::Invalid(format!("route destination {}: {e}", route.dst)))?;
+    if let Some(gw) = route.gateway {
+        b = b
+            .gateway(gw)
+            .map_err(|e| Error::Invalid(format!("route gateway {gw}: {e}")))?;
+    }
+    if let Some(oif) = route.oif {
+        b = b.output_interface(oif);
+    }
+    if route.link_scope {
+        b = b.scope(RouteScope::Link);
+    }
+    Ok(b.build())
+}
+
+impl Netlink {
+    /// Adds or replaces a route (idempotent).
+    pub async fn replace_route(&self, route: &Route) -> Result<()> {
+        let msg = build(route)?;
+        self.handle()
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("add route {}", describe(route)), e))
+    }
+
+    /// Deletes a route; `Ok(false)` if it was not there.
+    pub async fn del_route(&self, route: &Route) -> Result<bool> {
+        let msg = build(route)?;
+        match self.handle().route().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let e = Error::netlink(format!("delete route {}", describe(route)), e);
+                if e.is_not_found() {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Routes of the main table for one family.
+    pub async fn routes(&self, v6: bool) -> Result<Vec<Route>> {
+        let ver = if v6 { IpVersion::V6 } else { IpVersion::V4 };
+        let msg = RouteMessageBuilder::<IpAddr>::new().build();
+        let mut req = self.handle().route().get(msg);
+        req.message_mut().header.address_family = match ver {
+            IpVersion::V4 => netlink_packet_route::AddressFamily::Inet,
+            IpVersion::V6 => netlink_packet_route::AddressFamily::Inet6,
+        };
+        let mut s = req.execute();
+        let mut out = Vec::new();
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink("list routes", e))?
+        {
+            if m.header.table == 254 {
+                if let Some(r) = route_of(&m) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn describe(r: &Route) -> String {
+    match (r.gateway, r.oif) {
+        (Some(gw), _) => format!("{} via {gw}", r.dst),
+        (None, Some(oif)) => format!("{} dev #{oif}", r.dst),
+        (None, None) => r.dst.to_string(),
+    }
+}
