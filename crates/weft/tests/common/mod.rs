@@ -1,0 +1,298 @@
+//! Test support: namespaces, temp dirs and background processes that clean up after
+//! themselves (also when a test panics), and a CNI runtime stand-in that execs `weft-cni`
+//! the way podman or containerd do (CNI_* environment, config on stdin, in the host's netns).
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+pub const WEFT_CNI: &str = env!("CARGO_BIN_EXE_weft-cni");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or parallel test process) uses: `wt<pid>x<n><tag>`.
+pub fn unique(tag: &str) -> String {
+    format!("wt{}x{}{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), tag)
+}
+
+/// A named network namespace made with `weft netns add` and deleted on drop.
+pub struct Ns {
+    pub name: String,
+}
+
+impl Ns {
+    pub fn new(tag: &str) -> Ns {
+        let name = unique(tag);
+        let out = Command::new(WEFT).args(["netns", "add", &name]).output().expect("run weft netns add");
+        assert!(out.status.success(), "weft netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+        Ns { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs a shell command inside the namespace (`ip netns exec`), as a user would.
+    pub fn sh(&self, script: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", script])
+            .output()
+            .expect("run ip netns exec")
+    }
+
+    /// Like [`Ns::sh`] but panics on failure and returns stdout.
+    pub fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "in {}: `{script}` failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts a long-running command inside the namespace; it is killed on drop.
+    pub fn spawn(&self, script: &str) -> Bg {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", &format!("exec {script}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in netns");
+        Bg { child: Some(child) }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        // Kill anything still running inside, then remove the namespace.
+        let _ = Command::new("ip").args(["netns", "pids", &self.name]).output().map(|o| {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        });
+        let _ = Command::new(WEFT).args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// A background process killed on drop.
+pub struct Bg {
+    child: Option<Child>,
+}
+
+impl Bg {
+    /// Stops the process and returns what it printed.
+    pub fn finish(mut self) -> (String, String) {
+        let mut c = self.child.take().expect("child");
+        let _ = c.kill();
+        let out = c.wait_with_output().expect("wait");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What one plugin call returned.
+#[derive(Debug)]
+pub struct Reply {
+    pub ok: bool,
+    pub json: Value,
+    pub stderr: String,
+}
+
+impl Reply {
+    pub fn code(&self) -> u64 {
+        self.json["code"].as_u64().unwrap_or(0)
+    }
+    pub fn msg(&self) -> String {
+        self.json["msg"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// Execs a CNI plugin binary the way a runtime does, inside `host_netns` (a path).
+pub fn exec_plugin(
+    plugin: &str,
+    host_netns: &str,
+    command: &str,
+    container_id: &str,
+    netns: &str,
+    ifname: &str,
+    conf: &Value,
+    extra_env: &[(&str, &str)],
+) -> Reply {
+    let host = std::fs::File::open(host_netns).expect("open host netns");
+    let fd = host.as_raw_fd();
+    let mut cmd = Command::new(plugin);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", Path::new(plugin).parent().map(|p| p.display().to_string()).unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    // SAFETY: setns is async-signal-safe; the child runs it between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc_setns(fd) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(serde_json::to_string(conf).expect("encode").as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait plugin");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = if stdout.trim().is_empty() { Value::Null } else { serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.to_string())) };
+    Reply { ok: out.status.success(), json, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+fn libc_setns(fd: i32) -> i32 {
+    // CLONE_NEWNET = 0x40000000
+    unsafe { setns(fd, 0x4000_0000) }
+}
+
+extern "C" {
+    fn setns(fd: i32, nstype: i32) -> i32;
+}
+
+/// A CNI network under test: a host namespace (standing in for the host), a private data
+/// dir, and a base configuration.
+pub struct Net {
+    pub host: Ns,
+    pub data: TempDir,
+    pub conf: Value,
+}
+
+impl Net {
+    /// `conf` gets `name`, `type`, `dataDir` filled in.
+    pub fn new(tag: &str, mut conf: Value) -> Net {
+        let host = Ns::new(tag);
+        let data = TempDir::new(tag);
+        conf["name"] = Value::String(format!("{}-net", host.name));
+        conf["type"] = Value::String("weft-cni".into());
+        conf["dataDir"] = Value::String(data.path.display().to_string());
+        if conf.get("cniVersion").is_none() {
+            conf["cniVersion"] = Value::String("1.1.0".into());
+        }
+        Net { host, data, conf }
+    }
+
+    pub fn call(&self, command: &str, cid: &str, ns: &Ns, ifname: &str) -> Reply {
+        self.call_conf(command, cid, &ns.path(), ifname, &self.conf)
+    }
+
+    pub fn call_conf(&self, command: &str, cid: &str, netns: &str, ifname: &str, conf: &Value) -> Reply {
+        exec_plugin(WEFT_CNI, &self.host.path(), command, cid, netns, ifname, conf, &[])
+    }
+
+    pub fn add(&self, cid: &str, ns: &Ns) -> Value {
+        let r = self.call("ADD", cid, ns, "eth0");
+        assert!(r.ok, "ADD {cid}: {:?} {}", r.json, r.stderr);
+        r.json
+    }
+
+    pub fn del(&self, cid: &str, ns: &Ns) {
+        let r = self.call("DEL", cid, ns, "eth0");
+        assert!(r.ok, "DEL {cid}: {:?} {}", r.json, r.stderr);
+    }
+
+    /// The network's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data.path.join(self.conf["name"].as_str().unwrap_or_default())
+    }
+
+    /// Address files currently held in the IPAM store.
+    pub fn allocated(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.state_dir().join("ips"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with("last_reserved"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// weft's host-side links in the host namespace.
+    pub fn host_links(&self) -> Vec<String> {
+        self.host
+            .ok("ip -o link show")
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or("").to_string())
+            .filter(|n| n.starts_with("weft") && n.len() == 14)
+            .collect()
+    }
+}
+
+/// The first IPv4 address of an ADD result, without prefix.
+pub fn result_ip(r: &Value) -> String {
+    r["ips"][0]["address"].as_str().and_then(|a| a.split('/').next()).unwrap_or_default().to_string()
+}
+
+/// Waits (bounded) until `f` holds; for liveness only, never for speed.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Pings until one reply arrives (up to 3 s): a fresh veth may drop the very first packet.
+pub fn ping_ok(from: &Ns, ip: &str) -> bool {
+    from.sh(&format!("ping -c 1 -W 1 -w 3 {ip}")).status.success()
+}
