@@ -19,19 +19,47 @@ struct Cli {
 enum Command {
     /// Network namespaces, compatible with `ip netns` (/run/netns/NAME)
     Netns(netns::NetnsArgs),
+    /// Run the controller: subnet leases, apps and tags, policies, watch
+    Controller(weft_controller::ControllerArgs),
+    /// Subnet leases held by hosts (from the controller)
+    Leases(weft_controller::LeasesArgs),
+    /// Apps and their tags (from the controller)
+    Apps(weft_controller::AppsArgs),
+    /// Policies: which app may reach which (from the controller)
+    Policy(weft_controller::PolicyArgs),
+    /// Create a CA and certificates for a lab
+    Certs(weft_controller::CertsArgs),
+}
+
+fn block_on(
+    f: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn main() -> std::process::ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Controller(_)) {
+        // The controller sets up its own logging (text or --log-json).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let res = match cli.command {
         Command::Netns(a) => netns::run(a),
+        Command::Controller(a) => block_on(a.run()),
+        Command::Leases(a) => block_on(a.run()),
+        Command::Apps(a) => block_on(a.run()),
+        Command::Policy(a) => block_on(a.run()),
+        Command::Certs(a) => block_on(a.run()),
     };
     match res {
         Ok(code) => code,

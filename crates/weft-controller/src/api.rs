@@ -1,0 +1,262 @@
+//! The HTTP API: routes, authentication classes, JSON in and out. Each handler is a thin call
+//! into the [`Controller`]; store work runs on its own task so a client hanging up mid-request
+//! cannot cut a transaction short.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::auth::{Auth, Peer};
+use crate::controller::Controller;
+use crate::error::{Error, Result};
+use crate::metrics::Gauges;
+use crate::model::{AcquireLease, HostRef};
+use crate::{openapi, policies, watch as watching};
+
+/// Largest request body (a batch of policies).
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub ctl: Arc<Controller>,
+    pub auth: Arc<Auth>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    let public = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_doc));
+    let agent = Router::new()
+        .route("/v1/leases", get(list_leases))
+        .route("/v1/leases/acquire", post(acquire_lease))
+        .route("/v1/leases/renew", post(renew_lease))
+        .route("/v1/leases/release", post(release_lease))
+        .route("/v1/apps", get(list_apps))
+        .route(
+            "/v1/apps/{id}",
+            put(claim_app).get(get_app).delete(unclaim_app),
+        )
+        .route("/v1/watch", get(watch))
+        .route("/networking/v1/external/policies", get(list_policies))
+        .route_layer(middleware::from_fn_with_state(state.clone(), agent_auth));
+    let admin = Router::new()
+        .route("/networking/v1/external/policies", post(create_policies))
+        .route(
+            "/networking/v1/external/policies/delete",
+            post(delete_policies),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
+    Router::new()
+        .merge(public)
+        .merge(agent)
+        .merge(admin)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("no such endpoint; see /openapi.json".into())
+}
+
+/// Logs and counts every request.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    state.ctl.metrics.observe(&method, &route, status, elapsed);
+    tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    response
+}
+
+async fn agent_auth(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
+    match state.auth.check_agent(&peer, &headers) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn admin_auth(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
+    match state.auth.check_admin(&headers) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs store work on its own task, so that it completes even if the client goes away.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::Store(format!("request task failed: {e}")))?
+}
+
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("body: {e}")))
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.ctl.health().await {
+        Ok(h) => Json(h).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Result<Response> {
+    let (leases, apps, policies, revision) = s.ctl.counts().await?;
+    let text = s.ctl.metrics.render(&Gauges {
+        leases,
+        pool_size: s.ctl.config().pool.size(),
+        apps,
+        policies,
+        revision,
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn openapi_doc() -> Response {
+    Json(openapi::document()).into_response()
+}
+
+async fn list_leases(State(s): State<AppState>) -> Result<Response> {
+    Ok(Json(s.ctl.leases().await?).into_response())
+}
+
+async fn acquire_lease(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+    let req: AcquireLease = parse_json(&body)?;
+    let lease =
+        detached(async move { s.ctl.acquire_lease(&req.host, &req.underlay_ip).await }).await?;
+    Ok(Json(lease).into_response())
+}
+
+async fn renew_lease(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+    let req: HostRef = parse_json(&body)?;
+    let lease = detached(async move { s.ctl.renew_lease(&req.host).await }).await?;
+    Ok(Json(lease).into_response())
+}
+
+async fn release_lease(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+    let req: HostRef = parse_json(&body)?;
+    detached(async move { s.ctl.release_lease(&req.host).await }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_apps(State(s): State<AppState>) -> Result<Response> {
+    Ok(Json(s.ctl.apps().await?).into_response())
+}
+
+async fn get_app(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+    Ok(Json(s.ctl.app(&id).await?).into_response())
+}
+
+async fn claim_app(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+    let app = detached(async move { s.ctl.claim_app(&id).await }).await?;
+    Ok(Json(app).into_response())
+}
+
+async fn unclaim_app(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+    match detached(async move { s.ctl.unclaim_app(&id).await }).await? {
+        Some(app) => Ok(Json(app).into_response()),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+async fn list_policies(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let ids: Option<Vec<String>> = q.get("id").map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    });
+    Ok(Json(s.ctl.policies(ids.as_deref()).await?).into_response())
+}
+
+async fn create_policies(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+    let list = policies::parse_request(&body)?;
+    let result = detached(async move { s.ctl.create_policies(&list).await }).await?;
+    Ok(Json(result).into_response())
+}
+
+async fn delete_policies(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+    let list = policies::parse_request(&body)?;
+    let result = detached(async move { s.ctl.delete_policies(&list).await }).await?;
+    Ok(Json(result).into_response())
+}
+
+async fn watch(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let since = match q.get("since") {
+        None => None,
+        Some(v) => Some(v.parse::<i64>().ok().filter(|r| *r >= 0).ok_or_else(|| {
+            Error::field(
+                "since",
+                format!("{v:?} is not a revision (an integer >= 0)"),
+            )
+        })?),
+    };
+    let rx = watching::start_watch(s.ctl.clone(), since, s.shutdown.clone());
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

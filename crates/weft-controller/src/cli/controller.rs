@@ -1,0 +1,173 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ipnet::Ipv4Net;
+
+use crate::certs::{self, LabPki};
+use crate::controller::{Controller, ControllerConfig};
+use crate::leases::Pool;
+use crate::server::{self, ServeOptions};
+use crate::{store, tls};
+
+/// `weft controller`: serve leases, app tags and policies.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WEFT_CONTROLLER_LISTEN", default_value = "0.0.0.0:7070")]
+    pub listen: SocketAddr,
+    /// sqlite:PATH (relative to --state-dir), sqlite::memory: or postgres://USER@HOST/DB.
+    #[arg(long, env = "WEFT_STORE", default_value = "sqlite:controller.db")]
+    pub store: String,
+    /// Directory for the SQLite store, the lab certificates and the token.
+    #[arg(
+        long,
+        env = "WEFT_STATE_DIR",
+        default_value = "/var/lib/weft/controller"
+    )]
+    pub state_dir: PathBuf,
+    /// The overlay network hosts' subnets are cut from.
+    #[arg(long, default_value = "10.255.0.0/16")]
+    pub overlay_cidr: Ipv4Net,
+    /// Prefix length of each host's subnet.
+    #[arg(long, default_value_t = 24)]
+    pub host_prefix: u8,
+    /// Seconds a lease lives unless renewed.
+    #[arg(long, default_value_t = 300)]
+    pub lease_ttl: u64,
+    /// Server certificate (PEM). Without it, a lab PKI in STATE_DIR/tls is used (made on first start).
+    #[arg(long, requires_all = ["tls_key", "client_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Server key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA that signs agents' client certificates.
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Bearer token for policy writes. Default: the one in STATE_DIR/token (made on first start).
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Serve plain HTTP without client authentication (labs only).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    pub insecure_http: bool,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // The embedding binary may have set a subscriber already; keep it then.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+impl ControllerArgs {
+    /// Everything [`ControllerArgs::run`] does short of waiting for a signal: open the store,
+    /// start the controller and serve. For tests and embedding.
+    pub async fn start(&self) -> anyhow::Result<server::RunningServer> {
+        let pool = Pool::new(self.overlay_cidr, self.host_prefix).map_err(anyhow::Error::msg)?;
+        let store = store::open(&self.store, &self.state_dir).await?;
+        let mut config = ControllerConfig::new(pool);
+        config.lease_ttl = Duration::from_secs(self.lease_ttl.max(1));
+        let controller = Controller::start(store, config)
+            .await
+            .context("cannot start the controller")?;
+
+        let (tls, token) = if self.insecure_http {
+            tracing::warn!("serving plain HTTP without client authentication (--insecure-http)");
+            if self.token.is_none() {
+                tracing::warn!(
+                    "no --token: anyone who can reach the controller may write policies"
+                );
+            }
+            (None, self.token.clone())
+        } else {
+            let tls = match (&self.tls_cert, &self.tls_key, &self.client_ca) {
+                (Some(cert), Some(key), Some(ca)) => tls::server_config(cert, key, ca)?,
+                _ => {
+                    let pki = LabPki::new(self.state_dir.join("tls"));
+                    if !pki.exists() {
+                        let mut names = vec![
+                            "localhost".to_string(),
+                            "127.0.0.1".to_string(),
+                            "::1".to_string(),
+                        ];
+                        if let Ok(h) = std::fs::read_to_string("/etc/hostname") {
+                            if !h.trim().is_empty() {
+                                names.push(h.trim().to_string());
+                            }
+                        }
+                        if !self.listen.ip().is_unspecified() {
+                            names.push(self.listen.ip().to_string());
+                        }
+                        names.dedup();
+                        pki.generate(&names, false)?;
+                        tracing::info!(dir = %pki.dir.display(), "created a lab CA and certificates");
+                    }
+                    tls::server_config(&pki.server_cert(), &pki.server_key(), &pki.ca())?
+                }
+            };
+            let token = match &self.token {
+                Some(t) => t.clone(),
+                None => {
+                    let path = self.state_dir.join("token");
+                    let t = certs::token_file(&path)?;
+                    tracing::info!(path = %path.display(), "policy write token");
+                    t
+                }
+            };
+            (Some(tls), Some(token))
+        };
+        server::serve(
+            controller,
+            ServeOptions {
+                listen: self.listen,
+                tls,
+                token,
+            },
+        )
+        .await
+    }
+
+    pub async fn run(self) -> anyhow::Result<()> {
+        init_logging(self.log_json);
+        let server = self.start().await?;
+        let stop = server.shutdown_handle();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("signal received");
+            let _ = stop.send(true);
+        });
+        server.wait().await;
+        tracing::info!("controller stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! The OpenAPI 3 document served at `/openapi.json`.
+
+use serde_json::{json, Value};
+
+fn ok(schema: &str, description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn errors(codes: &[&str]) -> Value {
+    let mut m = serde_json::Map::new();
+    for c in codes {
+        m.insert(c.to_string(), ok("Error", "error"));
+    }
+    Value::Object(m)
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+pub fn document() -> Value {
+    let agent = json!([{"clientCert": []}, {"bearer": []}]);
+    let admin = json!([{"bearer": []}]);
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "weft controller",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Subnet leases, app tags and policies for weft hosts. Agents authenticate with client certificates (mTLS), people and scripts with a bearer token; policy writes need the token."
+        },
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness and store reachability", "security": [], "responses": {"200": ok("Health", "healthy"), "503": {"description": "store unreachable"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
+            "/v1/leases": {"get": {"summary": "All leases and the pool", "security": agent, "responses": merge(json!({"200": ok("LeaseList", "leases")}), errors(&["401"]))}},
+            "/v1/leases/acquire": {"post": {"summary": "Get a subnet for a host (its old one if it still holds it)", "security": agent, "requestBody": body("AcquireLease"),
+                "responses": merge(json!({"200": ok("Lease", "the lease")}), errors(&["400", "401", "409", "503"]))}},
+            "/v1/leases/renew": {"post": {"summary": "Extend a host's lease", "security": agent, "requestBody": body("HostRef"),
+                "responses": merge(json!({"200": ok("Lease", "the renewed lease")}), errors(&["400", "401", "404"]))}},
+            "/v1/leases/release": {"post": {"summary": "Return a host's subnet to the pool", "security": agent, "requestBody": body("HostRef"),
+                "responses": merge(json!({"204": {"description": "released (or was not held)"}}), errors(&["400", "401"]))}},
+            "/v1/apps": {"get": {"summary": "Apps and their tags", "security": agent, "responses": merge(json!({"200": ok("AppList", "apps")}), errors(&["401"]))}},
+            "/v1/apps/{id}": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"summary": "One app", "security": agent, "responses": merge(json!({"200": ok("App", "the app")}), errors(&["401", "404"]))},
+                "put": {"summary": "Claim an app for a running container (gives it a tag)", "security": agent, "responses": merge(json!({"200": ok("App", "the app")}), errors(&["400", "401", "503"]))},
+                "delete": {"summary": "Drop the claim; the app is released unless a policy names it", "security": agent,
+                    "responses": merge(json!({"200": ok("App", "still referenced by a policy"), "204": {"description": "released"}}), errors(&["400", "401", "404"]))}
+            },
+            "/networking/v1/external/policies": {
+                "get": {"summary": "List policies (Cloud Foundry shape)", "security": agent,
+                    "parameters": [{"name": "id", "in": "query", "required": false, "description": "comma-separated app ids: policies whose source or destination is one of them", "schema": {"type": "string"}}],
+                    "responses": merge(json!({"200": ok("PolicyList", "policies with tags")}), errors(&["401"]))},
+                "post": {"summary": "Create policies (idempotent)", "security": admin, "requestBody": body("PolicyList"),
+                    "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were new")}), errors(&["400", "401", "403", "503"]))}
+            },
+            "/networking/v1/external/policies/delete": {"post": {"summary": "Delete policies (missing ones are ignored)", "security": admin, "requestBody": body("PolicyList"),
+                "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were deleted")}), errors(&["400", "401", "403"]))}},
+            "/v1/watch": {"get": {"summary": "Snapshot then every change, as JSON lines (application/x-ndjson)", "security": agent,
+                "parameters": [{"name": "since", "in": "query", "required": false, "description": "resume after this revision: replay the changes after it if the change log still has them, else a snapshot", "schema": {"type": "integer", "minimum": 0}}],
+                "responses": merge(json!({"200": {"description": "one WatchMessage per line", "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/WatchMessage"}}}}}), errors(&["400", "401"]))}}
+        },
+        "components": {
+            "securitySchemes": {
+                "clientCert": {"type": "mutualTLS", "description": "client certificate signed by the controller's client CA"},
+                "bearer": {"type": "http", "scheme": "bearer"}
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["code", "error"], "properties": {
+                    "code": {"type": "string", "example": "validation_failed"},
+                    "error": {"type": "string"},
+                    "fields": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string", "example": "policies[0].destination.ports.start"}, "message": {"type": "string"}}}}}},
+                "Health": {"type": "object", "properties": {"status": {"type": "string"}, "store": {"type": "string", "enum": ["sqlite", "postgres"]}, "revision": {"type": "integer"}}},
+                "AcquireLease": {"type": "object", "required": ["host", "underlay_ip"], "properties": {"host": {"type": "string"}, "underlay_ip": {"type": "string", "format": "ip"}}},
+                "HostRef": {"type": "object", "required": ["host"], "properties": {"host": {"type": "string"}}},
+                "Lease": {"type": "object", "properties": {
+                    "host": {"type": "string"}, "underlay_ip": {"type": "string"}, "subnet": {"type": "string", "example": "10.255.7.0/24"},
+                    "vtep_mac": {"type": "string", "example": "ee:ee:0a:ff:07:00"}, "acquired_at": {"type": "integer", "description": "unix seconds"}, "expires_at": {"type": "integer", "description": "unix seconds"}}},
+                "LeaseList": {"type": "object", "properties": {"overlay": {"type": "string"}, "host_prefix": {"type": "integer"}, "pool_size": {"type": "integer"}, "leases": {"type": "array", "items": {"$ref": "#/components/schemas/Lease"}}}},
+                "App": {"type": "object", "properties": {"id": {"type": "string"}, "tag": {"type": "integer", "minimum": 1, "maximum": 65535}, "claimed": {"type": "boolean"}}},
+                "AppList": {"type": "object", "properties": {"apps": {"type": "array", "items": {"$ref": "#/components/schemas/App"}}}},
+                "Policy": {"type": "object", "required": ["source", "destination"], "properties": {
+                    "source": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, "tag": {"type": "integer", "readOnly": true}}},
+                    "destination": {"type": "object", "required": ["id", "protocol"], "properties": {
+                        "id": {"type": "string"}, "tag": {"type": "integer", "readOnly": true},
+                        "protocol": {"type": "string", "enum": ["tcp", "udp", "icmp"]},
+                        "ports": {"type": "object", "description": "required for tcp and udp, absent for icmp", "properties": {"start": {"type": "integer", "minimum": 1, "maximum": 65535}, "end": {"type": "integer", "minimum": 1, "maximum": 65535}}},
+                        "port": {"type": "integer", "description": "shorthand for ports {start: port, end: port}", "writeOnly": true}}}}},
+                "PolicyList": {"type": "object", "required": ["policies"], "properties": {"total_policies": {"type": "integer", "readOnly": true}, "policies": {"type": "array", "items": {"$ref": "#/components/schemas/Policy"}}}},
+                "PolicyWriteResult": {"type": "object", "properties": {"changed": {"type": "integer"}, "revision": {"type": "integer"}}},
+                "Event": {"type": "object", "required": ["type"], "description": "type is one of lease_put, lease_deleted (with lease), app_put, app_deleted (with app), policy_created, policy_deleted (with policy)",
+                    "properties": {"type": {"type": "string"}, "lease": {"$ref": "#/components/schemas/Lease"}, "app": {"$ref": "#/components/schemas/App"}, "policy": {"$ref": "#/components/schemas/Policy"}}},
+                "WatchMessage": {"type": "object", "required": ["kind", "revision"], "description": "kind snapshot: revision, leases, apps, policies; kind change: revision, event; kind heartbeat: revision",
+                    "properties": {"kind": {"type": "string", "enum": ["snapshot", "change", "heartbeat"]}, "revision": {"type": "integer"},
+                        "leases": {"type": "array", "items": {"$ref": "#/components/schemas/Lease"}}, "apps": {"type": "array", "items": {"$ref": "#/components/schemas/App"}},
+                        "policies": {"type": "array", "items": {"$ref": "#/components/schemas/Policy"}}, "event": {"$ref": "#/components/schemas/Event"}}}
+            }
+        }
+    })
+}

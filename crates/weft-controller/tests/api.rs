@@ -1,0 +1,443 @@
+//! Every endpoint, its errors and its validation, on SQLite and PostgreSQL.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{eventually, TestStore};
+use weft_controller::client::ClientError;
+use weft_controller::model::{Event, Policy, Ports, Protocol, WatchMessage};
+
+on_both_backends!(
+    leases_acquire_renew_release,
+    lease_pool_exhausted,
+    lease_expiry_returns_subnet,
+    policies_and_tags,
+    watch_snapshot_changes_and_resume,
+    restart_loses_nothing,
+    operations_endpoints,
+    concurrent_lease_acquisitions,
+);
+
+fn api_error(e: ClientError) -> (u16, String, Vec<String>) {
+    match e {
+        ClientError::Api { status, body } => (
+            status,
+            body.code,
+            body.fields.into_iter().map(|f| f.field).collect(),
+        ),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+fn tcp(src: &str, dst: &str, port: u16) -> Policy {
+    Policy::new(
+        src,
+        dst,
+        Protocol::Tcp,
+        Some(Ports {
+            start: port,
+            end: port,
+        }),
+    )
+}
+
+async fn leases_acquire_renew_release(store: TestStore) {
+    let (server, c) = store.start().await;
+    let a = c.acquire_lease("host-a", "192.0.2.1").await.unwrap();
+    assert_eq!(a.subnet.prefix_len(), 24);
+    assert!(a.subnet.to_string().starts_with("10.255."));
+    let o = a.subnet.network().octets();
+    assert_eq!(
+        a.vtep_mac,
+        format!("ee:ee:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    );
+    // Same host again (a restarted agent): same subnet.
+    let again = c.acquire_lease("host-a", "192.0.2.1").await.unwrap();
+    assert_eq!(again.subnet, a.subnet);
+    let b = c.acquire_lease("host-b", "192.0.2.2").await.unwrap();
+    assert_ne!(b.subnet, a.subnet);
+    let renewed = c.renew_lease("host-a").await.unwrap();
+    assert_eq!(renewed.subnet, a.subnet);
+    assert!(renewed.expires_at >= a.expires_at);
+
+    // Errors.
+    let (status, code, _) = api_error(c.renew_lease("nobody").await.unwrap_err());
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    let (status, code, fields) = api_error(c.acquire_lease("", "not-an-ip").await.unwrap_err());
+    assert_eq!((status, code.as_str()), (400, "validation_failed"));
+    assert_eq!(fields, vec!["host", "underlay_ip"]);
+    let (status, _, fields) = api_error(c.acquire_lease("h", "0.0.0.0").await.unwrap_err());
+    assert_eq!((status, fields), (400, vec!["underlay_ip".to_string()]));
+    let (status, code, _) = api_error(c.acquire_lease("host-c", "192.0.2.1").await.unwrap_err());
+    assert_eq!((status, code.as_str()), (409, "conflict"));
+
+    // Listing and release.
+    let list = c.leases().await.unwrap();
+    assert_eq!(list.pool_size, 256);
+    assert_eq!(list.leases.len(), 2);
+    c.release_lease("host-a").await.unwrap();
+    c.release_lease("host-a").await.unwrap(); // not an error
+    let hosts: Vec<String> = c
+        .leases()
+        .await
+        .unwrap()
+        .leases
+        .into_iter()
+        .map(|l| l.host)
+        .collect();
+    assert_eq!(hosts, vec!["host-b"]);
+    server.shutdown().await;
+}
+
+async fn lease_pool_exhausted(store: TestStore) {
+    let mut args = store.args();
+    args.overlay_cidr = "10.9.0.0/24".parse().unwrap();
+    args.host_prefix = 26;
+    let (server, c) = common::start(args).await;
+    let mut subnets = HashSet::new();
+    for i in 0..4 {
+        let l = c
+            .acquire_lease(&format!("h{i}"), &format!("192.0.2.{}", i + 1))
+            .await
+            .unwrap();
+        assert!(subnets.insert(l.subnet));
+    }
+    let (status, code, _) = api_error(c.acquire_lease("h4", "192.0.2.9").await.unwrap_err());
+    assert_eq!((status, code.as_str()), (503, "pool_exhausted"));
+    // A held subnet is given back to its host even when the pool is full.
+    assert!(c.acquire_lease("h0", "192.0.2.1").await.is_ok());
+    server.shutdown().await;
+}
+
+async fn lease_expiry_returns_subnet(store: TestStore) {
+    let mut args = store.args();
+    args.overlay_cidr = "10.9.0.0/24".parse().unwrap();
+    args.host_prefix = 24; // a pool of one subnet
+    args.lease_ttl = 1;
+    let (server, c) = common::start(args).await;
+    let first = c.acquire_lease("old-host", "192.0.2.1").await.unwrap();
+    let (status, _, _) = api_error(c.acquire_lease("new-host", "192.0.2.2").await.unwrap_err());
+    assert_eq!(status, 503);
+    eventually(Duration::from_secs(20), "the lease to expire", || async {
+        c.leases()
+            .await
+            .map(|l| l.leases.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+    let second = c.acquire_lease("new-host", "192.0.2.2").await.unwrap();
+    assert_eq!(second.subnet, first.subnet);
+    server.shutdown().await;
+}
+
+async fn policies_and_tags(store: TestStore) {
+    let (server, c) = store.start().await;
+    let p1 = tcp("app-a", "app-b", 8080);
+    let p2 = Policy::new(
+        "app-b",
+        "app-c",
+        Protocol::Udp,
+        Some(Ports {
+            start: 5000,
+            end: 5100,
+        }),
+    );
+    let p3 = Policy::new("app-a", "app-c", Protocol::Icmp, None);
+    let r = c
+        .create_policies(&[p1.clone(), p2.clone(), p3.clone()])
+        .await
+        .unwrap();
+    assert_eq!(r.changed, 3);
+    // Idempotent.
+    let r2 = c.create_policies(std::slice::from_ref(&p1)).await.unwrap();
+    assert_eq!(r2.changed, 0);
+    assert_eq!(r2.revision, r.revision);
+
+    let all = c.policies(None).await.unwrap();
+    assert_eq!(all.total_policies, Some(3));
+    let untagged: Vec<Policy> = all.policies.iter().map(Policy::untagged).collect();
+    assert_eq!(untagged, vec![p1.clone(), p2.clone(), p3.clone()]);
+    let apps = c.apps().await.unwrap().apps;
+    assert_eq!(apps.len(), 3);
+    let tags: HashSet<u16> = apps.iter().map(|a| a.tag).collect();
+    assert_eq!(tags.len(), 3, "tags are distinct");
+    assert!(tags.iter().all(|t| *t >= 1));
+    let tag_of = |id: &str| apps.iter().find(|a| a.id == id).map(|a| a.tag);
+    assert_eq!(all.policies[0].source.tag, tag_of("app-a"));
+    assert_eq!(all.policies[0].destination.tag, tag_of("app-b"));
+
+    // Filter by app id: source or destination.
+    let for_a = c.policies(Some(&["app-a"])).await.unwrap();
+    assert_eq!(for_a.policies.len(), 2);
+    let for_bc = c.policies(Some(&["app-b"])).await.unwrap();
+    assert_eq!(for_bc.policies.len(), 2);
+
+    // Validation names each field.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/networking/v1/external/policies", server.url()))
+        .body(r#"{"policies":[{"source":{"id":"x"},"destination":{"id":"y","protocol":"sctp","ports":{"start":0,"end":1}}},{"source":{},"destination":{"id":"y","protocol":"tcp","ports":{"start":9,"end":8}}}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: weft_controller::model::ErrorBody = resp.json().await.unwrap();
+    let fields: Vec<String> = body.fields.iter().map(|f| f.field.clone()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "policies[0].destination.protocol",
+            "policies[1].source.id",
+            "policies[1].destination.ports"
+        ]
+    );
+    let resp = http
+        .post(format!("{}/networking/v1/external/policies", server.url()))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // Claims keep an app (and its tag) alive; deleting policies releases the others.
+    let claimed = c.claim_app("app-c").await.unwrap();
+    assert!(claimed.claimed);
+    assert_eq!(Some(claimed.tag), tag_of("app-c"));
+    let old_a = tag_of("app-a").unwrap();
+    let r = c
+        .delete_policies(&[p1.clone(), p2.clone(), p3.clone()])
+        .await
+        .unwrap();
+    assert_eq!(r.changed, 3);
+    assert_eq!(
+        c.delete_policies(std::slice::from_ref(&p1))
+            .await
+            .unwrap()
+            .changed,
+        0
+    );
+    let left: Vec<String> = c
+        .apps()
+        .await
+        .unwrap()
+        .apps
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(left, vec!["app-c"]);
+    assert_eq!(c.app("app-c").await.unwrap().tag, claimed.tag);
+    // A new app does not get a just-released tag while other tags are free.
+    let fresh = c.claim_app("app-d").await.unwrap();
+    assert_ne!(fresh.tag, old_a);
+    assert_ne!(fresh.tag, claimed.tag);
+    // Unclaim: released (204) since no policy names it.
+    assert_eq!(c.unclaim_app("app-c").await.unwrap(), None);
+    let (status, _, _) = api_error(c.app("app-c").await.unwrap_err());
+    assert_eq!(status, 404);
+    let (status, _, _) = api_error(c.unclaim_app("app-c").await.unwrap_err());
+    assert_eq!(status, 404);
+    // Unclaim of an app a policy names: kept, 200 with the app.
+    c.create_policies(&[tcp("app-d", "app-e", 80)])
+        .await
+        .unwrap();
+    let kept = c
+        .unclaim_app("app-d")
+        .await
+        .unwrap()
+        .expect("still referenced");
+    assert_eq!(kept.tag, fresh.tag);
+    assert!(!kept.claimed);
+    server.shutdown().await;
+}
+
+async fn next_change(
+    w: &mut weft_controller::client::WatchStream,
+) -> weft_controller::model::Change {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), w.next())
+            .await
+            .expect("a watch message in time")
+            .expect("watch stream ok")
+            .expect("stream still open");
+        match msg {
+            WatchMessage::Change(c) => return c,
+            WatchMessage::Heartbeat { .. } => continue,
+            WatchMessage::Snapshot(s) => panic!("unexpected snapshot at {}", s.revision),
+        }
+    }
+}
+
+async fn watch_snapshot_changes_and_resume(store: TestStore) {
+    let (server, c) = store.start().await;
+    c.acquire_lease("h1", "192.0.2.1").await.unwrap();
+    let mut w = c.watch(None).await.unwrap();
+    let first = w.next().await.unwrap().unwrap();
+    let WatchMessage::Snapshot(snap) = first else {
+        panic!("first message must be a snapshot, got {first:?}");
+    };
+    assert_eq!(snap.leases.len(), 1);
+    let r = c.create_policies(&[tcp("a", "b", 80)]).await.unwrap();
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .map(|c: &weft_controller::model::Change| c.revision)
+        != Some(r.revision)
+    {
+        seen.push(next_change(&mut w).await);
+    }
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|c| match &c.event {
+            Event::AppPut { .. } => "app_put",
+            Event::PolicyCreated { .. } => "policy_created",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["app_put", "app_put", "policy_created"]);
+    assert!(seen.windows(2).all(|p| p[0].revision < p[1].revision));
+    let last = seen.last().unwrap().revision;
+    drop(w);
+
+    // Changes while disconnected, then resume: exactly the missed changes, no snapshot.
+    c.acquire_lease("h2", "192.0.2.2").await.unwrap();
+    c.create_policies(&[tcp("a", "c", 81)]).await.unwrap();
+    c.release_lease("h1").await.unwrap();
+    let expected = server.controller().changes_after(last, 1000).await.unwrap();
+    assert_eq!(expected.len(), 4); // lease_put, app_put (c), policy_created, lease_deleted
+    let mut w = c.watch(Some(last)).await.unwrap();
+    let mut resumed = Vec::new();
+    for _ in 0..expected.len() {
+        resumed.push(next_change(&mut w).await);
+    }
+    assert_eq!(resumed, expected);
+    // And it stays live.
+    let r = c.create_policies(&[tcp("a", "b", 82)]).await.unwrap();
+    let live = next_change(&mut w).await;
+    assert_eq!(live.revision, r.revision);
+
+    // A resume from the future (e.g. another database) gets a snapshot.
+    let mut w = c.watch(Some(r.revision + 1000)).await.unwrap();
+    assert!(matches!(
+        w.next().await.unwrap(),
+        Some(WatchMessage::Snapshot(_))
+    ));
+
+    // Bad since.
+    let resp = reqwest::get(format!("{}/v1/watch?since=-3", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.shutdown().await;
+}
+
+async fn restart_loses_nothing(store: TestStore) {
+    let (server, c) = store.start().await;
+    let lease = c.acquire_lease("h1", "192.0.2.1").await.unwrap();
+    c.create_policies(&[tcp("a", "b", 80)]).await.unwrap();
+    c.claim_app("z").await.unwrap();
+    let before = server.controller().snapshot().await.unwrap();
+    server.shutdown().await;
+
+    let (server, c) = store.start().await;
+    let after = server.controller().snapshot().await.unwrap();
+    assert_eq!(after, before);
+    let again = c.acquire_lease("h1", "192.0.2.1").await.unwrap();
+    assert_eq!(again.subnet, lease.subnet);
+    // Revisions keep increasing across the restart.
+    let r = c.create_policies(&[tcp("a", "b", 81)]).await.unwrap();
+    assert!(r.revision > before.revision);
+    server.shutdown().await;
+}
+
+async fn operations_endpoints(store: TestStore) {
+    let (server, c) = store.start().await;
+    let h = c.health().await.unwrap();
+    assert_eq!(h.status, "ok");
+    assert_eq!(
+        h.store,
+        match store.backend {
+            common::Backend::Sqlite => "sqlite",
+            common::Backend::Postgres => "postgres",
+        }
+    );
+    c.acquire_lease("h1", "192.0.2.1").await.unwrap();
+    let m = c.metrics().await.unwrap();
+    assert!(m.contains("weft_leases_held 1"), "{m}");
+    assert!(m.contains("weft_leases_free 255"), "{m}");
+    assert!(m.contains("weft_http_requests_total{method=\"POST\",route=\"/v1/leases/acquire\",status=\"200\"} 1"), "{m}");
+    assert!(
+        m.contains("weft_http_request_duration_seconds_count{route=\"/v1/leases/acquire\"} 1"),
+        "{m}"
+    );
+    let doc = c.openapi().await.unwrap();
+    for path in [
+        "/healthz",
+        "/metrics",
+        "/v1/leases/acquire",
+        "/v1/leases/renew",
+        "/v1/leases/release",
+        "/v1/apps/{id}",
+        "/v1/watch",
+        "/networking/v1/external/policies",
+        "/networking/v1/external/policies/delete",
+    ] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    let resp = reqwest::get(format!("{}/nope", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/leases/acquire", server.url()))
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.shutdown().await;
+}
+
+/// 500 hosts at once. On PostgreSQL through two controllers sharing the database.
+async fn concurrent_lease_acquisitions(store: TestStore) {
+    let mut args = store.args();
+    args.overlay_cidr = "10.240.0.0/12".parse().unwrap();
+    args.host_prefix = 24; // 4096 subnets
+    let (s1, c1) = common::start(args.clone()).await;
+    let second = if store.backend == common::Backend::Postgres {
+        Some(common::start(args.clone()).await)
+    } else {
+        None
+    };
+    let c2 = second
+        .as_ref()
+        .map(|(_, c)| c.clone())
+        .unwrap_or_else(|| c1.clone());
+    let mut tasks = Vec::new();
+    for i in 0..500u32 {
+        let c = if i % 2 == 0 { c1.clone() } else { c2.clone() };
+        tasks.push(tokio::spawn(async move {
+            let ip = format!("10.0.{}.{}", i / 250, i % 250 + 1);
+            c.acquire_lease(&format!("host-{i}"), &ip).await
+        }));
+    }
+    let mut subnets = HashSet::new();
+    for t in tasks {
+        let lease = t.await.unwrap().expect("every acquisition succeeds");
+        assert!(
+            subnets.insert(lease.subnet),
+            "subnet {} given twice",
+            lease.subnet
+        );
+    }
+    assert_eq!(subnets.len(), 500);
+    let listed = c2.leases().await.unwrap().leases;
+    assert_eq!(listed.len(), 500);
+    let listed: HashSet<_> = listed.into_iter().map(|l| l.subnet).collect();
+    assert_eq!(listed, subnets);
+    if let Some((s2, _)) = second {
+        s2.shutdown().await;
+    }
+    s1.shutdown().await;
+}
