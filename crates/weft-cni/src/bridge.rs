@@ -32,7 +32,9 @@ pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
         // DNAT of 127.0.0.1 to a container needs local-net routing on the bridge.
         sysctl::set_path(&sysctl::ipv4_conf_path(&plan.bridge, "route_localnet"), "1")?;
     }
-    if plan.ip_masq {
+    // The host routes for its containers when it is their gateway, masquerades them, or maps
+    // ports to them (as the reference bridge plugin does).
+    if plan.ip_masq || !plan.port_mappings.is_empty() || !plan.bridge_addrs.is_empty() {
         sysctl::set("net.ipv4.ip_forward", "1")?;
     }
 

@@ -14,11 +14,28 @@ fn bridge_conf(subnet: &str) -> Value {
 fn version_lists_supported_versions() {
     let host = Ns::new("ver");
     for v in ["0.4.0", "1.0.0", "1.1.0"] {
-        let r = exec_plugin(WEFT_CNI, &host.path(), "VERSION", "", "", "", &json!({ "cniVersion": v }), &[]);
+        let r = exec_plugin(
+            WEFT_CNI,
+            &host.path(),
+            "VERSION",
+            "",
+            "",
+            "",
+            &json!({ "cniVersion": v }),
+            &[],
+        );
         assert!(r.ok);
         assert_eq!(r.json["cniVersion"], v);
-        let sv: Vec<&str> = r.json["supportedVersions"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-        assert!(sv.contains(&"0.4.0") && sv.contains(&"1.0.0") && sv.contains(&"1.1.0"), "{sv:?}");
+        let sv: Vec<&str> = r.json["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            sv.contains(&"0.4.0") && sv.contains(&"1.0.0") && sv.contains(&"1.1.0"),
+            "{sv:?}"
+        );
     }
 }
 
@@ -33,7 +50,13 @@ fn add_results_in_each_version() {
         let r = net.add("c1", &c);
         assert_eq!(r["cniVersion"], *v);
         let ip = &r["ips"][0];
-        assert!(ip["address"].as_str().unwrap().starts_with(&format!("10.210.{i}.")), "{r}");
+        assert!(
+            ip["address"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("10.210.{i}.")),
+            "{r}"
+        );
         assert_eq!(ip["gateway"], format!("10.210.{i}.1"));
         let ifs = r["interfaces"].as_array().unwrap();
         let idx = ip["interface"].as_u64().unwrap() as usize;
@@ -52,7 +75,9 @@ fn add_results_in_each_version() {
         let addr = c.ok("ip -o -4 addr show dev eth0");
         assert!(addr.contains(ip["address"].as_str().unwrap()), "{addr}");
         assert!(c.ok("ip link show eth0").contains("mtu 1400"));
-        assert!(c.ok("ip route show default").contains(&format!("via 10.210.{i}.1")));
+        assert!(c
+            .ok("ip route show default")
+            .contains(&format!("via 10.210.{i}.1")));
         net.del("c1", &c);
     }
 }
@@ -62,9 +87,10 @@ fn bad_input_gets_cni_errors() {
     let net = Net::new("err", bridge_conf("10.211.0.0/24"));
     let c = Ns::new("c");
     let host = net.host.path();
-    let call = |conf: &Value, env: &[(&str, &str)], cmd: &str, cid: &str, netns: &str, ifname: &str| {
-        exec_plugin(WEFT_CNI, &host, cmd, cid, netns, ifname, conf, env)
-    };
+    let call =
+        |conf: &Value, env: &[(&str, &str)], cmd: &str, cid: &str, netns: &str, ifname: &str| {
+            exec_plugin(WEFT_CNI, &host, cmd, cid, netns, ifname, conf, env)
+        };
 
     // Not JSON at all.
     let out = {
@@ -102,7 +128,8 @@ fn bad_input_gets_cni_errors() {
 
     // Overlapping ranges.
     let mut bad = net.conf.clone();
-    bad["ipam"] = json!({ "ranges": [[{ "subnet": "10.211.0.0/16" }], [{ "subnet": "10.211.5.0/24" }]] });
+    bad["ipam"] =
+        json!({ "ranges": [[{ "subnet": "10.211.0.0/16" }], [{ "subnet": "10.211.5.0/24" }]] });
     let r = call(&bad, &[], "ADD", "x", &c.path(), "eth0");
     assert_eq!((r.ok, r.code()), (false, 7));
     assert!(r.msg().contains("overlaps"), "{}", r.msg());
@@ -114,14 +141,26 @@ fn bad_input_gets_cni_errors() {
     assert_eq!((r.ok, r.code()), (false, 1));
 
     // Missing netns.
-    let r = call(&net.conf, &[], "ADD", "x", "/run/netns/does-not-exist-weft", "eth0");
+    let r = call(
+        &net.conf,
+        &[],
+        "ADD",
+        "x",
+        "/run/netns/does-not-exist-weft",
+        "eth0",
+    );
     assert_eq!((r.ok, r.code()), (false, 3));
     assert!(r.msg().contains("CNI_NETNS"), "{}", r.msg());
 
     // Invalid interface names and container ids.
     for ifname in ["", "waytoolonginterfacename", "eth/0", "a b"] {
         let r = call(&net.conf, &[], "ADD", "x", &c.path(), ifname);
-        assert_eq!((r.ok, r.code()), (false, 4), "ifname {ifname:?}: {:?}", r.json);
+        assert_eq!(
+            (r.ok, r.code()),
+            (false, 4),
+            "ifname {ifname:?}: {:?}",
+            r.json
+        );
         assert!(r.msg().contains("CNI_IFNAME"));
     }
     let r = call(&net.conf, &[], "ADD", "-x", &c.path(), "eth0");
@@ -135,7 +174,11 @@ fn bad_input_gets_cni_errors() {
     // None of the failures left anything behind.
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     assert!(net.host_links().is_empty());
-    assert_eq!(c.ok("ip -o link show").lines().count(), 1, "only lo in the container");
+    assert_eq!(
+        c.ok("ip -o link show").lines().count(),
+        1,
+        "only lo in the container"
+    );
 }
 
 #[test]
@@ -220,7 +263,8 @@ fn chained_prev_result_is_kept() {
     // An old-version prevResult is understood too.
     let mut conf040 = net.conf.clone();
     conf040["cniVersion"] = json!("0.4.0");
-    conf040["prevResult"] = json!({ "cniVersion": "0.4.0", "ips": [{ "version": "4", "address": "192.0.2.11/24" }] });
+    conf040["prevResult"] =
+        json!({ "cniVersion": "0.4.0", "ips": [{ "version": "4", "address": "192.0.2.11/24" }] });
     let r = net.call_conf("ADD", "c1", &c.path(), "eth1", &conf040);
     assert!(r.ok, "{:?}", r.json);
     assert_eq!(r.json["ips"][0]["version"], "4");
@@ -259,7 +303,11 @@ fn gc_removes_stale_attachments_addresses_and_links() {
     net.add("keep", &c1);
     net.add("stale", &c2);
     // A killed ADD: an address file with no attachment record and no link.
-    std::fs::write(net.state_dir().join("ips").join("10.217.0.200"), "crashed\neth0\n").unwrap();
+    std::fs::write(
+        net.state_dir().join("ips").join("10.217.0.200"),
+        "crashed\neth0\n",
+    )
+    .unwrap();
     // A weft link of this network that no record knows (e.g. a record lost with its disk).
     let alias = format!("weft:{}:orphan:eth0", net.conf["name"].as_str().unwrap());
     net.host.ok(&format!("ip link add weftorphan000 type veth peer name orphanpeer && ip link set weftorphan000 alias '{alias}'"));
@@ -295,7 +343,16 @@ fn static_ip_and_mac_requests() {
     let r = net.call_conf("ADD", "c2", &c2.path(), "eth0", &conf);
     assert_eq!((r.ok, r.code()), (false, 102), "{:?}", r.json);
     // CNI_ARGS IP= works too.
-    let r = exec_plugin(WEFT_CNI, &net.host.path(), "ADD", "c2", &c2.path(), "eth0", &net.conf, &[("CNI_ARGS", "IgnoreUnknown=1;IP=10.218.0.60")]);
+    let r = exec_plugin(
+        WEFT_CNI,
+        &net.host.path(),
+        "ADD",
+        "c2",
+        &c2.path(),
+        "eth0",
+        &net.conf,
+        &[("CNI_ARGS", "IgnoreUnknown=1;IP=10.218.0.60")],
+    );
     assert!(r.ok, "{:?}", r.json);
     assert_eq!(result_ip(&r.json), "10.218.0.60");
     assert!(ping_ok(&c2, "10.218.0.50"));
@@ -316,7 +373,12 @@ fn multiple_ranges_give_one_address_each() {
     let mut v4 = Vec::new();
     for (i, c) in cs.iter().enumerate() {
         let r = net.add(&format!("c{i}"), c);
-        let ips: Vec<&str> = r["ips"].as_array().unwrap().iter().filter_map(|i| i["address"].as_str()).collect();
+        let ips: Vec<&str> = r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["address"].as_str())
+            .collect();
         assert_eq!(ips.len(), 2, "{r}");
         assert!(ips[1].starts_with("fd00:219::"), "{ips:?}");
         v4.push(ips[0].to_string());

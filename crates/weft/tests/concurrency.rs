@@ -28,7 +28,10 @@ fn hundred_parallel_adds_and_dels() {
             })
         })
         .collect();
-    let ips: Vec<String> = adds.into_iter().map(|h| h.join().expect("ADD thread")).collect();
+    let ips: Vec<String> = adds
+        .into_iter()
+        .map(|h| h.join().expect("ADD thread"))
+        .collect();
     let distinct: HashSet<&String> = ips.iter().collect();
     assert_eq!(distinct.len(), N, "duplicate addresses handed out: {ips:?}");
     assert_eq!(net.allocated().len(), N);
@@ -36,7 +39,9 @@ fn hundred_parallel_adds_and_dels() {
 
     // Every container is reachable from the host, and the address is really on its eth0.
     for (i, ip) in ips.iter().enumerate() {
-        assert!(cs[i].ok("ip -o -4 addr show dev eth0").contains(&format!("{ip}/16")));
+        assert!(cs[i]
+            .ok("ip -o -4 addr show dev eth0")
+            .contains(&format!("{ip}/16")));
         assert!(ping_ok(&net.host, ip), "container {i} at {ip} unreachable");
     }
     // And containers reach each other across the bridge.
@@ -56,9 +61,16 @@ fn hundred_parallel_adds_and_dels() {
     }
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     assert!(net.host_links().is_empty(), "{:?}", net.host_links());
-    let records = std::fs::read_dir(net.state_dir().join("attachments")).unwrap().count();
+    let records = std::fs::read_dir(net.state_dir().join("attachments"))
+        .unwrap()
+        .count();
     assert_eq!(records, 0);
     for c in cs.iter() {
-        assert_eq!(c.ok("ip -o link show").lines().count(), 1, "only lo left in {}", c.name);
+        assert_eq!(
+            c.ok("ip -o link show").lines().count(),
+            1,
+            "only lo left in {}",
+            c.name
+        );
     }
 }

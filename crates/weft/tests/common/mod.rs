@@ -20,7 +20,12 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name no other test (or parallel test process) uses: `wt<pid>x<n><tag>`.
 pub fn unique(tag: &str) -> String {
-    format!("wt{}x{}{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst), tag)
+    format!(
+        "wt{}x{}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        tag
+    )
 }
 
 /// A named network namespace made with `weft netns add` and deleted on drop.
@@ -31,8 +36,15 @@ pub struct Ns {
 impl Ns {
     pub fn new(tag: &str) -> Ns {
         let name = unique(tag);
-        let out = Command::new(WEFT).args(["netns", "add", &name]).output().expect("run weft netns add");
-        assert!(out.status.success(), "weft netns add {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(WEFT)
+            .args(["netns", "add", &name])
+            .output()
+            .expect("run weft netns add");
+        assert!(
+            out.status.success(),
+            "weft netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ns { name }
     }
 
@@ -64,7 +76,14 @@ impl Ns {
     /// Starts a long-running command inside the namespace; it is killed on drop.
     pub fn spawn(&self, script: &str) -> Bg {
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sh", "-c", &format!("exec {script}")])
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "sh",
+                "-c",
+                &format!("exec {script}"),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -76,12 +95,17 @@ impl Ns {
 impl Drop for Ns {
     fn drop(&mut self) {
         // Kill anything still running inside, then remove the namespace.
-        let _ = Command::new("ip").args(["netns", "pids", &self.name]).output().map(|o| {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        });
-        let _ = Command::new(WEFT).args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+        let _ = Command::new(WEFT)
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -96,7 +120,10 @@ impl Bg {
         let mut c = self.child.take().expect("child");
         let _ = c.kill();
         let out = c.wait_with_output().expect("wait");
-        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -146,6 +173,7 @@ impl Reply {
 }
 
 /// Execs a CNI plugin binary the way a runtime does, inside `host_netns` (a path).
+#[allow(clippy::too_many_arguments)]
 pub fn exec_plugin(
     plugin: &str,
     host_netns: &str,
@@ -165,7 +193,13 @@ pub fn exec_plugin(
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", Path::new(plugin).parent().map(|p| p.display().to_string()).unwrap_or_default())
+        .env(
+            "CNI_PATH",
+            Path::new(plugin)
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -190,8 +224,16 @@ pub fn exec_plugin(
         .expect("write stdin");
     let out = child.wait_with_output().expect("wait plugin");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = if stdout.trim().is_empty() { Value::Null } else { serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.to_string())) };
-    Reply { ok: out.status.success(), json, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    let json = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&stdout).unwrap_or(Value::String(stdout.to_string()))
+    };
+    Reply {
+        ok: out.status.success(),
+        json,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 fn libc_setns(fd: i32) -> i32 {
@@ -229,8 +271,24 @@ impl Net {
         self.call_conf(command, cid, &ns.path(), ifname, &self.conf)
     }
 
-    pub fn call_conf(&self, command: &str, cid: &str, netns: &str, ifname: &str, conf: &Value) -> Reply {
-        exec_plugin(WEFT_CNI, &self.host.path(), command, cid, netns, ifname, conf, &[])
+    pub fn call_conf(
+        &self,
+        command: &str,
+        cid: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Reply {
+        exec_plugin(
+            WEFT_CNI,
+            &self.host.path(),
+            command,
+            cid,
+            netns,
+            ifname,
+            conf,
+            &[],
+        )
     }
 
     pub fn add(&self, cid: &str, ns: &Ns) -> Value {
@@ -246,7 +304,9 @@ impl Net {
 
     /// The network's state directory.
     pub fn state_dir(&self) -> PathBuf {
-        self.data.path.join(self.conf["name"].as_str().unwrap_or_default())
+        self.data
+            .path
+            .join(self.conf["name"].as_str().unwrap_or_default())
     }
 
     /// Address files currently held in the IPAM store.
@@ -277,7 +337,11 @@ impl Net {
 
 /// The first IPv4 address of an ADD result, without prefix.
 pub fn result_ip(r: &Value) -> String {
-    r["ips"][0]["address"].as_str().and_then(|a| a.split('/').next()).unwrap_or_default().to_string()
+    r["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Waits (bounded) until `f` holds; for liveness only, never for speed.
@@ -294,5 +358,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// Pings until one reply arrives (up to 3 s): a fresh veth may drop the very first packet.
 pub fn ping_ok(from: &Ns, ip: &str) -> bool {
-    from.sh(&format!("ping -c 1 -W 1 -w 3 {ip}")).status.success()
+    from.sh(&format!("ping -c 1 -W 1 -w 3 {ip}"))
+        .status
+        .success()
 }
