@@ -105,12 +105,14 @@ async fn create_veth(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<()
         mac: None,
         mtu: plan.mtu,
         alias: Some(&plan.host_alias),
+        arp_off: false,
     };
     let peer = VethEnd {
         name: &plan.ifname,
         mac: mac(&plan.container_mac),
         mtu: plan.mtu,
         alias: None,
+        arp_off: false,
     };
     host.add_veth(&local, &peer, ns).await?;
     Ok(())
@@ -143,18 +145,7 @@ pub fn ensure_network_firewall(
     fw: &NetworkFirewall,
     _lock: &Lock,
 ) -> Result<(), CniError> {
-    let listing = match nft.run(&format!("list table inet {}", fw.table)) {
-        Ok(l) => Some(l),
-        Err(weft_kernel::Error::Nft(m)) if m.contains("No such file") => None,
-        Err(e) => return Err(e.into()),
-    };
-    if listing
-        .as_deref()
-        .is_some_and(|l| l.contains(&fw.fingerprint()))
-    {
-        return Ok(());
-    }
-    nft.run(&fw.render())?;
+    nft.ensure_table("inet", &fw.table, &fw.fingerprint(), &fw.render())?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! exactly what was decided when doing fails.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use serde_json::Value;
 use weft_kernel::netns::Netns;
@@ -10,11 +11,13 @@ use weft_kernel::nft::Nft;
 use weft_kernel::Netlink;
 
 use crate::bridge;
-use crate::config::{self, BridgeConf};
+use crate::config::{self, Mode, NetworkConf};
 use crate::ipam;
-use crate::plan::{self, BridgePlan};
+use crate::lease::HostLease;
+use crate::overlay;
+use crate::plan::{self, Plan};
 use crate::spec::{self, code, CniError, CniResult, Command, Env};
-use crate::store::{NetworkStore, Owner};
+use crate::store::{Lock, NetworkStore, Owner};
 
 /// Runs one command; `Ok(Some(json))` is printed on stdout, `Ok(None)` prints nothing.
 pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
@@ -49,25 +52,18 @@ pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
             ));
         }
     }
-    let conf = BridgeConf::from_netconf(nc, &env.args)?;
+    let conf = NetworkConf::from_netconf(nc, &env.args)?;
     match env.command {
         Command::Add => add(env, &conf).await.map(Some),
         Command::Del => del(env, &conf).await.map(|()| None),
         Command::Check => check(env, &conf).await.map(|()| None),
         Command::Gc => gc(&conf).await.map(|()| None),
         Command::Status => status(&conf).map(|()| None),
-        Command::Version => unreachable_version(),
+        Command::Version => Ok(None),
     }
 }
 
-fn unreachable_version() -> Result<Option<Value>, CniError> {
-    Err(CniError::new(
-        code::INVALID_ENV,
-        "VERSION is answered before configuration parsing",
-    ))
-}
-
-fn subnets(conf: &BridgeConf) -> Vec<ipnet::IpNet> {
+fn subnets(conf: &NetworkConf) -> Vec<ipnet::IpNet> {
     conf.range_sets.iter().flatten().map(|r| r.subnet).collect()
 }
 
@@ -75,51 +71,92 @@ fn open_netns(path: &str) -> Result<Netns, CniError> {
     Netns::open(path).map_err(|e| CniError::new(code::CONTAINER_UNKNOWN, format!("CNI_NETNS: {e}")))
 }
 
+/// Decides the plan of a new attachment (under the lock): allocate, compute, record.
+fn decide(
+    conf: &NetworkConf,
+    lease: Option<&HostLease>,
+    env: &Env,
+    store: &NetworkStore,
+    lock: &Lock,
+    owner: &Owner,
+) -> Result<Plan, CniError> {
+    let allocs = ipam::allocate(store, lock, owner, &conf.range_sets, &conf.requested_ips)?;
+    let plan = match (lease, allocs.first().map(|a| a.ip)) {
+        (Some(lease), Some(IpAddr::V4(ip))) => Plan::Overlay(overlay::plan(
+            conf,
+            lease,
+            &env.container_id,
+            &env.ifname,
+            &env.netns,
+            ip,
+        )),
+        _ => Plan::Bridge(plan::bridge(
+            conf,
+            &env.container_id,
+            &env.ifname,
+            &env.netns,
+            &allocs,
+        )),
+    };
+    if let Err(e) = store.write_record(owner, &plan) {
+        release_all(store, lock, owner, &plan);
+        return Err(e);
+    }
+    Ok(plan)
+}
+
 /// ADD: allocate, record the plan, apply it; on failure undo and release.
-async fn add(env: &Env, conf: &BridgeConf) -> Result<Value, CniError> {
+async fn add(env: &Env, conf: &NetworkConf) -> Result<Value, CniError> {
     let prev = conf
         .prev_result
         .as_ref()
         .map(CniResult::from_prev)
         .transpose()?;
     let ns = open_netns(&env.netns)?;
+    let mut conf = conf.clone();
+    let lease = match &conf.mode {
+        Mode::Bridge => None,
+        Mode::Overlay { lease_file } => {
+            let l = HostLease::read(lease_file)?;
+            conf.range_sets = vec![vec![l.range()]];
+            Some(l)
+        }
+    };
     let store = NetworkStore::open(&conf.data_dir, &conf.network)?;
     let owner = Owner::new(&env.container_id, &env.ifname);
     let host = Netlink::current()?;
 
     let (plan, fresh) = {
         let lock = store.lock()?;
-        let (plan, fresh) = match store.read_record::<BridgePlan>(&owner)? {
+        let (plan, fresh) = match store.read_record::<Plan>(&owner)? {
             Some(p) => (p, false),
-            None => {
-                let allocs =
-                    ipam::allocate(&store, &lock, &owner, &conf.range_sets, &conf.requested_ips)?;
-                let p = plan::bridge(conf, &env.container_id, &env.ifname, &env.netns, &allocs);
-                if let Err(e) = store.write_record(&owner, &p) {
-                    for a in &allocs {
-                        let _ = store.release(&lock, a.ip, &owner);
+            None => (
+                decide(&conf, lease.as_ref(), env, &store, &lock, &owner)?,
+                true,
+            ),
+        };
+        if let Plan::Bridge(bp) = &plan {
+            if let Some(fw) = bridge::network_firewall(bp, subnets(&conf)) {
+                let r = Nft::new().map_err(CniError::from).and_then(|mut nft| {
+                    bridge::ensure_network_firewall(&mut nft, &fw, &lock)?;
+                    bridge::add_port_mappings(&mut nft, bp, &fw.table)
+                });
+                if let Err(e) = r {
+                    if fresh {
+                        release_all(&store, &lock, &owner, &plan);
                     }
                     return Err(e);
                 }
-                (p, true)
-            }
-        };
-        if let Some(fw) = bridge::network_firewall(&plan, subnets(conf)) {
-            let r = Nft::new().map_err(CniError::from).and_then(|mut nft| {
-                bridge::ensure_network_firewall(&mut nft, &fw, &lock)?;
-                bridge::add_port_mappings(&mut nft, &plan, &fw.table)
-            });
-            if let Err(e) = r {
-                if fresh {
-                    undo_decision(&store, &lock, &owner, &plan);
-                }
-                return Err(e);
             }
         }
         (plan, fresh)
     };
 
-    if let Err(e) = bridge::apply(&plan, &host, &ns).await {
+    let applied = match &plan {
+        Plan::Bridge(p) => bridge::apply(p, &host, &ns).await,
+        Plan::Overlay(p) => overlay::apply(p, &host, &ns).await,
+    };
+    if let Err(e) = applied {
         if fresh {
             if let Err(u) = undo(&store, &owner, &plan, &host).await {
                 tracing::warn!(error = %u, "ADD failed and its undo failed too; GC will finish it");
@@ -135,14 +172,10 @@ async fn add(env: &Env, conf: &BridgeConf) -> Result<Value, CniError> {
     Ok(result.to_version(&conf.cni_version))
 }
 
-fn undo_decision(
-    store: &NetworkStore,
-    lock: &crate::store::Lock,
-    owner: &Owner,
-    plan: &BridgePlan,
-) {
-    for (a, _) in &plan.addresses {
-        let _ = store.release(lock, a.addr(), owner);
+/// Releases the plan's addresses and removes its record.
+fn release_all(store: &NetworkStore, lock: &Lock, owner: &Owner, plan: &Plan) {
+    for ip in plan.addresses() {
+        let _ = store.release(lock, ip, owner);
     }
     let _ = store.remove_record(owner);
 }
@@ -151,21 +184,27 @@ fn undo_decision(
 async fn undo(
     store: &NetworkStore,
     owner: &Owner,
-    plan: &BridgePlan,
+    plan: &Plan,
     host: &Netlink,
 ) -> Result<(), CniError> {
-    let mut first_err = bridge::teardown(plan, host).await.err();
-    if !plan.port_mappings.is_empty() {
-        let table = crate::firewall::table_name(&plan.network);
-        if let Err(e) = Nft::new()
-            .map_err(CniError::from)
-            .and_then(|mut n| bridge::del_port_mappings(&mut n, plan, &table))
-        {
-            first_err.get_or_insert(e);
+    let first_err = match plan {
+        Plan::Bridge(p) => {
+            let mut err = bridge::teardown(p, host).await.err();
+            if !p.port_mappings.is_empty() {
+                let table = crate::firewall::table_name(&p.network);
+                if let Err(e) = Nft::new()
+                    .map_err(CniError::from)
+                    .and_then(|mut n| bridge::del_port_mappings(&mut n, p, &table))
+                {
+                    err.get_or_insert(e);
+                }
+            }
+            err
         }
-    }
+        Plan::Overlay(p) => overlay::teardown(p, host).await.err(),
+    };
     let lock = store.lock()?;
-    undo_decision(store, &lock, owner, plan);
+    release_all(store, &lock, owner, plan);
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),
@@ -174,14 +213,14 @@ async fn undo(
 
 /// DEL: undo what ADD recorded. Succeeds when the container, its namespace or its state is
 /// already gone.
-async fn del(env: &Env, conf: &BridgeConf) -> Result<(), CniError> {
+async fn del(env: &Env, conf: &NetworkConf) -> Result<(), CniError> {
     if !conf.data_dir.join(&conf.network).exists() {
         return Ok(());
     }
     let store = NetworkStore::open(&conf.data_dir, &conf.network)?;
     let owner = Owner::new(&env.container_id, &env.ifname);
     let host = Netlink::current()?;
-    match store.read_record::<BridgePlan>(&owner)? {
+    match store.read_record::<Plan>(&owner)? {
         Some(plan) => undo(&store, &owner, &plan, &host).await,
         None => {
             // No record (an ADD killed before writing it, or DEL twice): remove what could
@@ -204,7 +243,7 @@ async fn del(env: &Env, conf: &BridgeConf) -> Result<(), CniError> {
 }
 
 /// CHECK: the attachment exists and the kernel matches its plan.
-async fn check(env: &Env, conf: &BridgeConf) -> Result<(), CniError> {
+async fn check(env: &Env, conf: &NetworkConf) -> Result<(), CniError> {
     let prev = conf
         .prev_result
         .as_ref()
@@ -217,7 +256,7 @@ async fn check(env: &Env, conf: &BridgeConf) -> Result<(), CniError> {
         .and_then(CniResult::from_prev)?;
     let store = NetworkStore::open(&conf.data_dir, &conf.network)?;
     let owner = Owner::new(&env.container_id, &env.ifname);
-    let plan = store.read_record::<BridgePlan>(&owner)?.ok_or_else(|| {
+    let plan = store.read_record::<Plan>(&owner)?.ok_or_else(|| {
         CniError::new(
             code::CONTAINER_UNKNOWN,
             format!(
@@ -226,41 +265,46 @@ async fn check(env: &Env, conf: &BridgeConf) -> Result<(), CniError> {
             ),
         )
     })?;
-    for (a, _) in &plan.addresses {
-        if !prev.ips.iter().any(|ip| ip.address == *a) {
+    for ip in plan.addresses() {
+        if !prev.ips.iter().any(|c| c.address.addr() == ip) {
             return Err(CniError::new(
                 code::CHECK_MISMATCH,
-                format!("prevResult does not list address {a}"),
+                format!("prevResult does not list address {ip}"),
             ));
         }
     }
     let ns = open_netns(&env.netns)?;
     let host = Netlink::current()?;
-    bridge::check(&plan, &host, &ns).await?;
-    if let Some(fw) = bridge::network_firewall(&plan, subnets(conf)) {
-        let listing = Nft::new()
-            .and_then(|mut n| n.run(&format!("list table inet {}", fw.table)))
-            .map_err(|e| {
-                CniError::new(
-                    code::CHECK_MISMATCH,
-                    format!("firewall table {}: {e}", fw.table),
-                )
-            })?;
-        for (pm, to) in &plan.port_mappings {
-            if !crate::firewall::listing_has_mapping(&listing, pm, *to) {
-                return Err(CniError::new(
-                    code::CHECK_MISMATCH,
-                    format!("port mapping {}/{} is missing", pm.host_port, pm.protocol),
-                ));
+    match &plan {
+        Plan::Overlay(p) => overlay::check(p, &host, &ns).await,
+        Plan::Bridge(p) => {
+            bridge::check(p, &host, &ns).await?;
+            if let Some(fw) = bridge::network_firewall(p, subnets(conf)) {
+                let listing = Nft::new()
+                    .and_then(|mut n| n.run(&format!("list table inet {}", fw.table)))
+                    .map_err(|e| {
+                        CniError::new(
+                            code::CHECK_MISMATCH,
+                            format!("firewall table {}: {e}", fw.table),
+                        )
+                    })?;
+                for (pm, to) in &p.port_mappings {
+                    if !crate::firewall::listing_has_mapping(&listing, pm, *to) {
+                        return Err(CniError::new(
+                            code::CHECK_MISMATCH,
+                            format!("port mapping {}/{} is missing", pm.host_port, pm.protocol),
+                        ));
+                    }
+                }
             }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// GC: remove every attachment of this network that the runtime does not list as valid,
 /// addresses held by no attachment, and weft links of this network that belong to none.
-async fn gc(conf: &BridgeConf) -> Result<(), CniError> {
+async fn gc(conf: &NetworkConf) -> Result<(), CniError> {
     let valid: HashSet<Owner> = conf
         .valid_attachments
         .iter()
@@ -274,13 +318,13 @@ async fn gc(conf: &BridgeConf) -> Result<(), CniError> {
     let host = Netlink::current()?;
     let mut kept: HashSet<String> = HashSet::new();
     let mut kept_owners: HashSet<Owner> = HashSet::new();
-    for plan in store.records::<BridgePlan>()? {
-        let owner = Owner::new(&plan.container_id, &plan.ifname);
+    for plan in store.records::<Plan>()? {
+        let owner = Owner::new(plan.container_id(), plan.ifname());
         if valid.contains(&owner) {
-            kept.insert(plan.host_veth.clone());
+            kept.insert(plan.host_veth().to_string());
             kept_owners.insert(owner);
         } else {
-            tracing::info!(container = %plan.container_id, ifname = %plan.ifname, "gc: removing stale attachment");
+            tracing::info!(container = %owner.container_id, ifname = %owner.ifname, "gc: removing stale attachment");
             undo(&store, &owner, &plan, &host).await?;
         }
     }
@@ -307,9 +351,15 @@ async fn gc(conf: &BridgeConf) -> Result<(), CniError> {
     Ok(())
 }
 
-/// STATUS: ready when the state directory is usable and every range set has a free address.
-fn status(conf: &BridgeConf) -> Result<(), CniError> {
+/// STATUS: ready when the state directory is usable and there is a free address (bridge: in
+/// every range set; overlay: in the host's lease, which must exist).
+fn status(conf: &NetworkConf) -> Result<(), CniError> {
     let unavailable = |m: String| CniError::new(code::NOT_AVAILABLE, m);
+    let mut conf = conf.clone();
+    if let Mode::Overlay { lease_file } = &conf.mode {
+        let l = HostLease::read(lease_file).map_err(|e| unavailable(e.msg))?;
+        conf.range_sets = vec![vec![l.range()]];
+    }
     let store =
         NetworkStore::open(&conf.data_dir, &conf.network).map_err(|e| unavailable(e.msg))?;
     drop(store.lock().map_err(|e| unavailable(e.msg))?);
@@ -320,7 +370,8 @@ fn status(conf: &BridgeConf) -> Result<(), CniError> {
             )));
         }
     }
-    weft_kernel::nft::Nft::new()
-        .map_err(|e| unavailable(e.to_string()))
-        .map(drop)
+    if conf.mode == Mode::Bridge {
+        weft_kernel::nft::Nft::new().map_err(|e| unavailable(e.to_string()))?;
+    }
+    Ok(())
 }

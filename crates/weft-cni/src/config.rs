@@ -21,9 +21,12 @@ pub struct NetConf {
     pub name: String,
     #[serde(rename = "type")]
     pub plugin_type: String,
-    /// `"bridge"` (default). Later issues add `"overlay"`.
+    /// `"bridge"` (default) or `"overlay"`.
     #[serde(default)]
     pub mode: Option<String>,
+    /// Overlay mode: where the agent writes the host's lease (default /run/weft/lease.json).
+    #[serde(default)]
+    pub lease_file: Option<PathBuf>,
     #[serde(default)]
     pub bridge: Option<String>,
     /// Put the gateway address on the bridge (default true).
@@ -96,6 +99,9 @@ pub struct RouteConf {
 pub struct RuntimeConfig {
     #[serde(default)]
     pub port_mappings: Vec<PortMappingConf>,
+    /// Cloud Foundry / Garden container metadata (`policy_group_id`, `app_id`).
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     pub ips: Vec<String>,
     #[serde(default)]
@@ -123,6 +129,12 @@ pub struct ArgsConf {
 pub struct CniArgsConf {
     #[serde(default)]
     pub ips: Vec<String>,
+    /// The container's app id (what policies name).
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// Pod labels (Kubernetes, via a meta plugin): `app` names the app.
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default)]
     pub mac: Option<String>,
 }
@@ -161,11 +173,27 @@ pub struct PortMapping {
     pub host_ip: Option<IpAddr>,
 }
 
-/// Everything bridge mode needs, validated.
+/// How containers of the network are connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Seed 003: a bridge per host, an address from the configured ranges.
+    Bridge,
+    /// Seed 000: routed point-to-point veth (as Cloud Foundry's silk), an address from the
+    /// host's overlay lease, which the agent writes to `lease_file`.
+    Overlay { lease_file: PathBuf },
+}
+
+/// Default lease file of overlay mode.
+pub const DEFAULT_LEASE_FILE: &str = "/run/weft/lease.json";
+
+/// A network configuration, validated.
 #[derive(Debug, Clone)]
-pub struct BridgeConf {
+pub struct NetworkConf {
     pub cni_version: String,
     pub network: String,
+    pub mode: Mode,
+    /// The container's app id, from CNI_ARGS, args or runtimeConfig metadata.
+    pub app_id: Option<String>,
     pub bridge: String,
     pub is_gateway: bool,
     pub is_default_gateway: bool,
@@ -173,7 +201,7 @@ pub struct BridgeConf {
     pub mtu: Option<u32>,
     pub hairpin: bool,
     pub data_dir: PathBuf,
-    /// One address is allocated from each range set.
+    /// One address is allocated from each range set (overlay mode: filled from the lease).
     pub range_sets: Vec<Vec<Range>>,
     /// Routes for the container; `None` means "a default route via each gateway".
     pub routes: Option<Vec<(IpNet, Option<IpAddr>)>>,
@@ -318,12 +346,107 @@ pub fn peek_version(bytes: &[u8]) -> Option<String> {
     v.get("cniVersion")?.as_str().map(str::to_string)
 }
 
-impl BridgeConf {
-    /// Validates a parsed configuration for bridge mode. `cni_args` is CNI_ARGS (IP=, MAC=).
+/// The container's app id: CNI_ARGS `WEFT_APP_ID` or `APP_ID`, `args.cni.app_id`, a pod
+/// label `app` in `args.cni.labels`, or Garden's `runtimeConfig.metadata`
+/// (`policy_group_id`, else `app_id`).
+fn app_id_of(
+    nc: &NetConf,
+    cni_args: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<String>, CniError> {
+    let cni = nc.args.as_ref().and_then(|a| a.cni.as_ref());
+    let meta = nc.runtime_config.metadata.as_ref();
+    let meta_str = |k: &str| {
+        meta.and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let id = cni_args
+        .get("WEFT_APP_ID")
+        .or_else(|| cni_args.get("APP_ID"))
+        .cloned()
+        .or_else(|| cni.and_then(|c| c.app_id.clone()))
+        .or_else(|| {
+            cni.and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get("app").cloned())
+        })
+        .or_else(|| meta_str("policy_group_id"))
+        .or_else(|| meta_str("app_id"));
+    match id {
+        Some(id) if id.is_empty() || id.len() > 255 || id.chars().any(|c| c.is_control()) => {
+            Err(invalid(
+                "app id",
+                format!("{id:?} must be 1 to 255 printable characters"),
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The range sets of bridge mode's `ipam`.
+fn parse_ipam(ipam: Option<&IpamConf>) -> Result<Vec<Vec<Range>>, CniError> {
+    let ipam = ipam.ok_or_else(|| {
+        invalid(
+            "ipam",
+            "missing (weft-cni needs ipam.subnet or ipam.ranges)",
+        )
+    })?;
+    if let Some(t) = ipam.ipam_type.as_deref() {
+        if !matches!(t, "weft" | "host-local" | "") {
+            return Err(invalid(
+                "ipam.type",
+                format!("{t:?}: weft-cni allocates addresses itself; use \"weft\" or leave it out"),
+            ));
+        }
+    }
+    let mut range_sets = Vec::new();
+    if let Some(subnet) = &ipam.subnet {
+        if !ipam.ranges.is_empty() {
+            return Err(invalid(
+                "ipam.subnet",
+                "give either ipam.subnet or ipam.ranges, not both",
+            ));
+        }
+        let rc = RangeConf {
+            subnet: Some(subnet.clone()),
+            range_start: ipam.range_start,
+            range_end: ipam.range_end,
+            gateway: ipam.gateway,
+        };
+        range_sets.push(vec![parse_range("ipam", &rc)?]);
+    } else {
+        if ipam.ranges.is_empty() {
+            return Err(invalid(
+                "ipam.subnet",
+                "missing (give ipam.subnet or ipam.ranges)",
+            ));
+        }
+        for (i, set) in ipam.ranges.iter().enumerate() {
+            if set.is_empty() {
+                return Err(invalid(&format!("ipam.ranges[{i}]"), "empty range set"));
+            }
+            let mut parsed = Vec::new();
+            for (j, rc) in set.iter().enumerate() {
+                parsed.push(parse_range(&format!("ipam.ranges[{i}][{j}]"), rc)?);
+            }
+            let fam = parsed[0].subnet.addr().is_ipv4();
+            if parsed.iter().any(|r| r.subnet.addr().is_ipv4() != fam) {
+                return Err(invalid(
+                    &format!("ipam.ranges[{i}]"),
+                    "mixes IPv4 and IPv6 ranges",
+                ));
+            }
+            range_sets.push(parsed);
+        }
+    }
+    Ok(range_sets)
+}
+
+impl NetworkConf {
+    /// Validates a parsed configuration. `cni_args` is CNI_ARGS (IP=, MAC=, WEFT_APP_ID=).
     pub fn from_netconf(
         nc: NetConf,
         cni_args: &std::collections::BTreeMap<String, String>,
-    ) -> Result<BridgeConf, CniError> {
+    ) -> Result<NetworkConf, CniError> {
         if nc.name.is_empty() {
             return Err(invalid("name", "missing"));
         }
@@ -337,15 +460,21 @@ impl BridgeConf {
                 format!("{:?} may hold only letters, digits, '_', '.', '-'", nc.name),
             ));
         }
-        match nc.mode.as_deref() {
-            None | Some("bridge") => {}
+        let mode = match nc.mode.as_deref() {
+            None | Some("bridge") => Mode::Bridge,
+            Some("overlay") => Mode::Overlay {
+                lease_file: nc
+                    .lease_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_LEASE_FILE)),
+            },
             Some(m) => {
                 return Err(invalid(
                     "mode",
-                    format!("unknown mode {m:?} (supported: \"bridge\")"),
+                    format!("unknown mode {m:?} (supported: \"bridge\", \"overlay\")"),
                 ))
             }
-        }
+        };
         let bridge = nc
             .bridge
             .clone()
@@ -356,62 +485,16 @@ impl BridgeConf {
                 return Err(invalid("mtu", format!("{mtu} is outside 68..65535")));
             }
         }
-        let ipam = nc.ipam.as_ref().ok_or_else(|| {
-            invalid(
-                "ipam",
-                "missing (weft-cni needs ipam.subnet or ipam.ranges)",
-            )
-        })?;
-        if let Some(t) = ipam.ipam_type.as_deref() {
-            if !matches!(t, "weft" | "host-local" | "") {
+        let range_sets = match (&mode, nc.ipam.as_ref()) {
+            (Mode::Overlay { .. }, Some(_)) => {
                 return Err(invalid(
-                    "ipam.type",
-                    format!(
-                        "{t:?}: weft-cni allocates addresses itself; use \"weft\" or leave it out"
-                    ),
-                ));
+                    "ipam",
+                    "overlay mode takes addresses from the host's lease; remove ipam",
+                ))
             }
-        }
-        let mut range_sets = Vec::new();
-        if let Some(subnet) = &ipam.subnet {
-            if !ipam.ranges.is_empty() {
-                return Err(invalid(
-                    "ipam.subnet",
-                    "give either ipam.subnet or ipam.ranges, not both",
-                ));
-            }
-            let rc = RangeConf {
-                subnet: Some(subnet.clone()),
-                range_start: ipam.range_start,
-                range_end: ipam.range_end,
-                gateway: ipam.gateway,
-            };
-            range_sets.push(vec![parse_range("ipam", &rc)?]);
-        } else {
-            if ipam.ranges.is_empty() {
-                return Err(invalid(
-                    "ipam.subnet",
-                    "missing (give ipam.subnet or ipam.ranges)",
-                ));
-            }
-            for (i, set) in ipam.ranges.iter().enumerate() {
-                if set.is_empty() {
-                    return Err(invalid(&format!("ipam.ranges[{i}]"), "empty range set"));
-                }
-                let mut parsed = Vec::new();
-                for (j, rc) in set.iter().enumerate() {
-                    parsed.push(parse_range(&format!("ipam.ranges[{i}][{j}]"), rc)?);
-                }
-                let fam = parsed[0].subnet.addr().is_ipv4();
-                if parsed.iter().any(|r| r.subnet.addr().is_ipv4() != fam) {
-                    return Err(invalid(
-                        &format!("ipam.ranges[{i}]"),
-                        "mixes IPv4 and IPv6 ranges",
-                    ));
-                }
-                range_sets.push(parsed);
-            }
-        }
+            (Mode::Overlay { .. }, None) => Vec::new(),
+            (Mode::Bridge, ipam) => parse_ipam(ipam)?,
+        };
         // No two ranges may overlap (an address must have one owner).
         let flat: Vec<(String, &Range)> = range_sets
             .iter()
@@ -438,7 +521,7 @@ impl BridgeConf {
                 }
             }
         }
-        let routes = match &ipam.routes {
+        let routes = match nc.ipam.as_ref().and_then(|i| i.routes.as_ref()) {
             None => None,
             Some(rs) => {
                 let mut out = Vec::new();
@@ -536,9 +619,12 @@ impl BridgeConf {
             None
         };
         let is_default_gateway = nc.is_default_gateway.unwrap_or(false);
-        Ok(BridgeConf {
+        let app_id = app_id_of(&nc, cni_args)?;
+        Ok(NetworkConf {
             cni_version: nc.cni_version,
             network: nc.name,
+            mode,
+            app_id,
             bridge,
             is_gateway: nc.is_gateway.unwrap_or(true) || is_default_gateway,
             is_default_gateway,
@@ -564,8 +650,8 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn conf(json: &str) -> Result<BridgeConf, CniError> {
-        BridgeConf::from_netconf(parse_netconf(json.as_bytes())?, &BTreeMap::new())
+    fn conf(json: &str) -> Result<NetworkConf, CniError> {
+        NetworkConf::from_netconf(parse_netconf(json.as_bytes())?, &BTreeMap::new())
     }
 
     #[test]

@@ -164,13 +164,13 @@ pub fn free_count(store: &NetworkStore, set: &[Range]) -> Result<u128, CniError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse_netconf, BridgeConf};
+    use crate::config::{parse_netconf, NetworkConf};
     use std::collections::{BTreeMap, HashSet};
 
     fn sets(json_ipam: &str) -> Vec<Vec<Range>> {
         let j =
             format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"weft-cni","ipam":{json_ipam}}}"#);
-        BridgeConf::from_netconf(parse_netconf(j.as_bytes()).unwrap(), &BTreeMap::new())
+        NetworkConf::from_netconf(parse_netconf(j.as_bytes()).unwrap(), &BTreeMap::new())
             .unwrap()
             .range_sets
     }

@@ -4,7 +4,8 @@
 //! - [`config`]: the network configuration, checked field by field
 //! - [`store`], [`ipam`]: state on disk and address allocation
 //! - [`plan`]: what one container's network should be (pure)
-//! - [`bridge`], [`firewall`]: applying and undoing a plan (kernel, nftables)
+//! - [`bridge`], [`firewall`]: bridge mode, applying and undoing a plan (kernel, nftables)
+//! - [`overlay`], [`lease`]: overlay mode (routed /32 veth, address from the host's lease)
 //! - [`commands`]: ADD, DEL, CHECK, GC, STATUS, VERSION
 
 pub mod bridge;
@@ -12,6 +13,8 @@ pub mod commands;
 pub mod config;
 pub mod firewall;
 pub mod ipam;
+pub mod lease;
+pub mod overlay;
 pub mod plan;
 pub mod spec;
 pub mod store;

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{BridgeConf, PortMapping};
+use crate::config::{NetworkConf, PortMapping};
 use crate::ipam::Allocation;
 use crate::spec::{CniResult, Interface, IpConfig, RouteSpec};
 
@@ -86,7 +86,7 @@ pub fn bridge_mac(bridge: &str) -> [u8; 6] {
 
 /// Computes the plan of one attachment.
 pub fn bridge(
-    conf: &BridgeConf,
+    conf: &NetworkConf,
     container_id: &str,
     ifname: &str,
     netns: &str,
@@ -225,20 +225,81 @@ impl BridgePlan {
     }
 }
 
+/// The record of one attachment, in either mode; what DEL, CHECK, GC and `weft containers`
+/// read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Plan {
+    Bridge(BridgePlan),
+    Overlay(crate::overlay::OverlayPlan),
+}
+
+impl Plan {
+    pub fn network(&self) -> &str {
+        match self {
+            Plan::Bridge(p) => &p.network,
+            Plan::Overlay(p) => &p.network,
+        }
+    }
+    pub fn container_id(&self) -> &str {
+        match self {
+            Plan::Bridge(p) => &p.container_id,
+            Plan::Overlay(p) => &p.container_id,
+        }
+    }
+    pub fn ifname(&self) -> &str {
+        match self {
+            Plan::Bridge(p) => &p.ifname,
+            Plan::Overlay(p) => &p.ifname,
+        }
+    }
+    pub fn netns(&self) -> &str {
+        match self {
+            Plan::Bridge(p) => &p.netns,
+            Plan::Overlay(p) => &p.netns,
+        }
+    }
+    pub fn host_veth(&self) -> &str {
+        match self {
+            Plan::Bridge(p) => &p.host_veth,
+            Plan::Overlay(p) => &p.host_veth,
+        }
+    }
+    /// The container's addresses.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        match self {
+            Plan::Bridge(p) => p.addresses.iter().map(|(n, _)| n.addr()).collect(),
+            Plan::Overlay(p) => vec![p.ip.into()],
+        }
+    }
+    pub fn app_id(&self) -> Option<&str> {
+        match self {
+            Plan::Bridge(_) => None,
+            Plan::Overlay(p) => p.app_id.as_deref(),
+        }
+    }
+    pub fn result(&self) -> CniResult {
+        match self {
+            Plan::Bridge(p) => p.result(),
+            Plan::Overlay(p) => p.result(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse_netconf, BridgeConf};
+    use crate::config::{parse_netconf, NetworkConf};
     use std::collections::BTreeMap;
 
-    fn conf(extra: &str) -> BridgeConf {
+    fn conf(extra: &str) -> NetworkConf {
         let j = format!(
             r#"{{"cniVersion":"1.1.0","name":"net1","type":"weft-cni","ipam":{{"subnet":"10.88.0.0/16"}}{extra}}}"#
         );
-        BridgeConf::from_netconf(parse_netconf(j.as_bytes()).unwrap(), &BTreeMap::new()).unwrap()
+        NetworkConf::from_netconf(parse_netconf(j.as_bytes()).unwrap(), &BTreeMap::new()).unwrap()
     }
 
-    fn alloc(c: &BridgeConf, ip: &str) -> Vec<Allocation> {
+    fn alloc(c: &NetworkConf, ip: &str) -> Vec<Allocation> {
         vec![Allocation {
             ip: ip.parse().unwrap(),
             range: c.range_sets[0][0].clone(),
@@ -268,7 +329,7 @@ mod tests {
         let p = bridge(&c, "abc", "eth0", "/x", &alloc(&c, "10.88.0.5"));
         assert!(p.bridge_addrs.is_empty());
         let j = r#"{"cniVersion":"1.1.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/16","routes":[{"dst":"192.168.0.0/16"}]}}"#;
-        let c = BridgeConf::from_netconf(parse_netconf(j.as_bytes()).unwrap(), &BTreeMap::new())
+        let c = NetworkConf::from_netconf(parse_netconf(j.as_bytes()).unwrap(), &BTreeMap::new())
             .unwrap();
         let p = bridge(&c, "abc", "eth0", "/x", &alloc(&c, "10.88.0.5"));
         assert_eq!(p.routes.len(), 1);

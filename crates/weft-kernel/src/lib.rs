@@ -9,11 +9,13 @@
 //! | neighbour / FDB   | [`neigh`]   | rtnetlink                        |
 //! | sysctl            | [`sysctl`]  | /proc/sys                        |
 //! | nftables          | [`nft`]     | libnftables, in-process, one transaction per call |
+//! | conntrack entry   | [`conntrack`] | ctnetlink (NETLINK_NETFILTER socket) |
 //!
 //! Nothing here spawns a process. [`Netlink`] is a socket bound to one network namespace,
 //! opened once and reused for every request (the pattern netavark uses).
 
 pub mod addr;
+pub mod conntrack;
 mod error;
 pub mod link;
 pub mod neigh;

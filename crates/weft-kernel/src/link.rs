@@ -118,6 +118,8 @@ pub struct VethEnd<'a> {
     pub mac: Option<[u8; 6]>,
     pub mtu: Option<u32>,
     pub alias: Option<&'a str>,
+    /// Turn ARP off (point-to-point links with permanent neighbour entries).
+    pub arp_off: bool,
 }
 
 impl Netlink {
@@ -187,6 +189,9 @@ impl Netlink {
         if let Some(mtu) = peer.mtu {
             pb = pb.mtu(mtu);
         }
+        if peer.arp_off {
+            pb = pb.arp(false);
+        }
         let mut b = LinkVeth::new(local.name, peer.name)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(pb.build())));
         if let Some(mac) = local.mac {
@@ -197,6 +202,9 @@ impl Netlink {
         }
         if let Some(alias) = local.alias {
             b = b.alias(alias);
+        }
+        if local.arp_off {
+            b = b.arp(false);
         }
         self.handle()
             .link()
@@ -314,5 +322,64 @@ impl Netlink {
             },
             None => Ok(false),
         }
+    }
+}
+
+/// A VXLAN device as weft's VTEP uses it: unicast only (no multicast group, no learning),
+/// group-based policy (GBP) on so a 16-bit mark rides in every packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub vni: u32,
+    pub port: u16,
+    pub local: std::net::Ipv4Addr,
+    /// The underlay device the tunnel's packets leave through.
+    pub dev: Option<u32>,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+}
+
+impl VxlanSpec {
+    /// What identifies the device's configuration; written into its alias so that a restart
+    /// can tell "same VTEP, keep it" from "configuration changed, recreate it".
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "weft-vtep vni={} port={} local={} gbp nolearning",
+            self.vni, self.port, self.local
+        )
+    }
+}
+
+impl Netlink {
+    /// Creates the VXLAN device (down).
+    pub async fn add_vxlan(&self, spec: &VxlanSpec) -> Result<()> {
+        let mut b = rtnetlink::LinkVxlan::new(&spec.name, spec.vni)
+            .port(spec.port)
+            .local(spec.local)
+            .learning(false)
+            .gbp()
+            .mtu(spec.mtu)
+            .address(spec.mac.to_vec())
+            .alias(spec.fingerprint());
+        if let Some(dev) = spec.dev {
+            b = b.dev(dev);
+        }
+        self.handle()
+            .link()
+            .add(b.build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("add vxlan {} (vni {})", spec.name, spec.vni), e))
+    }
+
+    /// Sets a link's MTU.
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.handle()
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set mtu {mtu} on link #{index}"), e))
     }
 }

@@ -82,3 +82,103 @@ impl Netlink {
             .map_err(|e| Error::netlink(format!("add fdb entry on #{index} via {dst}"), e))
     }
 }
+
+/// An FDB entry of a VXLAN device: frames for `mac` are sent to the underlay address `dst`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FdbEntry {
+    pub mac: [u8; 6],
+    pub dst: IpAddr,
+}
+
+impl Netlink {
+    /// Removes a neighbour entry; `Ok(false)` if it was not there.
+    pub async fn del_neighbour(&self, n: &Neighbour) -> Result<bool> {
+        let mut msg = netlink_packet_route::neighbour::NeighbourMessage::default();
+        msg.header.family = match n.ip {
+            IpAddr::V4(_) => netlink_packet_route::AddressFamily::Inet,
+            IpAddr::V6(_) => netlink_packet_route::AddressFamily::Inet6,
+        };
+        msg.header.ifindex = n.index;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match n.ip {
+                IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+                IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+            }));
+        gone_ok(
+            self.handle().neighbours().del(msg).execute().await,
+            format!("delete neighbour {}", n.ip),
+        )
+    }
+
+    /// The permanent FDB entries with a remote destination on link `index` (a VXLAN device).
+    pub async fn fdb_entries(&self, index: u32) -> Result<Vec<FdbEntry>> {
+        let mut out = Vec::new();
+        let mut req = self.handle().neighbours().get();
+        req.message_mut().header.family = netlink_packet_route::AddressFamily::Bridge;
+        let mut s = req.execute();
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink("list fdb", e))?
+        {
+            if m.header.ifindex != index {
+                continue;
+            }
+            let mut mac = None;
+            let mut dst = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                        let mut b = [0u8; 6];
+                        b.copy_from_slice(l);
+                        mac = Some(b);
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                        dst = Some(IpAddr::V4(*v4))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                        dst = Some(IpAddr::V6(*v6))
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(mac), Some(dst)) = (mac, dst) {
+                out.push(FdbEntry { mac, dst });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an FDB entry from a VXLAN device; `Ok(false)` if it was not there.
+    pub async fn del_fdb(&self, index: u32, e: &FdbEntry) -> Result<bool> {
+        let mut msg = netlink_packet_route::neighbour::NeighbourMessage::default();
+        msg.header.family = netlink_packet_route::AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(e.mac.to_vec()));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match e.dst {
+                IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+                IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+            }));
+        gone_ok(
+            self.handle().neighbours().del(msg).execute().await,
+            format!("delete fdb entry via {}", e.dst),
+        )
+    }
+}
+
+fn gone_ok(r: std::result::Result<(), rtnetlink::Error>, op: String) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let e = Error::netlink(op, e);
+            if e.is_not_found() {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}

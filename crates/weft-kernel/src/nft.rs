@@ -117,6 +117,26 @@ impl Nft {
         }
     }
 
+    /// Writes a whole table unless it is already there with `fingerprint` in its listing (its
+    /// comment). `script` must replace the table in one transaction (`add table`, `delete
+    /// table`, then the definition). Returns whether it wrote.
+    pub fn ensure_table(
+        &mut self,
+        family: &str,
+        name: &str,
+        fingerprint: &str,
+        script: &str,
+    ) -> Result<bool> {
+        match self.run(&format!("list table {family} {name}")) {
+            Ok(listing) if listing.contains(fingerprint) => return Ok(false),
+            Ok(_) => {}
+            Err(Error::Nft(m)) if m.contains("No such file") => {}
+            Err(e) => return Err(e),
+        }
+        self.run(script)?;
+        Ok(true)
+    }
+
     /// Does `family name` table exist?
     pub fn table_exists(&mut self, family: &str, name: &str) -> Result<bool> {
         match self.run(&format!("list table {family} {name}")) {

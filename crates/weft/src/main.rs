@@ -1,5 +1,6 @@
 //! `weft`: the command line for people.
 
+mod containers;
 mod netns;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,10 @@ struct Cli {
 enum Command {
     /// Network namespaces, compatible with `ip netns` (/run/netns/NAME)
     Netns(netns::NetnsArgs),
+    /// Run this host's agent: lease, VTEP, routes to other hosts, NAT
+    Agent(weft_agent::AgentArgs),
+    /// This host's containers: namespace, interfaces, IP, app, tag
+    Containers(containers::ContainersArgs),
     /// Run the controller: subnet leases, apps and tags, policies, watch
     Controller(weft_controller::ControllerArgs),
     /// Subnet leases held by hosts (from the controller)
@@ -56,6 +61,8 @@ fn main() -> std::process::ExitCode {
     let res = match cli.command {
         Command::Netns(a) => netns::run(a),
         Command::Controller(a) => block_on(a.run()),
+        Command::Agent(a) => block_on(a.run()),
+        Command::Containers(a) => containers::run(a),
         Command::Leases(a) => block_on(a.run()),
         Command::Apps(a) => block_on(a.run()),
         Command::Policy(a) => block_on(a.run()),

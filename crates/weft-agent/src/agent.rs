@@ -1,0 +1,405 @@
+//! The agent's loop (a reconcile loop in the kube-rs sense): the desired state comes from the
+//! controller (our lease, everybody's leases), the kernel is compared with it and only the
+//! difference is applied. Restarting the agent, or losing the controller for a while, changes
+//! nothing in the kernel; when the controller comes back the watch resumes and the agent
+//! catches up.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipnet::Ipv4Net;
+use weft_cni::lease::HostLease;
+use weft_controller::model::{Event, Lease, WatchMessage};
+use weft_controller::Client;
+use weft_kernel::link::{parse_mac, VxlanSpec};
+use weft_kernel::Netlink;
+
+use crate::{nat, remote, vtep};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Controller URL
+    #[arg(long, env = "WEFT_CONTROLLER")]
+    pub controller: String,
+    /// This host's underlay address (the VXLAN tunnel endpoint); default: the first IPv4
+    /// address of --underlay-dev
+    #[arg(long)]
+    pub underlay_ip: Option<Ipv4Addr>,
+    /// The underlay interface; default: the interface holding --underlay-ip
+    #[arg(long)]
+    pub underlay_dev: Option<String>,
+    /// The name this host's lease is held under (default: the host name)
+    #[arg(long, env = "WEFT_HOST")]
+    pub host: Option<String>,
+    /// VXLAN network identifier
+    #[arg(long, default_value_t = 1)]
+    pub vni: u32,
+    /// VXLAN UDP port
+    #[arg(long, default_value_t = 4789)]
+    pub vxlan_port: u16,
+    /// Name of the VTEP device
+    #[arg(long, default_value = "weft.vtep")]
+    pub vtep: String,
+    /// Where to write the lease for weft-cni (overlay mode's leaseFile)
+    #[arg(long, default_value = weft_cni::config::DEFAULT_LEASE_FILE)]
+    pub lease_file: PathBuf,
+    /// CA certificate of the controller
+    #[arg(long, env = "WEFT_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (mTLS)
+    #[arg(long, env = "WEFT_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client certificate key
+    #[arg(long, env = "WEFT_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Bearer token (instead of a client certificate)
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// weft-cni's state directory (dataDir), where the agent finds this host's containers
+    #[arg(long, default_value = weft_cni::config::DEFAULT_DATA_DIR)]
+    pub cni_data_dir: PathBuf,
+    /// Re-check the kernel against the desired state this often (seconds)
+    #[arg(long, default_value_t = 30)]
+    pub resync: u64,
+    /// On exit, release the lease and remove the VTEP, routes and NAT (the host leaves the
+    /// overlay). Without it, exiting leaves everything in place so traffic keeps flowing.
+    #[arg(long)]
+    pub release_on_exit: bool,
+}
+
+/// Where this host meets the underlay.
+struct Underlay {
+    ip: Ipv4Addr,
+    dev: u32,
+    mtu: u32,
+}
+
+async fn find_underlay(nl: &Netlink, args: &AgentArgs) -> Result<Underlay> {
+    if let Some(name) = &args.underlay_dev {
+        let l = nl
+            .link_by_name(name)
+            .await?
+            .ok_or_else(|| anyhow!("--underlay-dev: no interface {name}"))?;
+        let ip = match args.underlay_ip {
+            Some(ip) => ip,
+            None => nl
+                .addresses(l.index)
+                .await?
+                .into_iter()
+                .find_map(|a| match a.addr() {
+                    IpAddr::V4(v4) => Some(v4),
+                    _ => None,
+                })
+                .ok_or_else(|| anyhow!("--underlay-dev: {name} has no IPv4 address"))?,
+        };
+        return Ok(Underlay {
+            ip,
+            dev: l.index,
+            mtu: l.mtu,
+        });
+    }
+    let ip = args
+        .underlay_ip
+        .ok_or_else(|| anyhow!("give --underlay-ip or --underlay-dev"))?;
+    for l in nl.links().await? {
+        if nl
+            .addresses(l.index)
+            .await?
+            .iter()
+            .any(|a| a.addr() == IpAddr::V4(ip))
+        {
+            return Ok(Underlay {
+                ip,
+                dev: l.index,
+                mtu: l.mtu,
+            });
+        }
+    }
+    bail!("--underlay-ip: no interface holds {ip}")
+}
+
+fn client(args: &AgentArgs) -> Result<Client> {
+    let mut b = Client::builder(args.controller.clone());
+    if let Some(ca) = &args.ca {
+        b = b.ca(ca.clone());
+    }
+    if let (Some(c), Some(k)) = (&args.cert, &args.key) {
+        b = b.identity(c.clone(), k.clone());
+    }
+    if let Some(t) = &args.token {
+        b = b.token(t.clone());
+    }
+    Ok(b.build()?)
+}
+
+/// The running agent's state.
+struct Agent {
+    args: AgentArgs,
+    host: String,
+    nl: Netlink,
+    underlay: Underlay,
+    client: Client,
+    overlay: Ipv4Net,
+    lease: Lease,
+    vtep_index: u32,
+    leases: BTreeMap<String, Lease>,
+    /// App id → tag, for the apps of this host's containers.
+    tags: BTreeMap<String, u16>,
+}
+
+/// The file next to the lease file where the agent publishes the tags of local apps.
+pub fn tags_file(lease_file: &std::path::Path) -> PathBuf {
+    lease_file.with_file_name("tags.json")
+}
+
+impl Agent {
+    /// Claims the apps of this host's containers at the controller (which gives each a tag)
+    /// and publishes app → tag for `weft containers` (and, later, for marking).
+    async fn claim_local_apps(&mut self) -> Result<()> {
+        let apps: std::collections::BTreeSet<String> =
+            crate::local_containers(&self.args.cni_data_dir)
+                .into_iter()
+                .filter_map(|p| p.app_id().map(str::to_string))
+                .collect();
+        let mut tags = BTreeMap::new();
+        for app in apps {
+            match self.tags.get(&app) {
+                Some(t) => {
+                    tags.insert(app, *t);
+                }
+                None => {
+                    let a = self.client.claim_app(&app).await?;
+                    tags.insert(app, a.tag);
+                }
+            }
+        }
+        if tags != self.tags {
+            self.tags = tags;
+            let bytes = serde_json::to_vec_pretty(&self.tags)?;
+            weft_cni::store::write_atomic(&tags_file(&self.args.lease_file), &bytes)
+                .map_err(|e| anyhow!("writing tags: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets up (or adopts) the VTEP and NAT for our lease and writes the lease file.
+    async fn ensure_local(&mut self) -> Result<()> {
+        let mac = parse_mac(&self.lease.vtep_mac)
+            .ok_or_else(|| anyhow!("lease has a bad VTEP MAC {:?}", self.lease.vtep_mac))?;
+        let spec = VxlanSpec {
+            name: self.args.vtep.clone(),
+            vni: self.args.vni,
+            port: self.args.vxlan_port,
+            local: self.underlay.ip,
+            dev: Some(self.underlay.dev),
+            mtu: self
+                .underlay
+                .mtu
+                .saturating_sub(vtep::VXLAN_OVERHEAD)
+                .max(68),
+            mac,
+        };
+        let link = vtep::ensure(
+            &self.nl,
+            &spec,
+            vtep::vtep_address(self.lease.subnet, self.overlay),
+        )
+        .await
+        .context("setting up the VTEP")?;
+        self.vtep_index = link.index;
+        nat::ensure(self.overlay, &self.args.vtep).context("setting up NAT")?;
+        weft_kernel::sysctl::set("net.ipv4.ip_forward", "1")?;
+        let hl = HostLease {
+            host: self.host.clone(),
+            subnet: self.lease.subnet,
+            overlay: self.overlay,
+            vtep: self.args.vtep.clone(),
+            mtu: spec.mtu,
+        };
+        hl.write(&self.args.lease_file)
+            .map_err(|e| anyhow!("writing {}: {e}", self.args.lease_file.display()))?;
+        Ok(())
+    }
+
+    /// Makes the VTEP's remote entries match the leases we know.
+    async fn reconcile(&mut self) -> Result<()> {
+        let desired = remote::plan(self.leases.values(), &self.host);
+        let observed = remote::observe(&self.nl, self.vtep_index).await?;
+        let diff = remote::Diff::between(&desired, &observed);
+        if !diff.is_empty() {
+            remote::apply(&self.nl, self.vtep_index, &diff).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, msg: WatchMessage) -> Result<()> {
+        match msg {
+            WatchMessage::Snapshot(s) => {
+                self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
+            }
+            WatchMessage::Change(c) => match c.event {
+                Event::LeasePut { lease } => {
+                    self.leases.insert(lease.host.clone(), lease);
+                }
+                Event::LeaseDeleted { lease } => {
+                    if self.leases.get(&lease.host).map(|l| l.subnet) == Some(lease.subnet) {
+                        self.leases.remove(&lease.host);
+                    }
+                }
+                _ => return Ok(()),
+            },
+            WatchMessage::Heartbeat { .. } => return Ok(()),
+        }
+        // Our own lease as the controller sees it: if it moved (expired and re-acquired
+        // elsewhere), follow.
+        if let Some(mine) = self.leases.get(&self.host).cloned() {
+            if mine.subnet != self.lease.subnet || mine.vtep_mac != self.lease.vtep_mac {
+                self.lease = mine;
+                self.ensure_local().await?;
+            }
+        }
+        self.reconcile().await
+    }
+
+    async fn renew(&mut self) -> Result<()> {
+        match self.client.renew_lease(&self.host).await {
+            Ok(l) => {
+                let moved = l.subnet != self.lease.subnet;
+                self.lease = l;
+                if moved {
+                    self.ensure_local().await?;
+                }
+            }
+            Err(e) if e.status() == Some(404) => {
+                tracing::warn!("lease lost; acquiring a new one");
+                self.lease = self
+                    .client
+                    .acquire_lease(&self.host, &self.underlay.ip.to_string())
+                    .await?;
+                self.ensure_local().await?;
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed; will retry"),
+        }
+        Ok(())
+    }
+
+    async fn leave(&mut self) -> Result<()> {
+        self.client
+            .release_lease(&self.host)
+            .await
+            .context("releasing the lease")?;
+        if let Some(l) = self.nl.link_by_name(&self.args.vtep).await? {
+            self.nl.del_link(l.index).await?;
+        }
+        nat::remove()?;
+        let _ = std::fs::remove_file(&self.args.lease_file);
+        tracing::info!("left the overlay");
+        Ok(())
+    }
+}
+
+/// Retries `f` with backoff until it succeeds (the controller may not be up yet).
+async fn with_retry<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "{what} failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+impl AgentArgs {
+    /// Runs the agent until SIGINT or SIGTERM.
+    pub async fn run(self) -> Result<()> {
+        let nl = Netlink::current()?;
+        let underlay = find_underlay(&nl, &self).await?;
+        let host = match &self.host {
+            Some(h) => h.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .context("reading the host name (or give --host)")?,
+        };
+        let client = client(&self)?;
+        tracing::info!(%host, underlay = %underlay.ip, controller = %self.controller, "agent starting");
+        let overlay = with_retry("asking the controller for the overlay", || async {
+            Ok(client.leases().await?.overlay)
+        })
+        .await;
+        let uip = underlay.ip.to_string();
+        let lease = with_retry("acquiring a lease", || async {
+            Ok(client.acquire_lease(&host, &uip).await?)
+        })
+        .await;
+        tracing::info!(subnet = %lease.subnet, "lease held");
+        let mut agent = Agent {
+            args: self.clone(),
+            host,
+            nl,
+            underlay,
+            client: client.clone(),
+            overlay,
+            lease,
+            vtep_index: 0,
+            leases: BTreeMap::new(),
+            tags: BTreeMap::new(),
+        };
+        agent.ensure_local().await?;
+        if let Err(e) = agent.claim_local_apps().await {
+            tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
+        }
+
+        let ttl = (agent.lease.expires_at - now()).max(3) as u64;
+        let mut renew = tokio::time::interval(Duration::from_secs((ttl / 3).max(1)));
+        renew.tick().await;
+        let mut resync = tokio::time::interval(Duration::from_secs(self.resync.max(1)));
+        resync.tick().await;
+        let mut watch = client.watch_resuming(None);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                msg = watch.next() => {
+                    let msg = msg.context("watching the controller")?;
+                    if let Err(e) = agent.on_message(msg).await {
+                        tracing::warn!(error = %format!("{e:#}"), "applying a change failed; the next resync retries");
+                    }
+                }
+                _ = renew.tick() => agent.renew().await?,
+                _ = resync.tick() => {
+                    if let Err(e) = agent.reconcile().await {
+                        tracing::warn!(error = %format!("{e:#}"), "resync failed");
+                    }
+                    if let Err(e) = agent.claim_local_apps().await {
+                        tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed");
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            }
+        }
+        if self.release_on_exit {
+            agent.leave().await?;
+        } else {
+            tracing::info!("agent stopped; the VTEP, routes and NAT stay in place");
+        }
+        Ok(())
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

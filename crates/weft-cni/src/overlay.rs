@@ -1,0 +1,293 @@
+//! Overlay mode (seed 000, steps 1-2 and 11): a container is a routed point-to-point link, as
+//! in Cloud Foundry's silk. No bridge: the container's interface has its overlay address as a
+//! /32 and a default route via 169.254.0.1, the host end of its veth; the host routes the /32
+//! to the veth. ARP is off on both ends, each holding a permanent neighbour entry for the
+//! other (MACs derived from the container's address). Traffic to other hosts' subnets leaves
+//! through the agent's VTEP; the agent marks it by app (the policy issue).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+use weft_kernel::link::{format_mac, parse_mac, VethEnd};
+use weft_kernel::neigh::Neighbour;
+use weft_kernel::netns::Netns;
+use weft_kernel::route::Route;
+use weft_kernel::{sysctl, Netlink};
+
+use crate::config::NetworkConf;
+use crate::lease::{HostLease, GATEWAY};
+use crate::plan::{alias_prefix, host_veth_name, mac_from_ip};
+use crate::spec::{code, CniError, CniResult, Interface, IpConfig, RouteSpec};
+
+/// One container attachment in overlay mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayPlan {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    pub host_veth: String,
+    pub host_alias: String,
+    pub host_mac: String,
+    pub container_mac: String,
+    /// The container's overlay address.
+    pub ip: Ipv4Addr,
+    /// The host's lease subnet it came from.
+    pub subnet: Ipv4Net,
+    pub mtu: u32,
+    /// The app the container belongs to (policies name apps; the agent marks by it).
+    pub app_id: Option<String>,
+}
+
+/// Computes the plan of one attachment from the lease and the allocated address.
+pub fn plan(
+    conf: &NetworkConf,
+    lease: &HostLease,
+    container_id: &str,
+    ifname: &str,
+    netns: &str,
+    ip: Ipv4Addr,
+) -> OverlayPlan {
+    OverlayPlan {
+        network: conf.network.clone(),
+        container_id: container_id.to_string(),
+        ifname: ifname.to_string(),
+        netns: netns.to_string(),
+        host_veth: host_veth_name(&conf.network, container_id, ifname),
+        host_alias: format!("{}{container_id}:{ifname}", alias_prefix(&conf.network)),
+        host_mac: format_mac(&mac_from_ip(0x59, IpAddr::V4(ip))),
+        container_mac: format_mac(
+            &conf
+                .mac
+                .unwrap_or_else(|| mac_from_ip(0x58, IpAddr::V4(ip))),
+        ),
+        ip,
+        subnet: lease.subnet,
+        mtu: conf.mtu.unwrap_or(lease.mtu),
+        app_id: conf.app_id.clone(),
+    }
+}
+
+fn host_net(ip: Ipv4Addr) -> IpNet {
+    IpNet::V4(Ipv4Net::from(ip))
+}
+
+impl OverlayPlan {
+    fn routes(&self) -> Vec<RouteSpec> {
+        vec![RouteSpec {
+            dst: "0.0.0.0/0"
+                .parse()
+                .unwrap_or(host_net(Ipv4Addr::UNSPECIFIED)),
+            gw: Some(GATEWAY.into()),
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }]
+    }
+
+    pub fn result(&self) -> CniResult {
+        CniResult {
+            interfaces: vec![
+                Interface {
+                    name: self.host_veth.clone(),
+                    mac: self.host_mac.clone(),
+                    ..Default::default()
+                },
+                Interface {
+                    name: self.ifname.clone(),
+                    mac: self.container_mac.clone(),
+                    mtu: Some(self.mtu),
+                    sandbox: self.netns.clone(),
+                    ..Default::default()
+                },
+            ],
+            ips: vec![IpConfig {
+                address: host_net(self.ip),
+                gateway: Some(GATEWAY.into()),
+                interface: Some(1),
+            }],
+            routes: self.routes(),
+            dns: Default::default(),
+        }
+    }
+}
+
+fn mac(s: &str) -> Result<[u8; 6], CniError> {
+    parse_mac(s).ok_or_else(|| {
+        CniError::new(
+            code::IO_FAILURE,
+            format!("bad MAC {s:?} in attachment record"),
+        )
+    })
+}
+
+/// Creates the veth pair, the /32s, the link-local gateway and the neighbour entries.
+/// Idempotent.
+pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
+    sysctl::set("net.ipv4.ip_forward", "1")?;
+    let cont = Netlink::in_netns(ns)?;
+    let (h, c) = (
+        host.link_by_name(&plan.host_veth).await?,
+        cont.link_by_name(&plan.ifname).await?,
+    );
+    match (h, c) {
+        (Some(_), Some(_)) => {}
+        (None, Some(_)) => {
+            return Err(CniError::new(
+                code::KERNEL,
+                format!(
+                    "an interface named {} already exists in {}",
+                    plan.ifname, plan.netns
+                ),
+            ))
+        }
+        (Some(_), None) => {
+            host.del_link_by_name(&plan.host_veth).await?;
+            create_veth(plan, host, ns).await?;
+        }
+        (None, None) => create_veth(plan, host, ns).await?,
+    }
+    let hv = host.link_by_name(&plan.host_veth).await?.ok_or_else(|| {
+        CniError::new(
+            code::KERNEL,
+            format!("{} vanished after creation", plan.host_veth),
+        )
+    })?;
+    let cl = cont.link_by_name(&plan.ifname).await?.ok_or_else(|| {
+        CniError::new(
+            code::KERNEL,
+            format!("{} vanished in {}", plan.ifname, plan.netns),
+        )
+    })?;
+
+    // Host end: 169.254.0.1/32, the container's /32 routed to it, its MAC pinned.
+    host.add_address(hv.index, host_net(GATEWAY)).await?;
+    if !hv.up {
+        host.set_up(hv.index).await?;
+    }
+    host.replace_neighbour(&Neighbour {
+        index: hv.index,
+        ip: plan.ip.into(),
+        mac: mac(&plan.container_mac)?,
+    })
+    .await?;
+    host.replace_route(&Route {
+        dst: host_net(plan.ip),
+        gateway: None,
+        oif: Some(hv.index),
+        link_scope: true,
+    })
+    .await?;
+
+    // Container end: its /32, the gateway on-link, a default route, the gateway's MAC pinned.
+    cont.add_address(cl.index, host_net(plan.ip)).await?;
+    if !cl.up {
+        cont.set_up(cl.index).await?;
+    }
+    cont.replace_neighbour(&Neighbour {
+        index: cl.index,
+        ip: GATEWAY.into(),
+        mac: mac(&plan.host_mac)?,
+    })
+    .await?;
+    cont.replace_route(&Route {
+        dst: host_net(GATEWAY),
+        gateway: None,
+        oif: Some(cl.index),
+        link_scope: true,
+    })
+    .await?;
+    cont.replace_route(&Route {
+        dst: "0.0.0.0/0"
+            .parse()
+            .unwrap_or(host_net(Ipv4Addr::UNSPECIFIED)),
+        gateway: Some(GATEWAY.into()),
+        oif: Some(cl.index),
+        link_scope: false,
+    })
+    .await?;
+    Ok(())
+}
+
+async fn create_veth(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
+    let local = VethEnd {
+        name: &plan.host_veth,
+        mac: Some(mac(&plan.host_mac)?),
+        mtu: Some(plan.mtu),
+        alias: Some(&plan.host_alias),
+        arp_off: true,
+    };
+    let peer = VethEnd {
+        name: &plan.ifname,
+        mac: Some(mac(&plan.container_mac)?),
+        mtu: Some(plan.mtu),
+        alias: None,
+        arp_off: true,
+    };
+    host.add_veth(&local, &peer, ns).await?;
+    Ok(())
+}
+
+/// Removes the veth pair (its routes and neighbours go with it) and the conntrack entries of
+/// the container's address, so a later container with the same address starts clean.
+pub async fn teardown(plan: &OverlayPlan, host: &Netlink) -> Result<(), CniError> {
+    host.del_link_by_name(&plan.host_veth).await?;
+    // Best effort: a kernel without ctnetlink has no entries to inherit either.
+    match weft_kernel::conntrack::delete_by_ip(plan.ip.into()) {
+        Ok(n) if n > 0 => tracing::info!(ip = %plan.ip, entries = n, "conntrack entries removed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(ip = %plan.ip, error = %e, "could not remove conntrack entries"),
+    }
+    Ok(())
+}
+
+/// CHECK: the kernel matches the plan.
+pub async fn check(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
+    let mismatch = |m: String| CniError::new(code::CHECK_MISMATCH, m);
+    let hv = host
+        .link_by_name(&plan.host_veth)
+        .await?
+        .ok_or_else(|| mismatch(format!("host interface {} does not exist", plan.host_veth)))?;
+    let routes = host.routes(false).await?;
+    if !routes
+        .iter()
+        .any(|r| r.dst == host_net(plan.ip) && r.oif == Some(hv.index))
+    {
+        return Err(mismatch(format!(
+            "the host has no route {}/32 dev {}",
+            plan.ip, plan.host_veth
+        )));
+    }
+    let cont = Netlink::in_netns(ns)?;
+    let cl = cont
+        .link_by_name(&plan.ifname)
+        .await?
+        .ok_or_else(|| mismatch(format!("{} does not exist in {}", plan.ifname, plan.netns)))?;
+    if !cont.addresses(cl.index).await?.contains(&host_net(plan.ip)) {
+        return Err(mismatch(format!(
+            "{} lacks address {}/32",
+            plan.ifname, plan.ip
+        )));
+    }
+    let croutes = cont.routes(false).await?;
+    if !croutes
+        .iter()
+        .any(|r| r.dst.prefix_len() == 0 && r.gateway == Some(GATEWAY.into()))
+    {
+        return Err(mismatch(format!(
+            "route 0.0.0.0/0 via {GATEWAY} is missing in {}",
+            plan.netns
+        )));
+    }
+    let neigh = cont.neighbours(cl.index).await?;
+    if !neigh.iter().any(|n| n.ip == IpAddr::V4(GATEWAY)) {
+        return Err(mismatch(format!(
+            "the neighbour entry for {GATEWAY} is missing in {}",
+            plan.netns
+        )));
+    }
+    Ok(())
+}
