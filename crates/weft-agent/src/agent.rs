@@ -4,7 +4,7 @@
 //! nothing in the kernel; when the controller comes back the watch resumes and the agent
 //! catches up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::Ipv4Net;
 use weft_cni::lease::HostLease;
-use weft_controller::model::{Event, Lease, WatchMessage};
+use weft_controller::model::{Event, Lease, Policy, WatchMessage};
 use weft_controller::Client;
 use weft_kernel::link::{parse_mac, VxlanSpec};
 use weft_kernel::Netlink;
 
-use crate::{nat, remote, vtep};
+use crate::{local, nat, policy, remote, vtep};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
@@ -64,6 +64,14 @@ pub struct AgentArgs {
     /// Re-check the kernel against the desired state this often (seconds)
     #[arg(long, default_value_t = 30)]
     pub resync: u64,
+    /// Policy enforcement: "on" (default deny between apps, policies allow) or "off" (labs:
+    /// every container reaches every other; marking and anti-spoofing stay on)
+    #[arg(long, env = "WEFT_POLICY", default_value = "off", value_parser = ["on", "off"])]
+    pub policy: String,
+    /// Serve Prometheus metrics (allowed/denied packets per policy and app pair) here,
+    /// e.g. 127.0.0.1:9109
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// On exit, release the lease and remove the VTEP, routes and NAT (the host leaves the
     /// overlay). Without it, exiting leaves everything in place so traffic keeps flowing.
     #[arg(long)]
@@ -148,6 +156,14 @@ struct Agent {
     leases: BTreeMap<String, Lease>,
     /// App id → tag, for the apps of this host's containers.
     tags: BTreeMap<String, u16>,
+    /// Every app's tag, as the controller publishes them.
+    apps: BTreeMap<String, u16>,
+    policies: BTreeSet<Policy>,
+    /// The policy elements this process last applied (None until the first sync).
+    applied: Option<policy::Elements>,
+    /// Whether the controller's snapshot has arrived. Until then the kernel keeps enforcing
+    /// what an earlier run of the agent applied: a restart must not open or close anything.
+    have_snapshot: bool,
 }
 
 /// The file next to the lease file where the agent publishes the tags of local apps.
@@ -239,6 +255,9 @@ impl Agent {
         match msg {
             WatchMessage::Snapshot(s) => {
                 self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
+                self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
+                self.policies = s.policies.iter().map(Policy::untagged).collect();
+                self.have_snapshot = true;
             }
             WatchMessage::Change(c) => match c.event {
                 Event::LeasePut { lease } => {
@@ -249,7 +268,18 @@ impl Agent {
                         self.leases.remove(&lease.host);
                     }
                 }
-                _ => return Ok(()),
+                Event::AppPut { app } => {
+                    self.apps.insert(app.id, app.tag);
+                }
+                Event::AppDeleted { app } => {
+                    self.apps.remove(&app.id);
+                }
+                Event::PolicyCreated { policy } => {
+                    self.policies.insert(policy.untagged());
+                }
+                Event::PolicyDeleted { policy } => {
+                    self.policies.remove(&policy.untagged());
+                }
             },
             WatchMessage::Heartbeat { .. } => return Ok(()),
         }
@@ -261,7 +291,48 @@ impl Agent {
                 self.ensure_local().await?;
             }
         }
-        self.reconcile().await
+        self.reconcile().await?;
+        self.sync_policy()
+    }
+
+    /// Makes the policy table match the policies, tags, local containers and remote cells.
+    fn sync_policy(&mut self) -> Result<()> {
+        if !self.have_snapshot {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let containers = local::overlay_containers(&self.args.cni_data_dir);
+        let mut tags = self.apps.clone();
+        tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), *v)));
+        let cells: Vec<IpAddr> = self
+            .leases
+            .values()
+            .filter(|l| l.host != self.host)
+            .map(|l| l.underlay_ip)
+            .collect();
+        let policies: Vec<Policy> = self.policies.iter().cloned().collect();
+        let new = policy::elements(&policies, &tags, &containers, &cells);
+        if self.applied.as_ref() == Some(&new) {
+            return Ok(());
+        }
+        let mut nft = weft_kernel::nft::Nft::new()?;
+        policy::apply(
+            &mut nft,
+            self.overlay,
+            self.args.vxlan_port,
+            self.args.policy == "on",
+            self.applied.as_ref(),
+            &new,
+        )
+        .context("applying policy")?;
+        tracing::info!(
+            elements = new.len(),
+            policies = policies.len(),
+            took_us = started.elapsed().as_micros() as u64,
+            "policy applied"
+        );
+        self.applied = Some(new);
+        Ok(())
     }
 
     async fn renew(&mut self) -> Result<()> {
@@ -354,6 +425,10 @@ impl AgentArgs {
             vtep_index: 0,
             leases: BTreeMap::new(),
             tags: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            policies: BTreeSet::new(),
+            applied: None,
+            have_snapshot: false,
         };
         agent.ensure_local().await?;
         if let Err(e) = agent.claim_local_apps().await {
@@ -365,6 +440,7 @@ impl AgentArgs {
         renew.tick().await;
         let mut resync = tokio::time::interval(Duration::from_secs(self.resync.max(1)));
         resync.tick().await;
+        let mut local_changes = local::watch(self.cni_data_dir.clone());
         let mut watch = client.watch_resuming(None);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -375,6 +451,14 @@ impl AgentArgs {
                         tracing::warn!(error = %format!("{e:#}"), "applying a change failed; the next resync retries");
                     }
                 }
+                Some(()) = local_changes.recv() => {
+                    if let Err(e) = agent.claim_local_apps().await {
+                        tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
+                    }
+                    if let Err(e) = agent.sync_policy() {
+                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed");
+                    }
+                }
                 _ = renew.tick() => agent.renew().await?,
                 _ = resync.tick() => {
                     if let Err(e) = agent.reconcile().await {
@@ -382,6 +466,9 @@ impl AgentArgs {
                     }
                     if let Err(e) = agent.claim_local_apps().await {
                         tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed");
+                    }
+                    if let Err(e) = agent.sync_policy() {
+                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed");
                     }
                 }
                 _ = tokio::signal::ctrl_c() => break,

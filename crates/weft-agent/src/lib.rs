@@ -11,7 +11,9 @@
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
 
 pub mod agent;
+pub mod local;
 pub mod nat;
+pub mod policy;
 pub mod remote;
 pub mod vtep;
 

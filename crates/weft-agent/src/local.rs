@@ -1,0 +1,83 @@
+//! This host's containers, as weft-cni records them, and a watch on those records: the agent
+//! learns of a new or removed container within milliseconds (inotify), not at the next resync.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::sync::mpsc;
+
+use crate::policy::LocalContainer;
+
+/// The overlay containers among the recorded attachments.
+pub fn overlay_containers(cni_data_dir: &Path) -> Vec<LocalContainer> {
+    crate::local_containers(cni_data_dir)
+        .into_iter()
+        .filter_map(|p| match p {
+            weft_cni::plan::Plan::Overlay(o) => Some(LocalContainer {
+                ip: o.ip,
+                host_ifname: o.host_veth,
+                app: o.app_id,
+            }),
+            weft_cni::plan::Plan::Bridge(_) => None,
+        })
+        .collect()
+}
+
+/// Starts a thread that sends `()` whenever an attachment record under `dir` is created,
+/// replaced or removed (also in networks created later). Ends when the receiver is dropped.
+pub fn watch(dir: PathBuf) -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        if let Err(e) = run(&dir, &tx) {
+            tracing::warn!(dir = %dir.display(), error = %e, "watching container records failed; relying on resync");
+        }
+    });
+    rx
+}
+
+fn run(dir: &Path, tx: &mpsc::UnboundedSender<()>) -> nix::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|_| nix::errno::Errno::EIO)?;
+    let ino = Inotify::init(InitFlags::IN_CLOEXEC)?;
+    let dir_flags = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO;
+    let rec_flags =
+        AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_DELETE | AddWatchFlags::IN_CLOSE_WRITE;
+    let top = ino.add_watch(dir, dir_flags)?;
+    let watch_network = |net: &Path| {
+        let att = net.join("attachments");
+        if att.is_dir() {
+            let _ = ino.add_watch(&att, rec_flags);
+        } else if net.is_dir() {
+            // The network directory is new: its attachments directory follows at once.
+            let _ = ino.add_watch(net, dir_flags);
+        }
+    };
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            watch_network(&e.path());
+        }
+    }
+    loop {
+        let events = ino.read_events()?;
+        let mut changed = false;
+        for ev in events {
+            if ev.wd == top {
+                if let Some(name) = &ev.name {
+                    watch_network(&dir.join(name));
+                }
+            } else if let Some(name) = &ev.name {
+                if name == "attachments" {
+                    // Created inside a new network directory.
+                    if let Ok(rd) = std::fs::read_dir(dir) {
+                        for e in rd.flatten() {
+                            watch_network(&e.path());
+                        }
+                    }
+                }
+                changed |= name.to_string_lossy().ends_with(".json") || name == "attachments";
+            }
+        }
+        if changed && tx.send(()).is_err() {
+            return Ok(());
+        }
+    }
+}
