@@ -111,7 +111,8 @@ pub fn elements(
         }
     }
     // (tag, dst ip, proto) -> port ranges
-    let mut ports: BTreeMap<(u16, Ipv4Addr, &'static str), Vec<(u16, u16)>> = BTreeMap::new();
+    type Key = (u16, Ipv4Addr, &'static str);
+    let mut ports: BTreeMap<Key, Vec<(u16, u16)>> = BTreeMap::new();
     for p in policies {
         let Some(src) = p.source.tag.or_else(|| tag_of(&p.source.id)) else {
             continue;
