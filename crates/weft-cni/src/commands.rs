@@ -137,10 +137,20 @@ async fn add(env: &Env, conf: &NetworkConf) -> Result<Value, CniError> {
         };
         if let Plan::Bridge(bp) = &plan {
             if let Some(fw) = bridge::network_firewall(bp, subnets(&conf)) {
-                let r = Nft::new().map_err(CniError::from).and_then(|mut nft| {
-                    bridge::ensure_network_firewall(&mut nft, &fw, &lock)?;
-                    bridge::add_port_mappings(&mut nft, bp, &fw.table)
-                });
+                let stamp_path = store.dir().join("firewall");
+                let stamp = bridge::firewall_stamp(&fw);
+                let table_ok = std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());
+                let r = if table_ok && bp.port_mappings.is_empty() {
+                    Ok(())
+                } else {
+                    Nft::new().map_err(CniError::from).and_then(|mut nft| {
+                        if !table_ok {
+                            bridge::ensure_network_firewall(&mut nft, &fw, &lock)?;
+                            crate::store::write_atomic(&stamp_path, stamp.as_bytes())?;
+                        }
+                        bridge::add_port_mappings(&mut nft, bp, &fw.table)
+                    })
+                };
                 if let Err(e) = r {
                     if fresh {
                         release_all(&store, &lock, &owner, &plan);
