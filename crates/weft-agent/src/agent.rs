@@ -161,6 +161,8 @@ struct Agent {
     policies: BTreeSet<Policy>,
     /// The policy elements this process last applied (None until the first sync).
     applied: Option<policy::Elements>,
+    /// Names for the metrics endpoint, refreshed at every policy sync.
+    view: std::sync::Arc<std::sync::Mutex<crate::metrics::View>>,
     /// Whether the controller's snapshot has arrived. Until then the kernel keeps enforcing
     /// what an earlier run of the agent applied: a restart must not open or close anything.
     have_snapshot: bool,
@@ -312,6 +314,15 @@ impl Agent {
             .collect();
         let policies: Vec<Policy> = self.policies.iter().cloned().collect();
         let new = policy::elements(&policies, &tags, &containers, &cells);
+        if let Ok(mut v) = self.view.lock() {
+            v.apps_by_tag = tags.iter().map(|(app, t)| (*t, app.clone())).collect();
+            v.app_of_ip = containers
+                .iter()
+                .filter_map(|c| c.app.clone().map(|a| (c.ip, a)))
+                .collect();
+            v.remote_cells = cells.len();
+            v.policies = policies.len();
+        }
         if self.applied.as_ref() == Some(&new) {
             return Ok(());
         }
@@ -429,7 +440,16 @@ impl AgentArgs {
             policies: BTreeSet::new(),
             applied: None,
             have_snapshot: false,
+            view: Default::default(),
         };
+        if let Some(addr) = self.metrics_listen {
+            let view = agent.view.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(addr, view).await {
+                    tracing::warn!(%addr, error = %e, "metrics endpoint failed");
+                }
+            });
+        }
         agent.ensure_local().await?;
         if let Err(e) = agent.claim_local_apps().await {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");

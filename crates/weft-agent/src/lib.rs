@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod local;
+pub mod metrics;
 pub mod nat;
 pub mod policy;
 pub mod remote;

@@ -37,6 +37,39 @@ pub enum PolicyCommand {
     },
     /// Remove a policy.
     Rm(PolicySpec),
+    /// Would SOURCE reach DESTINATION on PORT under the current policies? Names the policy
+    /// that allows it (exit code 0) or says it is denied (exit code 1).
+    Check {
+        /// Source app id.
+        source: String,
+        /// Destination app id.
+        destination: String,
+        /// Destination port (leave out for icmp).
+        port: Option<u16>,
+        /// tcp, udp or icmp.
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+    },
+}
+
+/// The first policy (in the controller's order) that allows the connection, if any.
+pub fn allowing<'a>(
+    policies: &'a [Policy],
+    source: &str,
+    destination: &str,
+    protocol: Protocol,
+    port: Option<u16>,
+) -> Option<&'a Policy> {
+    policies.iter().find(|p| {
+        p.source.id == source
+            && p.destination.id == destination
+            && p.destination.protocol == protocol
+            && match (protocol, p.destination.ports, port) {
+                (Protocol::Icmp, _, _) => true,
+                (_, Some(r), Some(port)) => r.start <= port && port <= r.end,
+                _ => false,
+            }
+    })
 }
 
 fn parse_ports(s: &str) -> anyhow::Result<Ports> {
@@ -117,6 +150,42 @@ impl PolicyArgs {
                     r.revision
                 );
             }
+            PolicyCommand::Check {
+                source,
+                destination,
+                port,
+                protocol,
+            } => {
+                let proto = Protocol::parse(&protocol).with_context(|| {
+                    format!("--protocol {protocol:?}: must be tcp, udp or icmp")
+                })?;
+                if proto != Protocol::Icmp && port.is_none() {
+                    anyhow::bail!("PORT is required for {proto}");
+                }
+                let list = client.policies(Some(&[source.as_str()])).await?;
+                let found = allowing(&list.policies, &source, &destination, proto, port);
+                let what = match port {
+                    Some(p) if proto != Protocol::Icmp => format!("{proto}/{p}"),
+                    _ => proto.to_string(),
+                };
+                if json {
+                    print_json(
+                        &serde_json::json!({ "allowed": found.is_some(), "policy": found }),
+                    )?;
+                } else {
+                    match found {
+                        Some(p) => println!(
+                            "allowed: {source} -> {destination} {what} by policy {source} -> {destination} {} {}",
+                            p.destination.protocol,
+                            ports_text(p)
+                        ),
+                        None => println!("denied: no policy allows {source} -> {destination} {what} (default deny)"),
+                    }
+                }
+                if found.is_none() {
+                    std::process::exit(1);
+                }
+            }
             PolicyCommand::List { apps } => {
                 let ids: Vec<&str> = apps.iter().map(String::as_str).collect();
                 let list = client
@@ -167,5 +236,34 @@ mod tests {
         );
         assert_eq!(parse_ports("1-2").unwrap(), Ports { start: 1, end: 2 });
         assert!(parse_ports("70000").is_err());
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    #[test]
+    fn check_finds_the_allowing_policy() {
+        let ps = vec![
+            Policy::new(
+                "b",
+                "a",
+                Protocol::Tcp,
+                Some(Ports {
+                    start: 8080,
+                    end: 8090,
+                }),
+            ),
+            Policy::new("b", "a", Protocol::Icmp, None),
+        ];
+        assert!(allowing(&ps, "b", "a", Protocol::Tcp, Some(8085)).is_some());
+        assert!(allowing(&ps, "b", "a", Protocol::Tcp, Some(8091)).is_none());
+        assert!(
+            allowing(&ps, "a", "b", Protocol::Tcp, Some(8080)).is_none(),
+            "one-way"
+        );
+        assert!(allowing(&ps, "b", "a", Protocol::Udp, Some(8080)).is_none());
+        assert!(allowing(&ps, "b", "a", Protocol::Icmp, None).is_some());
     }
 }

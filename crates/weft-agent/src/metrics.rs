@@ -1,0 +1,277 @@
+//! The agent's Prometheus metrics: packets allowed per policy element and denied per app pair
+//! (read from the policy table's counters at scrape time), drops of spoofed packets and of
+//! VXLAN from unleased addresses, and a few gauges. Served on `--metrics-listen` with a
+//! deliberately tiny HTTP/1 responder (GET /metrics only).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the agent knows to give names to the kernel's numbers.
+#[derive(Debug, Default, Clone)]
+pub struct View {
+    /// tag -> app id
+    pub apps_by_tag: BTreeMap<u16, String>,
+    /// local container ip -> app id
+    pub app_of_ip: BTreeMap<Ipv4Addr, String>,
+    pub remote_cells: usize,
+    pub policies: usize,
+}
+
+/// One counted element of the policy table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub tag: u16,
+    pub dst: Ipv4Addr,
+    /// "tcp"/"udp" and port range for allow_ports, "icmp" for allow_icmp, empty for denied.
+    pub protocol: String,
+    pub ports: String,
+    pub packets: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub allowed: Vec<Counted>,
+    pub denied: Vec<Counted>,
+    pub spoofed: u64,
+    pub vxlan_unleased: u64,
+}
+
+fn block<'a>(listing: &'a str, name: &str) -> Option<&'a str> {
+    let start = listing.find(&format!(" {name} {{"))?;
+    let rest = &listing[start..];
+    let els = rest.find("elements = {")?;
+    let end_of_decl = rest.find("\n\t}")?;
+    if els > end_of_decl {
+        return None;
+    }
+    let body = &rest[els + "elements = {".len()..];
+    Some(&body[..body.find('}')?])
+}
+
+fn parse_elements(body: &str, with_proto: bool, icmp: bool) -> Vec<Counted> {
+    body.split(',')
+        .filter_map(|el| {
+            let (key, rest) = el.split_once(" counter packets ")?;
+            let packets: u64 = rest.split_whitespace().next()?.parse().ok()?;
+            let parts: Vec<&str> = key.split(" . ").map(str::trim).collect();
+            let tag = u16::from_str_radix(parts.first()?.trim_start_matches("0x"), 16).ok()?;
+            let dst: Ipv4Addr = parts.get(1)?.parse().ok()?;
+            let (protocol, ports) = if with_proto {
+                (parts.get(2)?.to_string(), parts.get(3)?.to_string())
+            } else if icmp {
+                ("icmp".to_string(), String::new())
+            } else {
+                (String::new(), String::new())
+            };
+            Some(Counted {
+                tag,
+                dst,
+                protocol,
+                ports,
+                packets,
+            })
+        })
+        .collect()
+}
+
+fn rule_counter(listing: &str, comment: &str) -> u64 {
+    listing
+        .lines()
+        .find(|l| l.contains(comment))
+        .and_then(|l| l.split_once("counter packets "))
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pure: the counters in a `list table inet weft-policy` listing.
+pub fn parse(listing: &str) -> Counters {
+    let mut c = Counters::default();
+    if let Some(b) = block(listing, "allow_ports") {
+        c.allowed.extend(parse_elements(b, true, false));
+    }
+    if let Some(b) = block(listing, "allow_icmp") {
+        c.allowed.extend(parse_elements(b, false, true));
+    }
+    if let Some(b) = block(listing, "denied") {
+        c.denied = parse_elements(b, false, false);
+    }
+    c.spoofed = rule_counter(listing, "spoofed source");
+    c.vxlan_unleased = rule_counter(listing, "vxlan from an address without a lease");
+    c
+}
+
+/// Pure: the exposition text.
+pub fn render(c: &Counters, v: &View) -> String {
+    let app = |tag: u16| {
+        v.apps_by_tag
+            .get(&tag)
+            .cloned()
+            .unwrap_or_else(|| format!("tag:{tag}"))
+    };
+    let dst_app = |ip: &Ipv4Addr| v.app_of_ip.get(ip).cloned().unwrap_or_default();
+    let mut s = String::new();
+    let _ = writeln!(s, "# HELP weft_policy_allowed_packets_total Packets of new connections a policy allowed, per policy element.");
+    let _ = writeln!(s, "# TYPE weft_policy_allowed_packets_total counter");
+    for e in &c.allowed {
+        let _ = writeln!(
+            s,
+            "weft_policy_allowed_packets_total{{src_app=\"{}\",dst_app=\"{}\",dst_ip=\"{}\",protocol=\"{}\",ports=\"{}\"}} {}",
+            app(e.tag),
+            dst_app(&e.dst),
+            e.dst,
+            e.protocol,
+            e.ports,
+            e.packets
+        );
+    }
+    let _ = writeln!(s, "# HELP weft_policy_denied_packets_total Packets default deny dropped, per source app and destination.");
+    let _ = writeln!(s, "# TYPE weft_policy_denied_packets_total counter");
+    for e in &c.denied {
+        let _ = writeln!(
+            s,
+            "weft_policy_denied_packets_total{{src_app=\"{}\",dst_app=\"{}\",dst_ip=\"{}\"}} {}",
+            app(e.tag),
+            dst_app(&e.dst),
+            e.dst,
+            e.packets
+        );
+    }
+    let _ = writeln!(s, "# TYPE weft_spoofed_packets_dropped_total counter");
+    let _ = writeln!(s, "weft_spoofed_packets_dropped_total {}", c.spoofed);
+    let _ = writeln!(s, "# TYPE weft_vxlan_unleased_dropped_total counter");
+    let _ = writeln!(s, "weft_vxlan_unleased_dropped_total {}", c.vxlan_unleased);
+    let _ = writeln!(
+        s,
+        "# TYPE weft_agent_remote_cells gauge\nweft_agent_remote_cells {}",
+        v.remote_cells
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE weft_agent_local_containers gauge\nweft_agent_local_containers {}",
+        v.app_of_ip.len()
+    );
+    let _ = writeln!(
+        s,
+        "# TYPE weft_agent_policies gauge\nweft_agent_policies {}",
+        v.policies
+    );
+    s
+}
+
+async fn scrape(view: &Arc<Mutex<View>>) -> String {
+    let listing = tokio::task::spawn_blocking(|| {
+        weft_kernel::nft::Nft::new()
+            .and_then(|mut n| n.run(&format!("list table inet {}", crate::policy::TABLE)))
+    })
+    .await
+    .ok()
+    .and_then(|r| r.ok())
+    .unwrap_or_default();
+    let v = view.lock().map(|v| v.clone()).unwrap_or_default();
+    render(&parse(&listing), &v)
+}
+
+/// Serves GET /metrics until the task is dropped.
+pub async fn serve(addr: SocketAddr, view: Arc<Mutex<View>>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving metrics");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        let view = view.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            while n < buf.len() {
+                match sock.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                ("200 OK", scrape(&view).await)
+            } else {
+                ("404 Not Found", "only GET /metrics here\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LISTING: &str = "table inet weft-policy {
+\tmap allow_ports {
+\t\ttype mark . ipv4_addr . inet_proto . inet_service : verdict
+\t\tflags interval
+\t\tcounter
+\t\telements = { 0x00000001 . 10.255.1.1 . tcp . 8080 counter packets 3 bytes 180 : accept,
+\t\t\t     0x00000001 . 10.255.1.1 . tcp . 9000-9010 counter packets 0 bytes 0 : accept }
+\t}
+
+\tmap allow_icmp {
+\t\ttype mark . ipv4_addr : verdict
+\t\tcounter
+\t}
+
+\tset denied {
+\t\ttype mark . ipv4_addr
+\t\tsize 65536
+\t\tflags dynamic
+\t\tcounter
+\t\telements = { 0x00000003 . 10.255.1.1 counter packets 2 bytes 120 }
+\t}
+
+\tchain prerouting {
+\t\tiifname @veths ip saddr . iifname != @containers counter packets 7 bytes 420 drop comment \"spoofed source\"
+\t}
+}
+";
+
+    #[test]
+    fn parses_counters() {
+        let c = parse(LISTING);
+        assert_eq!(c.allowed.len(), 2);
+        assert_eq!(c.allowed[0].packets, 3);
+        assert_eq!(c.allowed[1].ports, "9000-9010");
+        assert_eq!(
+            c.denied,
+            vec![Counted {
+                tag: 3,
+                dst: "10.255.1.1".parse().unwrap(),
+                protocol: String::new(),
+                ports: String::new(),
+                packets: 2
+            }]
+        );
+        assert_eq!(c.spoofed, 7);
+        assert_eq!(c.vxlan_unleased, 0);
+    }
+
+    #[test]
+    fn renders_with_app_names() {
+        let mut v = View::default();
+        v.apps_by_tag.insert(1, "app-b".into());
+        v.app_of_ip
+            .insert("10.255.1.1".parse().unwrap(), "app-a".into());
+        let s = render(&parse(LISTING), &v);
+        assert!(s.contains("weft_policy_allowed_packets_total{src_app=\"app-b\",dst_app=\"app-a\",dst_ip=\"10.255.1.1\",protocol=\"tcp\",ports=\"8080\"} 3"));
+        assert!(s.contains("weft_policy_denied_packets_total{src_app=\"tag:3\",dst_app=\"app-a\",dst_ip=\"10.255.1.1\"} 2"));
+        assert!(s.contains("weft_spoofed_packets_dropped_total 7"));
+    }
+}
