@@ -140,7 +140,11 @@ pub fn network_firewall(plan: &BridgePlan, subnets: Vec<ipnet::IpNet>) -> Option
 
 /// Writes the network's table unless it is there already with the same fingerprint. Called
 /// under the network's lock, so two first containers do not both write it.
-pub fn ensure_network_firewall(nft: &mut Nft, fw: &NetworkFirewall, _lock: &Lock) -> Result<(), CniError> {
+pub fn ensure_network_firewall(
+    nft: &mut Nft,
+    fw: &NetworkFirewall,
+    _lock: &Lock,
+) -> Result<(), CniError> {
     nft.ensure_table("inet", &fw.table, &fw.fingerprint(), &fw.render())?;
     Ok(())
 }
@@ -151,7 +155,10 @@ pub fn ensure_network_firewall(nft: &mut Nft, fw: &NetworkFirewall, _lock: &Lock
 /// compares the kernel's table with the configuration.
 pub fn firewall_stamp(fw: &NetworkFirewall) -> String {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let ns = weft_kernel::netns::Netns::current().and_then(|n| n.id()).map(|(d, i)| format!("{d}:{i}")).unwrap_or_default();
+    let ns = weft_kernel::netns::Netns::current()
+        .and_then(|n| n.id())
+        .map(|(d, i)| format!("{d}:{i}"))
+        .unwrap_or_default();
     format!("{}\n{}\n{ns}\n", fw.fingerprint(), boot.trim())
 }
 

@@ -139,7 +139,8 @@ async fn add(env: &Env, conf: &NetworkConf) -> Result<Value, CniError> {
             if let Some(fw) = bridge::network_firewall(bp, subnets(&conf)) {
                 let stamp_path = store.dir().join("firewall");
                 let stamp = bridge::firewall_stamp(&fw);
-                let table_ok = std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());
+                let table_ok =
+                    std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());
                 let r = if table_ok && bp.port_mappings.is_empty() {
                     Ok(())
                 } else {
