@@ -15,6 +15,7 @@ cleanup() {
   rm -rf "$DATA"
 }
 [ -n "${KEEP:-}" ] || trap cleanup EXIT
+trap "exit 130" INT TERM
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 

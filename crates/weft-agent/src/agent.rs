@@ -66,7 +66,7 @@ pub struct AgentArgs {
     pub resync: u64,
     /// Policy enforcement: "on" (default deny between apps, policies allow) or "off" (labs:
     /// every container reaches every other; marking and anti-spoofing stay on)
-    #[arg(long, env = "WEFT_POLICY", default_value = "off", value_parser = ["on", "off"])]
+    #[arg(long, env = "WEFT_POLICY", default_value = "on", value_parser = ["on", "off"])]
     pub policy: String,
     /// Serve Prometheus metrics (allowed/denied packets per policy and app pair) here,
     /// e.g. 127.0.0.1:9109
