@@ -256,6 +256,11 @@ impl Agent {
     async fn on_message(&mut self, msg: WatchMessage) -> Result<()> {
         match msg {
             WatchMessage::Snapshot(s) => {
+                if self.have_snapshot {
+                    // A new snapshot means the watch reconnected, perhaps after the controller
+                    // was away: renew now rather than at the next tick.
+                    self.renew().await?;
+                }
                 self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
                 self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
                 self.policies = s.policies.iter().map(Policy::untagged).collect();

@@ -66,8 +66,14 @@ impl Controller {
             metrics: Metrics::default(),
             tasks: Vec::new(),
         };
-        ctl.tasks
-            .push(tokio::spawn(sweep(ctl.store.clone(), ctl.sweep_interval())));
+        // The first sweep waits one lease TTL: after an outage of the controller, agents get a
+        // full TTL to renew before their leases (and every other host's routes to them) go.
+        let grace = ctl.config.lease_ttl;
+        ctl.tasks.push(tokio::spawn(sweep(
+            ctl.store.clone(),
+            grace,
+            ctl.sweep_interval(),
+        )));
         Ok(Arc::new(ctl))
     }
 
@@ -239,8 +245,9 @@ impl Controller {
 }
 
 /// Returns expired leases to the pool and trims the change log, periodically.
-async fn sweep(store: Arc<dyn Store>, every: Duration) {
+async fn sweep(store: Arc<dyn Store>, grace: Duration, every: Duration) {
     let mut ticks = 0u64;
+    tokio::time::sleep(grace.saturating_sub(every)).await;
     loop {
         tokio::time::sleep(every).await;
         ticks += 1;
