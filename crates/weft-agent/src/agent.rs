@@ -332,15 +332,20 @@ impl Agent {
             return Ok(());
         }
         let mut nft = weft_kernel::nft::Nft::new()?;
-        policy::apply(
+        let enforce = self.args.policy == "on";
+        if let Err(e) = policy::apply(
             &mut nft,
             self.overlay,
             self.args.vxlan_port,
-            self.args.policy == "on",
+            enforce,
             self.applied.as_ref(),
             &new,
-        )
-        .context("applying policy")?;
+        ) {
+            // The kernel may not hold what we think (someone changed the table): refill all
+            // of it, atomically, next time.
+            self.applied = None;
+            return Err(e).context("applying policy");
+        }
         tracing::info!(
             elements = new.len(),
             policies = policies.len(),

@@ -234,8 +234,9 @@ fn join<I: Iterator<Item = T>, T: AsRef<str>>(it: I) -> String {
         .join(", ")
 }
 
-/// Writes the table structure if needed, then the elements; returns the elements applied.
-/// `applied` is what this process last applied (None after a start).
+/// Writes the table structure if needed, then the elements. `applied` is what this process
+/// last applied (None after a start: then the structure is checked and every set refilled in
+/// one transaction).
 pub fn apply(
     nft: &mut weft_kernel::nft::Nft,
     overlay: Ipv4Net,
@@ -245,12 +246,18 @@ pub fn apply(
     new: &Elements,
 ) -> weft_kernel::Result<()> {
     let (fp, script) = render_table(overlay, vxlan_port, enforce);
-    let rewritten = nft.ensure_table("inet", TABLE, &fp, &script)?;
-    let old = if rewritten { None } else { applied };
-    if old == Some(new) {
+    // The structure is checked once per process (a listing of a large table is not free);
+    // after that, `applied` is what the kernel holds.
+    if applied.is_none() && !nft.table_matches("inet", TABLE, &fp)? {
+        // New or changed structure: the table and all its elements in one transaction, so
+        // no packet ever sees the table without its elements.
+        nft.run(&(script + &render_diff(None, new)))?;
         return Ok(());
     }
-    let diff = render_diff(old, new);
+    if applied == Some(new) {
+        return Ok(());
+    }
+    let diff = render_diff(applied, new);
     if !diff.is_empty() {
         nft.run(&diff)?;
     }

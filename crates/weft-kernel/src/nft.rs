@@ -127,14 +127,20 @@ impl Nft {
         fingerprint: &str,
         script: &str,
     ) -> Result<bool> {
-        match self.run(&format!("list table {family} {name}")) {
-            Ok(listing) if listing.contains(fingerprint) => return Ok(false),
-            Ok(_) => {}
-            Err(Error::Nft(m)) if m.contains("No such file") => {}
-            Err(e) => return Err(e),
+        if self.table_matches(family, name, fingerprint)? {
+            return Ok(false);
         }
         self.run(script)?;
         Ok(true)
+    }
+
+    /// Is the table there with `fingerprint` in its listing (its comment)?
+    pub fn table_matches(&mut self, family: &str, name: &str, fingerprint: &str) -> Result<bool> {
+        match self.run(&format!("list table {family} {name}")) {
+            Ok(listing) => Ok(listing.contains(fingerprint)),
+            Err(Error::Nft(m)) if m.contains("No such file") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Does `family name` table exist?
