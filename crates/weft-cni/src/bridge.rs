@@ -39,32 +39,21 @@ pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
     }
 
     let cont = Netlink::in_netns(ns)?;
-    let existing_host = host.link_by_name(&plan.host_veth).await?;
-    let existing_cont = cont.link_by_name(&plan.ifname).await?;
-    match (&existing_host, &existing_cont) {
-        (Some(_), Some(_)) => {} // ADD again for the same attachment: keep the pair.
-        (None, Some(_)) => {
-            return Err(CniError::new(
-                code::KERNEL,
-                format!(
-                    "an interface named {} already exists in {}",
-                    plan.ifname, plan.netns
-                ),
-            ))
-        }
-        (Some(_), None) => {
-            // A stale host end (its container end was moved or renamed): replace the pair.
-            host.del_link_by_name(&plan.host_veth).await?;
-            create_veth(plan, host, ns).await?;
-        }
-        (None, None) => create_veth(plan, host, ns).await?,
-    }
-    let hv = host.link_by_name(&plan.host_veth).await?.ok_or_else(|| {
-        CniError::new(
-            code::KERNEL,
-            format!("{} vanished after creation", plan.host_veth),
-        )
-    })?;
+    let local = VethEnd {
+        name: &plan.host_veth,
+        mac: None,
+        mtu: plan.mtu,
+        alias: Some(&plan.host_alias),
+        arp_off: false,
+    };
+    let peer = VethEnd {
+        name: &plan.ifname,
+        mac: mac(&plan.container_mac),
+        mtu: plan.mtu,
+        alias: None,
+        arp_off: false,
+    };
+    let (hv, cl) = crate::veth::ensure_pair(host, &cont, ns, &plan.netns, &local, &peer).await?;
     if hv.master != Some(br.index) {
         host.set_master(hv.index, br.index).await?;
     }
@@ -75,12 +64,6 @@ pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
         host.set_up(hv.index).await?;
     }
 
-    let cl = cont.link_by_name(&plan.ifname).await?.ok_or_else(|| {
-        CniError::new(
-            code::KERNEL,
-            format!("{} vanished in {}", plan.ifname, plan.netns),
-        )
-    })?;
     for (addr, _) in &plan.addresses {
         cont.add_address(cl.index, *addr).await?;
     }
@@ -96,25 +79,6 @@ pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
         })
         .await?;
     }
-    Ok(())
-}
-
-async fn create_veth(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
-    let local = VethEnd {
-        name: &plan.host_veth,
-        mac: None,
-        mtu: plan.mtu,
-        alias: Some(&plan.host_alias),
-        arp_off: false,
-    };
-    let peer = VethEnd {
-        name: &plan.ifname,
-        mac: mac(&plan.container_mac),
-        mtu: plan.mtu,
-        alias: None,
-        arp_off: false,
-    };
-    host.add_veth(&local, &peer, ns).await?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub mod overlay;
 pub mod plan;
 pub mod spec;
 pub mod store;
+pub mod veth;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;

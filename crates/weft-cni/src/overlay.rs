@@ -129,39 +129,21 @@ fn mac(s: &str) -> Result<[u8; 6], CniError> {
 pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
     sysctl::set("net.ipv4.ip_forward", "1")?;
     let cont = Netlink::in_netns(ns)?;
-    let (h, c) = (
-        host.link_by_name(&plan.host_veth).await?,
-        cont.link_by_name(&plan.ifname).await?,
-    );
-    match (h, c) {
-        (Some(_), Some(_)) => {}
-        (None, Some(_)) => {
-            return Err(CniError::new(
-                code::KERNEL,
-                format!(
-                    "an interface named {} already exists in {}",
-                    plan.ifname, plan.netns
-                ),
-            ))
-        }
-        (Some(_), None) => {
-            host.del_link_by_name(&plan.host_veth).await?;
-            create_veth(plan, host, ns).await?;
-        }
-        (None, None) => create_veth(plan, host, ns).await?,
-    }
-    let hv = host.link_by_name(&plan.host_veth).await?.ok_or_else(|| {
-        CniError::new(
-            code::KERNEL,
-            format!("{} vanished after creation", plan.host_veth),
-        )
-    })?;
-    let cl = cont.link_by_name(&plan.ifname).await?.ok_or_else(|| {
-        CniError::new(
-            code::KERNEL,
-            format!("{} vanished in {}", plan.ifname, plan.netns),
-        )
-    })?;
+    let local = VethEnd {
+        name: &plan.host_veth,
+        mac: Some(mac(&plan.host_mac)?),
+        mtu: Some(plan.mtu),
+        alias: Some(&plan.host_alias),
+        arp_off: true,
+    };
+    let peer = VethEnd {
+        name: &plan.ifname,
+        mac: Some(mac(&plan.container_mac)?),
+        mtu: Some(plan.mtu),
+        alias: None,
+        arp_off: true,
+    };
+    let (hv, cl) = crate::veth::ensure_pair(host, &cont, ns, &plan.netns, &local, &peer).await?;
 
     // Host end: 169.254.0.1/32, the container's /32 routed to it, its MAC pinned.
     host.add_address(hv.index, host_net(GATEWAY)).await?;
@@ -209,25 +191,6 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
         link_scope: false,
     })
     .await?;
-    Ok(())
-}
-
-async fn create_veth(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
-    let local = VethEnd {
-        name: &plan.host_veth,
-        mac: Some(mac(&plan.host_mac)?),
-        mtu: Some(plan.mtu),
-        alias: Some(&plan.host_alias),
-        arp_off: true,
-    };
-    let peer = VethEnd {
-        name: &plan.ifname,
-        mac: Some(mac(&plan.container_mac)?),
-        mtu: Some(plan.mtu),
-        alias: None,
-        arp_off: true,
-    };
-    host.add_veth(&local, &peer, ns).await?;
     Ok(())
 }
 
