@@ -45,8 +45,8 @@ impl Netlink {
         }
     }
 
-    /// Addresses on one link.
-    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>> {
+    /// The kernel's address messages of one link.
+    async fn address_messages(&self, index: u32) -> Result<Vec<AddressMessage>> {
         let mut out = Vec::new();
         let mut s = self
             .handle()
@@ -60,41 +60,42 @@ impl Netlink {
             .map_err(|e| Error::netlink(format!("list addresses of #{index}"), e))?
         {
             if m.header.index == index {
-                if let Some(a) = addr_of(&m) {
-                    out.push(a);
-                }
+                out.push(m);
             }
         }
         Ok(out)
     }
 
+    /// Addresses on one link.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>> {
+        Ok(self
+            .address_messages(index)
+            .await?
+            .iter()
+            .filter_map(addr_of)
+            .collect())
+    }
+
     /// Removes one address; `Ok(false)` if it was not there.
     pub async fn del_address(&self, index: u32, addr: IpAddr) -> Result<bool> {
-        let mut s = self
-            .handle()
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        while let Some(m) = s
-            .try_next()
-            .await
-            .map_err(|e| Error::netlink(format!("list addresses of #{index}"), e))?
-        {
-            if m.header.index == index && addr_of(&m).map(|a| a.addr()) == Some(addr) {
-                return match self.handle().address().del(m).execute().await {
-                    Ok(()) => Ok(true),
-                    Err(e) => {
-                        let e = Error::netlink(format!("delete address {addr}"), e);
-                        if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) {
-                            Ok(false)
-                        } else {
-                            Err(e)
-                        }
-                    }
-                };
+        let Some(m) = self
+            .address_messages(index)
+            .await?
+            .into_iter()
+            .find(|m| addr_of(m).map(|a| a.addr()) == Some(addr))
+        else {
+            return Ok(false);
+        };
+        match self.handle().address().del(m).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let e = Error::netlink(format!("delete address {addr}"), e);
+                if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
             }
         }
-        Ok(false)
     }
 }
