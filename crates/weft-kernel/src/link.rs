@@ -173,7 +173,8 @@ impl Netlink {
     }
 
     /// Creates a veth pair whose `peer` end is created directly inside `peer_ns` (no move
-    /// between namespaces afterwards, as netavark and Calico do). Both ends start down.
+    /// between namespaces afterwards, as netavark and Calico do). Both ends start down. The
+    /// kernel ignores an alias in a create request: the local end's alias is set afterwards.
     pub async fn add_veth(
         &self,
         local: &VethEnd<'_>,
@@ -200,9 +201,6 @@ impl Netlink {
         if let Some(mtu) = local.mtu {
             b = b.mtu(mtu);
         }
-        if let Some(alias) = local.alias {
-            b = b.alias(alias);
-        }
         if local.arp_off {
             b = b.arp(false);
         }
@@ -211,7 +209,26 @@ impl Netlink {
             .add(b.build())
             .execute()
             .await
-            .map_err(|e| Error::netlink(format!("add veth {} <-> {}", local.name, peer.name), e))
+            .map_err(|e| Error::netlink(format!("add veth {} <-> {}", local.name, peer.name), e))?;
+        if let Some(alias) = local.alias {
+            let l = self
+                .link_by_name(local.name)
+                .await?
+                .ok_or_else(|| Error::Invalid(format!("{} vanished after creation", local.name)))?;
+            self.set_alias(l.index, alias).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets a link's alias (`ip link set DEV alias TEXT`).
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).alias(alias).build();
+        self.handle()
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set alias of link #{index}"), e))
     }
 
     /// The bridge called `name`, created (up, with `mtu`) if missing. Safe under races: a
@@ -359,8 +376,7 @@ impl Netlink {
             .learning(false)
             .gbp()
             .mtu(spec.mtu)
-            .address(spec.mac.to_vec())
-            .alias(spec.fingerprint());
+            .address(spec.mac.to_vec());
         if let Some(dev) = spec.dev {
             b = b.dev(dev);
         }
@@ -369,7 +385,13 @@ impl Netlink {
             .add(b.build())
             .execute()
             .await
-            .map_err(|e| Error::netlink(format!("add vxlan {} (vni {})", spec.name, spec.vni), e))
+            .map_err(|e| Error::netlink(format!("add vxlan {} (vni {})", spec.name, spec.vni), e))?;
+        // The kernel ignores an alias in a create request: set the fingerprint afterwards.
+        let l = self
+            .link_by_name(&spec.name)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("{} vanished after creation", spec.name)))?;
+        self.set_alias(l.index, &spec.fingerprint()).await
     }
 
     /// Sets a link's MTU.

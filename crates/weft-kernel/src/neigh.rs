@@ -139,6 +139,10 @@ impl Netlink {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
                         dst = Some(IpAddr::V6(*v6))
                     }
+                    // For AF_BRIDGE messages netlink-packet-route leaves NDA_DST undecoded.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                        dst = ip_of_bytes(b);
+                    }
                     _ => {}
                 }
             }
@@ -180,5 +184,24 @@ fn gone_ok(r: std::result::Result<(), rtnetlink::Error>, op: String) -> Result<b
                 Err(e)
             }
         }
+    }
+}
+
+/// An address from raw NDA_DST bytes (4 for IPv4, 16 for IPv6).
+fn ip_of_bytes(b: &[u8]) -> Option<IpAddr> {
+    match b.len() {
+        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn raw_destination_bytes() {
+        assert_eq!(super::ip_of_bytes(&[198, 18, 0, 2]), Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(super::ip_of_bytes(&[0; 16]), Some("::".parse().unwrap()));
+        assert_eq!(super::ip_of_bytes(&[1, 2, 3]), None);
     }
 }

@@ -1,0 +1,261 @@
+//! The overlay's speed (issue 4, "Speed"), in one run:
+//! - iperf3 TCP throughput (one stream) and ping RTT container→container on one host via
+//!   weft-cni's bridge mode, and across two cells via the overlay (VXLAN), with the ratio
+//!   overlay/bridge (VXLAN's physical limit at MTU 1500 is (1500-50)/1500 ≈ 97%);
+//! - the time from a new host's agent start (lease) to the first packet that crosses to it:
+//!   a container on an existing cell pings the new cell's VTEP address every 2 ms while the
+//!   new cell's agent starts; the first answer's timestamp (ping -D) minus the agent's start.
+//!
+//! ```text
+//! sudo cargo bench -p weft --bench overlay [-- --secs 5 --pings 500 --joins 5]
+//! ```
+//!
+//! Everything happens in namespaces the bench makes (see tests/common/dc.rs) and removes on
+//! exit or panic; the machine's own namespace is never touched. Needs iperf3, ping, python3.
+
+// The shared test support trips `too_many_arguments` (exec_plugin) under clippy's
+// `--benches`; that file is not this bench's to change.
+#[allow(clippy::too_many_arguments)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/dc.rs"]
+mod dc;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{ping_ok, wait_until, Net, Ns};
+use dc::{Dc, DcOptions, Proc};
+use serde_json::{json, Value};
+
+struct Opts {
+    secs: u32,
+    pings: u32,
+    joins: u32,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        secs: 5,
+        pings: 500,
+        joins: 5,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let val = || {
+            args.get(i + 1)
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or_else(|| panic!("{} needs a number", args[i]))
+        };
+        match args[i].as_str() {
+            "--secs" => {
+                o.secs = val();
+                i += 1;
+            }
+            "--pings" => {
+                o.pings = val();
+                i += 1;
+            }
+            "--joins" => {
+                o.joins = val();
+                i += 1;
+            }
+            _ => {} // `cargo bench` passes --bench
+        }
+        i += 1;
+    }
+    o
+}
+
+/// iperf3 from `client` to `server` (at `ip`), one TCP stream for `secs`: bits/s received.
+fn iperf(log_dir: &std::path::Path, server: &Ns, client: &Ns, ip: &str, secs: u32) -> f64 {
+    let srv = Proc::spawn(
+        server,
+        &["iperf3", "-s", "-1", "-p", "5201"],
+        &[],
+        &log_dir.join(format!("iperf3-{}.log", server.name)),
+    );
+    wait_until("iperf3 server", dc::LIVE, || {
+        server.ok("ss -ltnH").contains(":5201")
+    });
+    let out = client.ok(&format!("iperf3 -c {ip} -p 5201 -t {secs} -J"));
+    drop(srv);
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 -J: {e}: {out}"));
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("iperf3 result: {out}"))
+}
+
+/// RTTs (ms) of `n` pings every 10 ms from `from` to `ip`.
+fn rtts(from: &Ns, ip: &str, n: u32) -> Vec<f64> {
+    let out = from.ok(&format!("ping -n -i 0.01 -c {n} {ip}"));
+    let mut v: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next())
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Path {
+    bps: f64,
+    rtt: Vec<f64>,
+}
+
+fn bridge_mode(o: &Opts) -> Path {
+    let net = Net::new(
+        "bb",
+        json!({"bridge": "wbench0", "ipam": {"subnet": "10.99.0.0/24"}}),
+    );
+    let a = Ns::new("ba");
+    let b = Ns::new("bb");
+    for ns in [&a, &b] {
+        ns.ok("ip link set lo up");
+    }
+    net.add(&format!("{}-c", a.name), &a);
+    let rb = net.add(&format!("{}-c", b.name), &b);
+    let ip = common::result_ip(&rb);
+    wait_until("bridge path", dc::LIVE, || ping_ok(&a, &ip));
+    let bps = iperf(&net.data.path, &b, &a, &ip, o.secs);
+    Path {
+        bps,
+        rtt: rtts(&a, &ip, o.pings),
+    }
+}
+
+fn overlay_mode(o: &Opts) -> Path {
+    let dc = Dc::new(2);
+    let a = dc.add_container(1, "bench-a", "app-a");
+    let b = dc.add_container(2, "bench-b", "app-b");
+    wait_until("overlay path", dc::LIVE, || ping_ok(&a.ns, &b.ip));
+    let bps = iperf(&dc.dir.path, &b.ns, &a.ns, &b.ip, o.secs);
+    Path {
+        bps,
+        rtt: rtts(&a.ns, &b.ip, o.pings),
+    }
+}
+
+fn epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// (agent start → lease file, agent start → first answer across the overlay), in ms.
+fn join_times(o: &Opts) -> Vec<(f64, f64)> {
+    let mut dc = Dc::with(DcOptions {
+        cells: 2,
+        ..Default::default()
+    });
+    let a = dc.add_container(1, "join-a", "app-a");
+    let mut out = Vec::new();
+    // The controller hands out subnets in turn (a released one is not reused at once): with
+    // cells 1 and 2 holding 10.255.0.0/24 and 10.255.1.0/24, the next cell gets
+    // 10.255.2.0/24, the one after 10.255.3.0/24, ... (checked below; a miss skips the round).
+    let mut next = 2u32;
+    for round in 0..o.joins {
+        let target = format!("10.255.{next}.0");
+        let log = dc.dir.path.join(format!("join-ping-{round}.log"));
+        let pinger = Proc::spawn(
+            &a.ns,
+            &["ping", "-n", "-D", "-i", "0.002", "-w", "15", &target],
+            &[],
+            &log,
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = epoch();
+        let start = Instant::now();
+        let n = dc.spawn_cell(true);
+        let leased = start.elapsed().as_secs_f64() * 1000.0;
+        let subnet = dc.cell(n).subnet().unwrap_or_default();
+        if let Some(third) = subnet.split('.').nth(2).and_then(|x| x.parse::<u32>().ok()) {
+            next = third + 1;
+        }
+        if !subnet.starts_with(&format!("{target}/")) {
+            eprintln!("round {round}: the new cell got {subnet}, not {target}/24; skipped");
+        } else {
+            let mut first = None;
+            wait_until("first answer from the new cell", dc::LIVE, || {
+                first = std::fs::read_to_string(&log).ok().and_then(|l| {
+                    l.lines()
+                        .find(|x| x.contains("bytes from"))
+                        .and_then(|x| x.strip_prefix('['))
+                        .and_then(|x| x.split(']').next())
+                        .and_then(|t| t.parse::<f64>().ok())
+                });
+                first.is_some()
+            });
+            out.push((leased, (first.unwrap_or(t0) - t0) * 1000.0));
+        }
+        drop(pinger);
+        let r = dc.remove_cell(n);
+        dc.wait_unrouted(&r);
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    pct(&v, 0.5)
+}
+
+fn main() {
+    let o = opts();
+    eprintln!("bridge mode (one host) ...");
+    let br = bridge_mode(&o);
+    eprintln!("overlay (two cells) ...");
+    let ov = overlay_mode(&o);
+    eprintln!("new host joins ({} rounds) ...", o.joins);
+    let joins = join_times(&o);
+
+    let gbit = |b: f64| b / 1e9;
+    let (b50, b99) = (pct(&br.rtt, 0.5), pct(&br.rtt, 0.99));
+    let (o50, o99) = (pct(&ov.rtt, 0.5), pct(&ov.rtt, 0.99));
+    println!();
+    println!("| metric | bridge, 1 host | overlay, 2 cells | overlay/bridge |\n|---|---|---|---|");
+    println!(
+        "| TCP throughput, iperf3 1 stream {} s | {:.2} Gbit/s | {:.2} Gbit/s | {:.1}% |",
+        o.secs,
+        gbit(br.bps),
+        gbit(ov.bps),
+        100.0 * ov.bps / br.bps
+    );
+    println!(
+        "| ping RTT p50 ({} pings) | {b50:.3} ms | {o50:.3} ms | {:.2}x |",
+        o.pings,
+        o50 / b50
+    );
+    println!(
+        "| ping RTT p99 | {b99:.3} ms | {o99:.3} ms | {:.2}x |",
+        o99 / b99
+    );
+    if joins.is_empty() {
+        println!("| new host: no valid rounds | | | |");
+    } else {
+        let lease = median(joins.iter().map(|j| j.0).collect());
+        let cross = median(joins.iter().map(|j| j.1).collect());
+        let worst = joins.iter().map(|j| j.1).fold(0.0, f64::max);
+        println!(
+            "| new host: agent start -> lease held, VTEP up (median of {}) | | {lease:.0} ms | |",
+            joins.len()
+        );
+        println!(
+            "| new host: agent start -> first packet crosses to it and back (median / max) | | {cross:.0} / {worst:.0} ms | |"
+        );
+    }
+    println!();
+    println!(
+        "(target: overlay >= 90% of bridge throughput; overlay MTU 1450 vs 1500 on the bridge)"
+    );
+}

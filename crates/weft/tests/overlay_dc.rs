@@ -1,0 +1,788 @@
+//! Issue 4's tests: a simulated data centre on one machine (see `common/dc.rs`): an underlay
+//! bridge in its own namespace, cells (namespaces, each running its own `weft agent`), one
+//! `weft controller` and containers attached with weft-cni in overlay mode. Seed 000's
+//! dataflow: a container on cell 1 talks to a container's overlay IP on cell 2; the packet
+//! leaves through the container's veth, goes to the cell's VTEP, is encapsulated to the other
+//! cell's underlay address, crosses the underlay, is decapsulated and delivered.
+//!
+//! Each scenario is its own `#[test]` with its own data centre, so they run in parallel. All
+//! addresses (198.18.0.0/24 underlay, 10.255.0.0/16 overlay, 203.0.113.0/24 "internet")
+//! exist only inside namespaces the tests make; waits are bounded liveness waits, never speed
+//! assertions (timings are printed).
+mod common;
+#[path = "common/dc.rs"]
+mod dc;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{ping_ok, wait_until, Ns};
+use dc::{parse_ping, Container, Dc, DcOptions, Proc, INTERNET_IP, LIVE, VTEP};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const ECHO_PORT: u16 = 8080;
+
+/// `ip -j ... ` in `ns`, parsed.
+fn ip_json(ns: &Ns, cmd: &str) -> Value {
+    let out = ns.ok(cmd);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("`{cmd}`: {e}: {out}"))
+}
+
+/// (tx_packets, rx_packets) of the VTEP in `ns`.
+fn vtep_counters(ns: &Ns) -> (u64, u64) {
+    let v = ip_json(ns, &format!("ip -s -j link show {VTEP}"));
+    let st = &v[0]["stats64"];
+    (
+        st["tx"]["packets"].as_u64().unwrap_or(0),
+        st["rx"]["packets"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Checks ping and a TCP exchange from every container to every other. The echo server
+/// answers with the peer address it saw: inside the overlay that is the sender's own
+/// container address (no NAT between containers).
+fn assert_full_reachability(dc: &Dc, cts: &[&Container]) {
+    for from in cts {
+        for to in cts {
+            if from.id == to.id {
+                continue;
+            }
+            let what = format!(
+                "{} (cell {}, {}) -> {} (cell {}, {})",
+                from.id, from.cell, from.ip, to.id, to.cell, to.ip
+            );
+            assert!(ping_ok(&from.ns, &to.ip), "ping {what}");
+            let msg = format!("from-{}", from.id);
+            let mut reply = None;
+            // A fresh path may need a moment (first ARP-less packet on a new veth).
+            wait_until(&format!("TCP {what}"), LIVE, || {
+                reply = dc.tcp_exchange(&from.ns, &to.ip, ECHO_PORT, &msg);
+                reply.is_some()
+            });
+            assert_eq!(
+                reply.unwrap_or_default().trim(),
+                format!("{} {msg}", from.ip),
+                "TCP {what}: the server must see the sender's own overlay address"
+            );
+        }
+    }
+}
+
+/// (a) Three cells, two containers each: every container reaches every other, by ping and
+/// TCP, on the same cell and across cells. Also checks the kernel state the issue specifies:
+/// the VTEP (VXLAN, VNI 1, port 4789, GBP on, learning off, MTU = underlay - 50, overlay
+/// address), the routed point-to-point container link (a /32, default via 169.254.0.1, ARP
+/// off with permanent neighbours on both ends, host route to the /32), and the NAT table.
+#[test]
+fn three_cells_every_container_reaches_every_other() {
+    let dc = Dc::new(3);
+    let mut cts = Vec::new();
+    for cell in 1..=3 {
+        for k in 1..=2 {
+            cts.push(dc.add_container(cell, &format!("c{cell}k{k}"), &format!("app-{cell}-{k}")));
+        }
+    }
+    let _servers: Vec<Proc> = cts
+        .iter()
+        .map(|c| dc.echo_server(&c.ns, ECHO_PORT))
+        .collect();
+
+    // Addresses come from each cell's lease; cells have distinct subnets.
+    let subnets: BTreeSet<String> = (1..=3)
+        .map(|n| dc.cell(n).subnet().expect("lease"))
+        .collect();
+    assert_eq!(subnets.len(), 3, "distinct subnets per cell: {subnets:?}");
+    for c in &cts {
+        let subnet = dc.cell(c.cell).subnet().expect("lease");
+        let prefix = subnet.rsplit_once('.').map(|(p, _)| p).unwrap_or_default();
+        assert!(
+            c.ip.starts_with(&format!("{prefix}.")),
+            "{} has {} outside its cell's subnet {subnet}",
+            c.id,
+            c.ip
+        );
+    }
+
+    let refs: Vec<&Container> = cts.iter().collect();
+    assert_full_reachability(&dc, &refs);
+
+    // The VTEP, as the issue specifies it.
+    let cell = dc.cell(1);
+    let link = ip_json(&cell.ns, &format!("ip -d -j link show {VTEP}"));
+    let info = &link[0]["linkinfo"];
+    assert_eq!(info["info_kind"], "vxlan", "{link}");
+    let data = &info["info_data"];
+    assert_eq!(data["id"], 1, "VNI: {data}");
+    assert_eq!(data["port"], 4789, "VXLAN port: {data}");
+    assert_eq!(data["local"], "198.18.0.1", "local: {data}");
+    assert_eq!(data["learning"], false, "learning off: {data}");
+    assert!(
+        data.get("gbp").is_some_and(|g| g != &Value::Bool(false)),
+        "gbp on: {data}"
+    );
+    assert_eq!(link[0]["mtu"], 1450, "MTU underlay 1500 - 50: {link}");
+    let subnet = cell.subnet().expect("lease");
+    let vtep_ip = subnet.split('/').next().unwrap_or_default();
+    let addrs = ip_json(&cell.ns, &format!("ip -j addr show dev {VTEP}"));
+    assert!(
+        addrs[0]["addr_info"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["local"] == vtep_ip && x["prefixlen"] == 16)),
+        "VTEP address {vtep_ip}/16: {addrs}"
+    );
+    // Route / neighbour / FDB per remote cell.
+    let view = cell.vtep();
+    for other in [2, 3] {
+        let r = dc.cell(other).remote().expect("remote");
+        assert!(
+            view.knows(&r),
+            "cell 1 knows cell {other} ({r:?}): {view:?}"
+        );
+    }
+    assert_eq!(view.routes.len(), 2, "{view:?}");
+    assert_eq!(view.fdb.len(), 2, "{view:?}");
+
+    // The container side of a routed point-to-point link.
+    let c = &cts[0];
+    let caddr = ip_json(&c.ns, "ip -j addr show dev eth0");
+    assert!(
+        caddr[0]["addr_info"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["local"] == c.ip.as_str() && x["prefixlen"] == 32)),
+        "container has {}/32: {caddr}",
+        c.ip
+    );
+    assert!(
+        caddr[0]["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "NOARP")),
+        "ARP off in the container: {caddr}"
+    );
+    assert_eq!(caddr[0]["mtu"], 1450, "container MTU = VTEP MTU: {caddr}");
+    let routes = ip_json(&c.ns, "ip -j route show default");
+    assert_eq!(routes[0]["gateway"], "169.254.0.1", "{routes}");
+    let neigh = ip_json(&c.ns, "ip -j neigh show dev eth0");
+    assert!(
+        neigh.as_array().is_some_and(|n| n
+            .iter()
+            .any(|x| x["dst"] == "169.254.0.1" && x["state"].to_string().contains("PERMANENT"))),
+        "permanent neighbour for the gateway: {neigh}"
+    );
+    // The host side: 169.254.0.1/32, ARP off, a permanent neighbour and a route for the /32.
+    let hroute = ip_json(&cell.ns, &format!("ip -j route show {}/32", c.ip));
+    let hdev = hroute[0]["dev"].as_str().unwrap_or_default().to_string();
+    assert!(!hdev.is_empty(), "host route to {}/32: {hroute}", c.ip);
+    let haddr = ip_json(&cell.ns, &format!("ip -j addr show dev {hdev}"));
+    assert!(
+        haddr[0]["addr_info"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["local"] == "169.254.0.1" && x["prefixlen"] == 32)),
+        "host end has 169.254.0.1/32: {haddr}"
+    );
+    assert!(
+        haddr[0]["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "NOARP")),
+        "ARP off on the host end: {haddr}"
+    );
+    let hneigh = ip_json(&cell.ns, &format!("ip -j neigh show dev {hdev}"));
+    assert!(
+        hneigh.as_array().is_some_and(|n| n
+            .iter()
+            .any(|x| x["dst"] == c.ip.as_str() && x["state"].to_string().contains("PERMANENT"))),
+        "permanent neighbour for the container on the host end: {hneigh}"
+    );
+    // No bridge in a cell.
+    let bridges = ip_json(&cell.ns, "ip -j link show type bridge");
+    assert_eq!(bridges.as_array().map(Vec::len), Some(0), "{bridges}");
+    // NAT: masquerade with fully random ports, for what leaves the overlay.
+    let nft = cell.ns.ok("nft list table ip weft-agent");
+    assert!(nft.contains("masquerade fully-random"), "{nft}");
+    assert!(nft.contains("10.255.0.0/16"), "{nft}");
+}
+
+/// (b) Encapsulation is real: on the underlay bridge, cross-cell traffic is UDP to port 4789
+/// between the cells' underlay addresses, carrying the containers' packets, and no packet has
+/// a container address as its outer address. The VTEPs' counters rise with the traffic.
+#[test]
+fn encapsulation_is_real() {
+    let dc = Dc::new(2);
+    let a = dc.add_container(1, "enc-a", "app-a");
+    let b = dc.add_container(2, "enc-b", "app-b");
+    let _srv = dc.echo_server(&b.ns, ECHO_PORT);
+    assert!(ping_ok(&a.ns, &b.ip), "warm-up ping");
+
+    let pcap = dc.dir.path.join("underlay.pcap");
+    let pcap_s = pcap.display().to_string();
+    let cap_log = dc.dir.path.join("tcpdump.log");
+    let cap = Proc::spawn(
+        dc.underlay_ns(),
+        &[
+            "tcpdump",
+            "-i",
+            "br0",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-s",
+            "256",
+            "-w",
+            &pcap_s,
+        ],
+        &[],
+        &cap_log,
+    );
+    wait_until("tcpdump to listen", LIVE, || {
+        std::fs::read_to_string(&cap_log).is_ok_and(|l| l.contains("listening on"))
+    });
+    let (tx1, rx1) = vtep_counters(&dc.cell(1).ns);
+    let (tx2, rx2) = vtep_counters(&dc.cell(2).ns);
+
+    let (sent, got) = Dc::ping_count(&a.ns, &b.ip, 20, 0.02);
+    assert_eq!((sent, got), (20, 20), "ping across cells");
+    let reply = dc.tcp_exchange(&a.ns, &b.ip, ECHO_PORT, "through-the-tunnel");
+    assert_eq!(
+        reply.as_deref().map(str::trim),
+        Some(format!("{} through-the-tunnel", a.ip).as_str())
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    cap.stop(Signal::SIGINT, Duration::from_secs(5));
+
+    let (tx1b, rx1b) = vtep_counters(&dc.cell(1).ns);
+    let (tx2b, rx2b) = vtep_counters(&dc.cell(2).ns);
+    assert!(
+        tx1b >= tx1 + 20 && rx1b >= rx1 + 20,
+        "cell 1 VTEP tx {tx1}->{tx1b} rx {rx1}->{rx1b}"
+    );
+    assert!(
+        tx2b >= tx2 + 20 && rx2b >= rx2 + 20,
+        "cell 2 VTEP tx {tx2}->{tx2b} rx {rx2}->{rx2b}"
+    );
+
+    let read = |filter: &str| -> Vec<String> {
+        let out = dc
+            .underlay_ns()
+            .ok(&format!("tcpdump -r {pcap_s} -n -v '{filter}' 2>/dev/null"));
+        // -v prints the inner packet on its own lines; join records that start with a time.
+        let mut recs: Vec<String> = Vec::new();
+        for l in out.lines() {
+            if l.starts_with(char::is_numeric) || recs.is_empty() {
+                recs.push(l.to_string());
+            } else if let Some(last) = recs.last_mut() {
+                last.push(' ');
+                last.push_str(l.trim());
+            }
+        }
+        recs
+    };
+    let forward = read("udp dst port 4789 and src host 198.18.0.1 and dst host 198.18.0.2");
+    let back = read("udp dst port 4789 and src host 198.18.0.2 and dst host 198.18.0.1");
+    assert!(forward.len() >= 20, "VXLAN 1->2: {forward:#?}");
+    assert!(back.len() >= 20, "VXLAN 2->1: {back:#?}");
+    let inner_fwd = format!("{} > {}", a.ip, b.ip);
+    assert!(
+        forward.iter().any(|r| r.contains("VXLAN")
+            && r.contains(&inner_fwd)
+            && r.contains("ICMP echo request")),
+        "encapsulated ICMP {inner_fwd}: {forward:#?}"
+    );
+    assert!(
+        forward
+            .iter()
+            .any(|r| r.contains(&format!("{}.", a.ip))
+                && r.contains(&format!("{}.{ECHO_PORT}", b.ip))),
+        "encapsulated TCP to {}:{ECHO_PORT}: {forward:#?}",
+        b.ip
+    );
+    assert!(
+        back.iter()
+            .any(|r| r.contains(&format!("{} > {}", b.ip, a.ip))),
+        "encapsulated replies: {back:#?}"
+    );
+    // Outer addresses only: BPF `host`/`net` look at the outer IP header.
+    for filter in [
+        format!("ip host {}", a.ip),
+        format!("ip host {}", b.ip),
+        "ip net 10.255.0.0/16".to_string(),
+        // Unicast IPv4 on the underlay is VXLAN or agent <-> controller, nothing else
+        // (ARP, IPv6 and the bridge's IGMP are link noise).
+        "ip and not ip multicast and not (udp port 4789) and not (tcp port 7070)".to_string(),
+    ] {
+        let leaked = read(&filter);
+        assert!(
+            leaked.is_empty(),
+            "unencapsulated overlay traffic on the underlay ({filter}): {leaked:#?}"
+        );
+    }
+}
+
+/// (c) A fourth cell joins: every other cell routes to it (bounded wait; the time is
+/// printed), containers reach it both ways. It leaves with `--release-on-exit` (SIGTERM):
+/// the agent exits cleanly, its lease is released, its VTEP and NAT table go, and every other
+/// cell drops its route and neighbour entry. A fifth cell leaves by `weft leases release`
+/// (agent stopped): the same. The remaining cells still reach each other. (The FDB entries
+/// of departed cells: see `departed_cells_leave_no_fdb_entries`.)
+#[test]
+fn cell_joins_and_leaves() {
+    let mut dc = Dc::new(3);
+    let olds: Vec<Container> = (1..=3)
+        .map(|n| dc.add_container(n, &format!("old{n}"), "app-old"))
+        .collect();
+    let _olds_srv: Vec<Proc> = olds
+        .iter()
+        .map(|c| dc.echo_server(&c.ns, ECHO_PORT))
+        .collect();
+
+    let t0 = Instant::now();
+    let n4 = dc.spawn_cell(true);
+    let leased = t0.elapsed();
+    let t1 = Instant::now();
+    wait_until(
+        "cells 1-3 and 4 to route to each other",
+        Duration::from_secs(10),
+        || (1..=3).all(|o| dc.routes_to(o, n4) && dc.routes_to(n4, o)),
+    );
+    eprintln!(
+        "cell {n4} joined: agent start -> lease file {leased:?}; lease -> every cell routes to it {:?}",
+        t1.elapsed()
+    );
+    dc.wait_mesh();
+    let new = dc.add_container(n4, "new4", "app-new");
+    let new_srv = dc.echo_server(&new.ns, ECHO_PORT);
+    let mut all: Vec<&Container> = olds.iter().collect();
+    all.push(&new);
+    assert_full_reachability(&dc, &all);
+    drop(new_srv);
+    dc.del_container(new);
+
+    // Leave with --release-on-exit (SIGTERM).
+    let r4 = dc.leave_cell(n4);
+    let c4 = dc.cell_ns(n4);
+    assert!(
+        !c4.sh(&format!("ip link show {VTEP}")).status.success(),
+        "the leaving cell removed its VTEP"
+    );
+    assert!(
+        !c4.sh("nft list table ip weft-agent").status.success(),
+        "the leaving cell removed its NAT table"
+    );
+    dc.wait_unrouted(&r4);
+    let leases = dc.leases().expect("leases");
+    assert!(
+        !leases.to_string().contains("\"cell4\""),
+        "lease of cell4 released: {leases}"
+    );
+    dc.drop_cell(n4);
+
+    // Leave by releasing the lease at the controller.
+    let n5 = dc.spawn_cell(false);
+    dc.wait_mesh();
+    let r5 = dc.remove_cell(n5);
+    dc.wait_unrouted(&r5);
+    for n in 1..=3 {
+        let v = dc.cell(n).vtep();
+        assert_eq!(
+            v.routes.len(),
+            2,
+            "cell {n} routes only to the 2 others: {v:?}"
+        );
+    }
+    let refs: Vec<&Container> = olds.iter().collect();
+    assert_full_reachability(&dc, &refs);
+}
+
+/// (c') When a cell leaves (lease released by its agent, released at the controller, or
+/// expired because nobody renews it), its FDB entry disappears from every other cell too,
+/// like its route and neighbour entry.
+#[test]
+fn departed_cells_leave_no_fdb_entries() {
+    let mut dc = Dc::with(DcOptions {
+        cells: 5,
+        lease_ttl: Some(6),
+        ..Default::default()
+    });
+    // 5 leaves: its agent stops and its lease is released at the controller.
+    let r5 = dc.remove_cell(5);
+    // 4 expires: its agent is killed and nobody renews the lease.
+    let r4 = dc.cell(4).remote().expect("cell 4");
+    dc.kill_agent(4);
+    dc.wait_forgotten(&r5);
+    dc.wait_forgotten(&r4);
+    for n in 1..=3 {
+        let v = dc.cell(n).vtep();
+        assert_eq!(
+            v.fdb.len(),
+            2,
+            "cell {n}: FDB entries for the 2 others only: {v:?}"
+        );
+    }
+}
+
+/// A lease that expires (agent killed, nobody renews it) is dropped by the controller and
+/// every other cell removes its route and neighbour entry; the others still route to each
+/// other.
+#[test]
+fn expired_lease_is_unrouted() {
+    let mut dc = Dc::with(DcOptions {
+        cells: 3,
+        lease_ttl: Some(4),
+        ..Default::default()
+    });
+    let r3 = dc.cell(3).remote().expect("cell 3");
+    dc.kill_agent(3);
+    dc.wait_unrouted(&r3);
+    assert!(dc.routes_to(1, 2) && dc.routes_to(2, 1));
+    let leases = dc.leases().expect("leases");
+    assert!(!leases.to_string().contains("\"cell3\""), "{leases}");
+}
+
+/// What [`agent_restarts`] saw.
+struct RestartOutcome {
+    ping_sent: u32,
+    ping_got: u32,
+    ping_summary: String,
+    vtep_kept: bool,
+    logs: String,
+}
+
+/// (d) Restarts agents (SIGTERM and SIGKILL, both cells, several times) during a running TCP
+/// stream (2 MB/s, ~14 s) and a 100 pps ping between cells. Asserts what must hold in any
+/// case: the stream completes with every byte; a container started while its cell's agent
+/// is down works (the lease file is enough); the mesh is whole afterwards.
+fn agent_restarts() -> RestartOutcome {
+    let mut dc = Dc::new(2);
+    let a = dc.add_container(1, "rs-a", "app-a");
+    let b = dc.add_container(2, "rs-b", "app-b");
+    assert!(ping_ok(&a.ns, &b.ip), "warm-up ping");
+    let vtep_index = |dc: &Dc, n: usize| {
+        ip_json(&dc.cell(n).ns, &format!("ip -j link show {VTEP}"))[0]["ifindex"].clone()
+    };
+    let idx = (vtep_index(&dc, 1), vtep_index(&dc, 2));
+
+    let py = dc.dir.path.join("sock.py").display().to_string();
+    let sink = Proc::spawn(
+        &b.ns,
+        &["python3", &py, "sink", "9000"],
+        &[],
+        &dc.dir.path.join("sink.log"),
+    );
+    wait_until("sink to listen", LIVE, || {
+        b.ns.ok("ss -ltnH").contains(":9000")
+    });
+    const SECS: u32 = 14;
+    let stream = Proc::spawn(
+        &a.ns,
+        &[
+            "python3",
+            &py,
+            "stream",
+            &b.ip,
+            "9000",
+            &SECS.to_string(),
+            "2000000",
+        ],
+        &[],
+        &dc.dir.path.join("stream.log"),
+    );
+    let count = SECS * 100;
+    let ping_path = dc.dir.path.join("ping.log");
+    let ping = Proc::spawn(
+        &a.ns,
+        &[
+            "ping",
+            "-n",
+            "-D",
+            "-O",
+            "-i",
+            "0.01",
+            "-c",
+            &count.to_string(),
+            "-W",
+            "2",
+            &b.ip,
+        ],
+        &[],
+        &ping_path,
+    );
+
+    std::thread::sleep(Duration::from_secs(2));
+    let st = dc.stop_agent(1);
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "agent 1 exits cleanly on SIGTERM: {st:?}"
+    );
+    dc.start_agent(1);
+    std::thread::sleep(Duration::from_secs(1));
+    dc.kill_agent(2);
+    // Containers start while the agent is down.
+    let c = dc.add_container(2, "rs-c", "app-c");
+    std::thread::sleep(Duration::from_millis(500));
+    dc.start_agent(2);
+    std::thread::sleep(Duration::from_secs(1));
+    dc.stop_agent(2);
+    dc.kill_agent(1);
+    std::thread::sleep(Duration::from_millis(500));
+    dc.start_agent(1);
+    dc.start_agent(2);
+    std::thread::sleep(Duration::from_secs(3));
+    for _ in 0..2 {
+        dc.stop_agent(1);
+        dc.start_agent(1);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+
+    let stream_st = stream.wait(Duration::from_secs(60));
+    ping.wait(Duration::from_secs(60));
+    let ping_log = std::fs::read_to_string(&ping_path).unwrap_or_default();
+    let stream_log = std::fs::read_to_string(dc.dir.path.join("stream.log")).unwrap_or_default();
+    let sink_log = sink.output();
+    let ping_summary: String = ping_log
+        .lines()
+        .filter(|l| !l.contains("bytes from"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    eprintln!("stream: {stream_log}sink: {sink_log}ping: {ping_summary}");
+    assert!(
+        stream_st.is_some_and(|s| s.success()),
+        "the TCP stream across the restarts completes with every byte ({stream_st:?}): {stream_log} / {sink_log}"
+    );
+    dc.wait_mesh();
+    assert!(
+        ping_ok(&a.ns, &c.ip),
+        "container started while the agent was down is reachable"
+    );
+    assert!(ping_ok(&c.ns, &b.ip), "and reaches its neighbour");
+    let (ping_sent, ping_got) = parse_ping(&ping_log);
+    assert_eq!(ping_sent, count, "ping ran: {ping_summary}");
+    RestartOutcome {
+        ping_sent,
+        ping_got,
+        ping_summary,
+        vtep_kept: (vtep_index(&dc, 1), vtep_index(&dc, 2)) == idx,
+        logs: format!(
+            "--- cell 1 agent:\n{}\n--- cell 2 agent:\n{}",
+            dc.cell(1).agent_log(),
+            dc.cell(2).agent_log()
+        ),
+    }
+}
+
+/// (d) Agent restarts: a running TCP stream survives them and containers start while an
+/// agent is down (see [`agent_restarts`]).
+#[test]
+fn agent_restart_keeps_streams_and_container_starts() {
+    agent_restarts();
+}
+
+/// (d) Agent restarts lose not a single packet of a 100 pps ping between cells, and the VTEP
+/// is adopted, not recreated.
+#[test]
+fn agent_restart_loses_no_packet() {
+    let o = agent_restarts();
+    assert!(o.vtep_kept, "VTEPs adopted, not recreated\n{}", o.logs);
+    assert_eq!(
+        o.ping_got, o.ping_sent,
+        "zero loss at 100 pps across agent restarts: {}\n{}",
+        o.ping_summary, o.logs
+    );
+}
+
+/// (e) The controller is down for 30 s: cross-cell traffic keeps flowing (a 10 pps ping
+/// loses nothing, TCP exchanges keep working, a container can start), the agents keep
+/// running; when it is back, changes made after it (a new cell, a new container) work.
+#[test]
+fn controller_outage_keeps_traffic_flowing() {
+    let mut dc = Dc::new(2);
+    let a = dc.add_container(1, "co-a", "app-a");
+    let b = dc.add_container(2, "co-b", "app-b");
+    let _srv = dc.echo_server(&b.ns, ECHO_PORT);
+    assert!(ping_ok(&a.ns, &b.ip), "warm-up ping");
+
+    dc.stop_controller();
+    let outage = Instant::now();
+    let ping = Proc::spawn(
+        &a.ns,
+        &[
+            "ping", "-n", "-q", "-i", "0.1", "-c", "300", "-W", "2", &b.ip,
+        ],
+        &[],
+        &dc.dir.path.join("ping.log"),
+    );
+    let mut during = None;
+    let mut exchanges = 0;
+    while outage.elapsed() < Duration::from_secs(30) {
+        let reply = dc.tcp_exchange(&a.ns, &b.ip, ECHO_PORT, "while-the-controller-is-down");
+        assert!(
+            reply.is_some(),
+            "TCP exchange {:?} into the outage",
+            outage.elapsed()
+        );
+        exchanges += 1;
+        if during.is_none() && outage.elapsed() > Duration::from_secs(10) {
+            during = Some(dc.add_container(1, "co-during", "app-during"));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let during = during.expect("container added during the outage");
+    assert!(
+        ping_ok(&during.ns, &b.ip),
+        "container started during the outage reaches cell 2"
+    );
+    ping.wait(Duration::from_secs(30));
+    let log = std::fs::read_to_string(dc.dir.path.join("ping.log")).unwrap_or_default();
+    let (sent, got) = parse_ping(&log);
+    assert_eq!(sent, 300, "{log}");
+    assert_eq!(got, sent, "no loss while the controller is down: {log}");
+    assert!(exchanges >= 10, "{exchanges} TCP exchanges");
+    assert!(
+        dc.agent_alive(1) && dc.agent_alive(2),
+        "agents survive the outage"
+    );
+
+    dc.start_controller();
+    let n3 = dc.add_cell();
+    let c = dc.add_container(n3, "co-c", "app-c");
+    let _srv_c = dc.echo_server(&c.ns, ECHO_PORT);
+    let _srv_a = dc.echo_server(&a.ns, ECHO_PORT);
+    assert_full_reachability(&dc, &[&a, &b, &c]);
+    // The container started during the outage gets its app's tag once the controller is back.
+    wait_until("tag for the app started during the outage", LIVE, || {
+        dc.containers_json(1).as_array().is_some_and(|rows| {
+            rows.iter()
+                .any(|r| r["app"] == "app-during" && r["tag"].is_u64())
+        })
+    });
+}
+
+/// (f) Egress: a container reaches an "internet" namespace through its cell (masqueraded),
+/// and the internet side sees the cell's underlay address, never the container's. On DEL,
+/// the conntrack entries of the container's address are removed.
+#[test]
+fn egress_is_masqueraded_to_the_cell_address() {
+    let mut dc = Dc::new(2);
+    let a = dc.add_container(1, "eg-a", "app-a");
+    let b = dc.add_container(2, "eg-b", "app-b");
+    dc.add_internet();
+    let inet_ns = dc.internet_ns();
+    let srv = dc.echo_server(inet_ns, 80);
+    for (c, cell_ip) in [(&a, "198.18.0.1"), (&b, "198.18.0.2")] {
+        assert!(ping_ok(&c.ns, INTERNET_IP), "{} pings the internet", c.id);
+        let mut reply = None;
+        wait_until("TCP to the internet", LIVE, || {
+            reply = dc.tcp_exchange(&c.ns, INTERNET_IP, 80, "egress");
+            reply.is_some()
+        });
+        assert_eq!(
+            reply.unwrap_or_default().trim(),
+            format!("{cell_ip} egress"),
+            "the internet sees cell {}'s underlay address",
+            c.cell
+        );
+    }
+    let seen = srv.output();
+    assert!(
+        !seen.contains("10.255."),
+        "container addresses leaked: {seen}"
+    );
+    // The internet side has no way back to the overlay except through the masquerade.
+    assert!(!inet_ns.ok("ip route").contains("10.255"));
+
+    // DEL removes the container's conntrack entries.
+    let cell = dc.cell_ns(1);
+    let ct = |ip: &str| cell.sh(&format!("conntrack -L -s {ip} 2>/dev/null")).stdout;
+    assert!(!ct(&a.ip).is_empty(), "conntrack has a's flows before DEL");
+    let a_ip = a.ip.clone();
+    dc.del_container(a);
+    assert!(
+        ct(&a_ip).is_empty(),
+        "conntrack entries of {a_ip} gone after DEL: {}",
+        String::from_utf8_lossy(&ct(&a_ip))
+    );
+}
+
+/// (g) `weft containers --json` in a cell lists each container with its netns, interface
+/// names on both sides, IP, app and (after the agent's resync) the app's tag: the same app
+/// has the same tag on every cell, different apps different tags. A deleted container goes.
+#[test]
+fn weft_containers_shows_netns_interfaces_ip_app_tag() {
+    let dc = Dc::new(2);
+    let x1 = dc.add_container(1, "wc-x1", "app-web");
+    let x2 = dc.add_container(1, "wc-x2", "app-db");
+    let y1 = dc.add_container(2, "wc-y1", "app-web");
+    let rows_of = |cell: usize| -> Vec<Value> {
+        dc.containers_json(cell)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_until("tags after the agents' resync", LIVE, || {
+        [1, 2].iter().all(|&n| {
+            let rows = rows_of(n);
+            !rows.is_empty() && rows.iter().all(|r| r["tag"].is_u64())
+        })
+    });
+    let mut tags: BTreeMap<(usize, String), u64> = BTreeMap::new();
+    for c in [&x1, &x2, &y1] {
+        let rows = rows_of(c.cell);
+        let row = rows
+            .iter()
+            .find(|r| r["container_id"] == c.id.as_str())
+            .unwrap_or_else(|| panic!("{} listed on cell {}: {rows:?}", c.id, c.cell));
+        assert_eq!(row["netns"], c.ns.path().as_str(), "{row}");
+        assert_eq!(row["ifname"], "eth0", "{row}");
+        assert_eq!(row["mode"], "overlay", "{row}");
+        assert_eq!(row["app"], c.app.as_str(), "{row}");
+        let host_if = row["host_ifname"].as_str().unwrap_or_default();
+        assert!(!host_if.is_empty(), "{row}");
+        // The host interface exists in the cell and routes the container's /32.
+        let r = ip_json(dc.cell_ns(c.cell), &format!("ip -j route show {}/32", c.ip));
+        assert_eq!(
+            r[0]["dev"], host_if,
+            "host_ifname routes the container: {row} {r}"
+        );
+        let ips: Vec<String> = row["ips"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| i.as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            ips.iter()
+                .any(|i| i.split('/').next() == Some(c.ip.as_str())),
+            "{row}"
+        );
+        let tag = row["tag"].as_u64().expect("tag");
+        tags.insert((c.cell, c.app.clone()), tag);
+    }
+    assert_eq!(
+        tags[&(1, "app-web".to_string())],
+        tags[&(2, "app-web".to_string())],
+        "same app, same tag on every cell: {tags:?}"
+    );
+    assert_ne!(
+        tags[&(1, "app-web".to_string())],
+        tags[&(1, "app-db".to_string())],
+        "different apps, different tags: {tags:?}"
+    );
+    // The human table too.
+    let c1 = dc.cell(1);
+    let table = c1.ns.ok(&format!(
+        "{} containers --data-dir {} --lease-file {}",
+        common::WEFT,
+        c1.cni_dir().display(),
+        c1.lease_file().display()
+    ));
+    assert!(
+        table.contains(&x1.ip) && table.contains("app-db"),
+        "{table}"
+    );
+
+    dc.del_container(x2);
+    let rows = rows_of(1);
+    assert_eq!(rows.len(), 1, "deleted container gone: {rows:?}");
+}
