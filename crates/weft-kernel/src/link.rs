@@ -385,7 +385,9 @@ impl Netlink {
             .add(b.build())
             .execute()
             .await
-            .map_err(|e| Error::netlink(format!("add vxlan {} (vni {})", spec.name, spec.vni), e))?;
+            .map_err(|e| {
+                Error::netlink(format!("add vxlan {} (vni {})", spec.name, spec.vni), e)
+            })?;
         // The kernel ignores an alias in a create request: set the fingerprint afterwards.
         let l = self
             .link_by_name(&spec.name)

@@ -200,7 +200,10 @@ fn ip_of_bytes(b: &[u8]) -> Option<IpAddr> {
 mod tests {
     #[test]
     fn raw_destination_bytes() {
-        assert_eq!(super::ip_of_bytes(&[198, 18, 0, 2]), Some("198.18.0.2".parse().unwrap()));
+        assert_eq!(
+            super::ip_of_bytes(&[198, 18, 0, 2]),
+            Some("198.18.0.2".parse().unwrap())
+        );
         assert_eq!(super::ip_of_bytes(&[0; 16]), Some("::".parse().unwrap()));
         assert_eq!(super::ip_of_bytes(&[1, 2, 3]), None);
     }
