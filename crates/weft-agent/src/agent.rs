@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use futures::FutureExt;
 use ipnet::Ipv4Net;
 use weft_cni::lease::HostLease;
 use weft_controller::model::{Event, Lease, Policy, WatchMessage};
@@ -253,52 +254,68 @@ impl Agent {
         Ok(())
     }
 
-    async fn on_message(&mut self, msg: WatchMessage) -> Result<()> {
-        match msg {
-            WatchMessage::Snapshot(s) => {
-                if self.have_snapshot {
-                    // A new snapshot means the watch reconnected, perhaps after the controller
-                    // was away: renew now rather than at the next tick.
-                    self.renew().await?;
-                }
-                self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
-                self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
-                self.policies = s.policies.iter().map(Policy::untagged).collect();
-                self.have_snapshot = true;
-            }
-            WatchMessage::Change(c) => match c.event {
-                Event::LeasePut { lease } => {
-                    self.leases.insert(lease.host.clone(), lease);
-                }
-                Event::LeaseDeleted { lease } => {
-                    if self.leases.get(&lease.host).map(|l| l.subnet) == Some(lease.subnet) {
-                        self.leases.remove(&lease.host);
+    /// Applies a batch of watch messages (everything that had already arrived): the state is
+    /// updated message by message, the kernel once for the whole batch — a request that
+    /// creates 10,000 policies becomes one transaction, not 10,000.
+    async fn on_messages(&mut self, batch: Vec<WatchMessage>) -> Result<()> {
+        let mut leases_changed = false;
+        let mut anything = false;
+        for msg in batch {
+            match msg {
+                WatchMessage::Snapshot(s) => {
+                    if self.have_snapshot {
+                        // A new snapshot means the watch reconnected, perhaps after the
+                        // controller was away: renew now rather than at the next tick.
+                        self.renew().await?;
                     }
+                    self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
+                    self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
+                    self.policies = s.policies.iter().map(Policy::untagged).collect();
+                    self.have_snapshot = true;
+                    leases_changed = true;
                 }
-                Event::AppPut { app } => {
-                    self.apps.insert(app.id, app.tag);
-                }
-                Event::AppDeleted { app } => {
-                    self.apps.remove(&app.id);
-                }
-                Event::PolicyCreated { policy } => {
-                    self.policies.insert(policy.untagged());
-                }
-                Event::PolicyDeleted { policy } => {
-                    self.policies.remove(&policy.untagged());
-                }
-            },
-            WatchMessage::Heartbeat { .. } => return Ok(()),
-        }
-        // Our own lease as the controller sees it: if it moved (expired and re-acquired
-        // elsewhere), follow.
-        if let Some(mine) = self.leases.get(&self.host).cloned() {
-            if mine.subnet != self.lease.subnet || mine.vtep_mac != self.lease.vtep_mac {
-                self.lease = mine;
-                self.ensure_local().await?;
+                WatchMessage::Change(c) => match c.event {
+                    Event::LeasePut { lease } => {
+                        self.leases.insert(lease.host.clone(), lease);
+                        leases_changed = true;
+                    }
+                    Event::LeaseDeleted { lease } => {
+                        if self.leases.get(&lease.host).map(|l| l.subnet) == Some(lease.subnet) {
+                            self.leases.remove(&lease.host);
+                        }
+                        leases_changed = true;
+                    }
+                    Event::AppPut { app } => {
+                        self.apps.insert(app.id, app.tag);
+                    }
+                    Event::AppDeleted { app } => {
+                        self.apps.remove(&app.id);
+                    }
+                    Event::PolicyCreated { policy } => {
+                        self.policies.insert(policy.untagged());
+                    }
+                    Event::PolicyDeleted { policy } => {
+                        self.policies.remove(&policy.untagged());
+                    }
+                },
+                WatchMessage::Heartbeat { .. } => continue,
             }
+            anything = true;
         }
-        self.reconcile().await?;
+        if !anything {
+            return Ok(());
+        }
+        if leases_changed {
+            // Our own lease as the controller sees it: if it moved (expired and re-acquired
+            // elsewhere), follow.
+            if let Some(mine) = self.leases.get(&self.host).cloned() {
+                if mine.subnet != self.lease.subnet || mine.vtep_mac != self.lease.vtep_mac {
+                    self.lease = mine;
+                    self.ensure_local().await?;
+                }
+            }
+            self.reconcile().await?;
+        }
         self.sync_policy()
     }
 
@@ -476,8 +493,12 @@ impl AgentArgs {
         loop {
             tokio::select! {
                 msg = watch.next() => {
-                    let msg = msg.context("watching the controller")?;
-                    if let Err(e) = agent.on_message(msg).await {
+                    let mut batch = vec![msg.context("watching the controller")?];
+                    // Take whatever else has already arrived, without waiting.
+                    while let Some(next) = watch.next().now_or_never() {
+                        batch.push(next.context("watching the controller")?);
+                    }
+                    if let Err(e) = agent.on_messages(batch).await {
                         tracing::warn!(error = %format!("{e:#}"), "applying a change failed; the next resync retries");
                     }
                 }
