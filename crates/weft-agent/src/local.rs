@@ -63,10 +63,13 @@ fn run(dir: &Path, tx: &mpsc::UnboundedSender<()>) -> nix::Result<()> {
             if ev.wd == top {
                 if let Some(name) = &ev.name {
                     watch_network(&dir.join(name));
+                    // Records may have been written before the watch was in place: rescan.
+                    changed = true;
                 }
             } else if let Some(name) = &ev.name {
                 if name == "attachments" {
-                    // Created inside a new network directory.
+                    // Created inside a new network directory (records written before the
+                    // watch below was added are caught by the rescan this triggers).
                     if let Ok(rd) = std::fs::read_dir(dir) {
                         for e in rd.flatten() {
                             watch_network(&e.path());
