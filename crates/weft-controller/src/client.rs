@@ -302,6 +302,7 @@ impl Client {
         Ok(WatchStream {
             body: Box::pin(resp.bytes_stream()),
             buf: Vec::new(),
+            scanned: 0,
             url: self.base.clone(),
         })
     }
@@ -335,6 +336,9 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 pub struct WatchStream {
     body: ByteStream,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline (a snapshot line can be megabytes:
+    /// searching it from the start after every chunk would be quadratic).
+    scanned: usize,
     url: String,
 }
 
@@ -342,7 +346,12 @@ impl WatchStream {
     /// The next message; `Ok(None)` when the controller ended the stream (e.g. shutting down).
     pub async fn next(&mut self) -> Result<Option<WatchMessage>> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            if let Some(pos) = self.buf[self.scanned..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map(|p| p + self.scanned)
+            {
+                self.scanned = 0;
                 let line: Vec<u8> = self.buf.drain(..=pos).collect();
                 let line = &line[..line.len() - 1];
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -353,7 +362,10 @@ impl WatchStream {
                     .map_err(|e| ClientError::Decode(format!("watch line: {e}")));
             }
             match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Ok(chunk)) => {
+                    self.scanned = self.buf.len();
+                    self.buf.extend_from_slice(&chunk)
+                }
                 Some(Err(source)) => {
                     return Err(ClientError::Transport {
                         url: self.url.clone(),
