@@ -3,10 +3,12 @@
 //! again only after every other free tag (a rotating cursor), so a stale tag is unlikely to
 //! meet a new app soon.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::changelog;
 use crate::error::{Error, FieldErrors, Result};
 use crate::model::{App, Event};
-use crate::store::{Row, Tx, Value};
+use crate::store::{placeholders, statement_chunks, value_rows, Row, Tx, Value};
 
 pub const MAX_TAG: i64 = 65535;
 
@@ -53,56 +55,139 @@ pub async fn count(tx: &mut dyn Tx) -> Result<i64> {
     rows.first().map(|r| r.int(0)).unwrap_or(Ok(0))
 }
 
-/// The first free tag at or after `from` (1-based), wrapping around once.
-async fn free_tag(tx: &mut dyn Tx, from: i64) -> Result<Option<i64>> {
+/// Looks up several apps at once (any number of ids), keyed by id; missing ids are absent.
+pub async fn get_many(tx: &mut dyn Tx, ids: &[String]) -> Result<HashMap<String, App>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in statement_chunks(ids) {
+        let sql = format!(
+            "SELECT id, tag, claimed FROM apps WHERE id IN ({})",
+            placeholders(chunk.len())
+        );
+        let params: Vec<Value> = chunk.iter().map(Value::from).collect();
+        for row in tx.query(&sql, &params).await? {
+            let app = app_from_row(&row)?;
+            out.insert(app.id.clone(), app);
+        }
+    }
+    Ok(out)
+}
+
+/// Up to `limit` runs of free tags `(first, last)` at or after `from`, in order.
+async fn free_ranges(tx: &mut dyn Tx, from: i64, limit: usize) -> Result<Vec<(i64, i64)>> {
+    // Each used tag at or after `from` (and the sentinel `from - 1`) followed by a gap starts a
+    // run of free tags that ends before the next used tag (or at MAX_TAG).
+    let rows = tx
+        .query(
+            "SELECT g.tag + 1, COALESCE(g.next, CAST($3 AS BIGINT)) - 1 FROM \
+             (SELECT u.tag, LEAD(u.tag) OVER (ORDER BY u.tag) AS next FROM \
+              (SELECT tag FROM apps WHERE tag >= CAST($1 AS BIGINT) \
+               UNION ALL SELECT CAST($1 AS BIGINT) - 1) u) g \
+             WHERE COALESCE(g.next, CAST($3 AS BIGINT)) > g.tag + 1 \
+             ORDER BY g.tag LIMIT $2",
+            &[
+                Value::Int(from),
+                Value::Int(limit as i64),
+                Value::Int(MAX_TAG + 1),
+            ],
+        )
+        .await?;
+    rows.iter().map(|r| Ok((r.int(0)?, r.int(1)?))).collect()
+}
+
+/// The first `n` free tags in the order they are handed out: ascending from `from` (1-based),
+/// then wrapping around once to 1. Fewer if fewer are free.
+async fn free_tags(tx: &mut dyn Tx, from: i64, n: usize) -> Result<Vec<i64>> {
     let from = if (1..=MAX_TAG).contains(&from) {
         from
     } else {
         1
     };
-    for start in [from, 1] {
-        let rows = tx
-            .query(
-                "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM apps WHERE tag = CAST($1 AS BIGINT)) \
-                 THEN CAST($1 AS BIGINT) ELSE \
-                 (SELECT MIN(a.tag + 1) FROM apps a WHERE a.tag >= CAST($1 AS BIGINT) AND \
-                  NOT EXISTS (SELECT 1 FROM apps b WHERE b.tag = a.tag + 1)) END",
-                &[Value::Int(start)],
-            )
-            .await?;
-        if let Some(tag) = rows.first().map(|r| r.opt_int(0)).transpose()?.flatten() {
-            if tag <= MAX_TAG {
-                return Ok(Some(tag));
+    let mut tags = Vec::with_capacity(n);
+    // [from, MAX_TAG], then [1, from).
+    for (start, end) in [(from, MAX_TAG), (1, from - 1)] {
+        if tags.len() >= n || start > end {
+            continue;
+        }
+        for (first, last) in free_ranges(tx, start, n - tags.len()).await? {
+            let last = last.min(end);
+            let mut tag = first;
+            while tag <= last && tags.len() < n {
+                tags.push(tag);
+                tag += 1;
+            }
+            if tags.len() >= n || last >= end {
+                break;
             }
         }
     }
-    Ok(None)
+    Ok(tags)
+}
+
+/// Returns the apps with these ids, keyed by id, giving the missing ones tags in `ids` order (the
+/// order one-at-a-time creation would hand them out). The new apps come back too, in that order:
+/// the caller records their `AppPut` events, so that it can interleave them with its own.
+pub async fn ensure_all(
+    tx: &mut dyn Tx,
+    ids: &[String],
+) -> Result<(HashMap<String, App>, Vec<App>)> {
+    let mut apps = get_many(tx, ids).await?;
+    let mut seen = HashSet::new();
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !apps.contains_key(*id) && seen.insert(id.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok((apps, Vec::new()));
+    }
+    let cursor = changelog::meta(tx, "tag_cursor").await?.unwrap_or(1);
+    let tags = free_tags(tx, cursor, missing.len()).await?;
+    if let Some(id) = missing.get(tags.len()) {
+        return Err(Error::TagsExhausted(format!(
+            "all {MAX_TAG} app tags are in use: app {id:?} cannot get one"
+        )));
+    }
+    let created: Vec<App> = missing
+        .iter()
+        .zip(&tags)
+        .map(|(id, tag)| App {
+            id: id.to_string(),
+            tag: *tag as u16,
+            claimed: false,
+        })
+        .collect();
+    for chunk in statement_chunks(&created) {
+        let sql = format!(
+            "INSERT INTO apps (id, tag, claimed) VALUES {}",
+            value_rows(chunk.len(), 3)
+        );
+        let params: Vec<Value> = chunk
+            .iter()
+            .flat_map(|a| {
+                [
+                    Value::from(&a.id),
+                    Value::Int(a.tag.into()),
+                    Value::Bool(false),
+                ]
+            })
+            .collect();
+        tx.execute(&sql, &params).await?;
+    }
+    let last = *tags.last().expect("at least one new app");
+    changelog::set_meta(tx, "tag_cursor", if last >= MAX_TAG { 1 } else { last + 1 }).await?;
+    for app in &created {
+        apps.insert(app.id.clone(), app.clone());
+    }
+    Ok((apps, created))
 }
 
 /// Returns the app, giving it a tag first if it has none. Records the change.
 pub async fn ensure(tx: &mut dyn Tx, id: &str) -> Result<App> {
-    if let Some(app) = get(tx, id).await? {
-        return Ok(app);
+    let (mut apps, created) = ensure_all(tx, &[id.to_string()]).await?;
+    for app in created {
+        changelog::append(tx, &Event::AppPut { app }).await?;
     }
-    let cursor = changelog::meta(tx, "tag_cursor").await?.unwrap_or(1);
-    let Some(tag) = free_tag(tx, cursor).await? else {
-        return Err(Error::TagsExhausted(format!(
-            "all {MAX_TAG} app tags are in use: app {id:?} cannot get one"
-        )));
-    };
-    tx.execute(
-        "INSERT INTO apps (id, tag, claimed) VALUES ($1, $2, FALSE)",
-        &[Value::from(id), Value::Int(tag)],
-    )
-    .await?;
-    changelog::set_meta(tx, "tag_cursor", if tag >= MAX_TAG { 1 } else { tag + 1 }).await?;
-    let app = App {
-        id: id.to_string(),
-        tag: tag as u16,
-        claimed: false,
-    };
-    changelog::append(tx, &Event::AppPut { app: app.clone() }).await?;
-    Ok(app)
+    apps.remove(id)
+        .ok_or_else(|| Error::Store(format!("app {id:?} missing after ensure")))
 }
 
 fn validated(id: &str) -> Result<()> {
@@ -174,4 +259,134 @@ pub async fn release_if_unreferenced(tx: &mut dyn Tx, id: &str) -> Result<bool> 
         .await?;
     changelog::append(tx, &Event::AppDeleted { app }).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::store::{Store, TxMode};
+
+    /// One-at-a-time allocation, as `ensure` hands tags out: the first free tag at or after the
+    /// cursor, wrapping once; the cursor then moves past it.
+    fn reference(used: &BTreeSet<i64>, mut cursor: i64, n: usize) -> Vec<i64> {
+        let mut used = used.clone();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            if !(1..=MAX_TAG).contains(&cursor) {
+                cursor = 1;
+            }
+            let Some(tag) = (cursor..=MAX_TAG)
+                .chain(1..=MAX_TAG)
+                .find(|t| !used.contains(t))
+            else {
+                break;
+            };
+            used.insert(tag);
+            out.push(tag);
+            cursor = if tag >= MAX_TAG { 1 } else { tag + 1 };
+        }
+        out
+    }
+
+    async fn case(store: &dyn Store, used: &[i64], cursor: i64, n: usize) {
+        let mut tx = store.begin(TxMode::Write).await.unwrap();
+        tx.batch("DELETE FROM apps").await.unwrap();
+        for t in used {
+            tx.execute(
+                "INSERT INTO apps (id, tag, claimed) VALUES ($1, $2, FALSE)",
+                &[Value::from(format!("old{t}")), Value::Int(*t)],
+            )
+            .await
+            .unwrap();
+        }
+        changelog::set_meta(&mut *tx, "tag_cursor", cursor)
+            .await
+            .unwrap();
+        let ids: Vec<String> = (0..n).map(|i| format!("new{i}")).collect();
+        let (apps, created) = ensure_all(&mut *tx, &ids).await.unwrap();
+        let got: Vec<i64> = created.iter().map(|a| i64::from(a.tag)).collect();
+        let want = reference(&used.iter().copied().collect(), cursor, n);
+        assert_eq!(got, want, "used {used:?}, cursor {cursor}, n {n}");
+        assert_eq!(apps.len(), n);
+        let last = *want.last().unwrap();
+        let next = if last >= MAX_TAG { 1 } else { last + 1 };
+        assert_eq!(
+            changelog::meta(&mut *tx, "tag_cursor").await.unwrap(),
+            Some(next)
+        );
+        // Asking again changes nothing.
+        let (_, again) = ensure_all(&mut *tx, &ids).await.unwrap();
+        assert!(again.is_empty());
+    }
+
+    async fn check(store: &dyn Store) {
+        case(store, &[], 1, 3).await;
+        case(store, &[], 0, 2).await;
+        case(store, &[1, 2, 3, 5, 9, 10], 2, 6).await;
+        case(store, &[65533, 65535], 65533, 4).await;
+        case(store, &[1, 2, 65534], 65534, 4).await;
+        case(store, &[4, 6, 7], 6, 5).await;
+        case(store, &[4, 6, 7], 70000, 3).await;
+        case(store, &[2, 3, 4, 65535], 65535, 3).await;
+        case(store, &[], 65535, 2).await;
+
+        // Exhaustion: all but two tags in use; a third new app cannot get one.
+        let mut tx = store.begin(TxMode::Write).await.unwrap();
+        tx.batch("DELETE FROM apps").await.unwrap();
+        tx.batch(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 65535) \
+             INSERT INTO apps (id, tag, claimed) \
+             SELECT 'old' || CAST(n AS TEXT), n, FALSE FROM s WHERE n <> 7 AND n <> 60000",
+        )
+        .await
+        .unwrap();
+        changelog::set_meta(&mut *tx, "tag_cursor", 100)
+            .await
+            .unwrap();
+        let ids: Vec<String> = ["x", "y", "z"].iter().map(|s| s.to_string()).collect();
+        match ensure_all(&mut *tx, &ids).await {
+            Err(Error::TagsExhausted(msg)) => assert!(msg.contains("\"z\""), "{msg}"),
+            other => panic!("expected tags exhausted, got {other:?}"),
+        }
+        let (_, created) = ensure_all(&mut *tx, &ids[..2]).await.unwrap();
+        let tags: Vec<u16> = created.iter().map(|a| a.tag).collect();
+        assert_eq!(tags, vec![60000, 7]);
+    }
+
+    #[tokio::test]
+    async fn batch_tags_match_one_at_a_time_sqlite() {
+        let store = crate::store::sqlite::SqliteStore::open_in_memory().unwrap();
+        check(&store).await;
+    }
+
+    #[tokio::test]
+    async fn batch_tags_match_one_at_a_time_postgres() {
+        let Ok(base) = std::env::var("WEFT_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let schema = format!("apps_unit_{}", std::process::id());
+        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let store = crate::store::postgres::PgStore::connect(&url)
+            .await
+            .unwrap();
+        check(&store).await;
+        drop(store);
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Change, Event};
-use crate::store::{Tx, Value};
+use crate::store::{statement_chunks, value_rows, Tx, Value};
 
 /// How many changes the log keeps; a watcher resuming from an older revision gets a snapshot.
 pub const RETAINED_CHANGES: i64 = 100_000;
@@ -23,11 +23,26 @@ pub async fn append(tx: &mut dyn Tx, event: &Event) -> Result<i64> {
         .int(0)
 }
 
-/// Appends several events; returns the last revision (or `None` for no events).
+/// Appends several events, in order (one revision each, increasing), with a few multi-row
+/// statements; returns the last revision (or `None` for no events).
 pub async fn append_all(tx: &mut dyn Tx, events: &[Event]) -> Result<Option<i64>> {
     let mut last = None;
-    for e in events {
-        last = Some(append(tx, e).await?);
+    for chunk in statement_chunks(events) {
+        let params = chunk
+            .iter()
+            .map(|e| serde_json::to_string(e).map(Value::Text))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::store)?;
+        let sql = format!(
+            "INSERT INTO changes (event) VALUES {} RETURNING revision",
+            value_rows(chunk.len(), 1)
+        );
+        let rows = tx.query(&sql, &params).await?;
+        tx.touched_changelog();
+        for row in &rows {
+            let revision = row.int(0)?;
+            last = Some(last.map_or(revision, |l: i64| l.max(revision)));
+        }
     }
     Ok(last)
 }

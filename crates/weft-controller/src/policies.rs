@@ -10,7 +10,7 @@ use crate::apps;
 use crate::changelog;
 use crate::error::{Error, FieldErrors, Result};
 use crate::model::{Event, Policy, Ports, Protocol};
-use crate::store::{Row, Tx, Value};
+use crate::store::{statement_chunks, value_rows, Row, Tx, Value};
 
 /// Most policies accepted in one request.
 pub const MAX_BATCH: usize = 100_000;
@@ -203,28 +203,92 @@ fn dedup(policies: &[Policy]) -> Vec<Policy> {
         .collect()
 }
 
-/// Creates the policies that do not exist yet, giving new apps tags. Returns how many were new.
-pub async fn create(tx: &mut dyn Tx, policies: &[Policy]) -> Result<usize> {
-    let unique = dedup(policies);
-    let mut created = 0;
-    for p in unique {
-        let source = apps::ensure(tx, &p.source.id).await?;
-        let destination = apps::ensure(tx, &p.destination.id).await?;
-        let n = tx
-            .execute(
-                "INSERT INTO policies (source_id, destination_id, protocol, start_port, end_port) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                &key_values(&p),
-            )
-            .await?;
-        if n > 0 {
-            created += 1;
-            let mut policy = p;
-            policy.source.tag = Some(source.tag);
-            policy.destination.tag = Some(destination.tag);
-            changelog::append(tx, &Event::PolicyCreated { policy }).await?;
+/// A policy's key as stored: (source, destination, protocol, start port, end port).
+type Key = (String, String, String, i64, i64);
+
+fn key(p: &Policy) -> Key {
+    let (start, end) = port_columns(p);
+    (
+        p.source.id.clone(),
+        p.destination.id.clone(),
+        p.destination.protocol.as_str().to_string(),
+        start,
+        end,
+    )
+}
+
+/// Inserts the policies that do not exist yet (multi-row statements); returns their keys.
+async fn insert_new(tx: &mut dyn Tx, policies: &[Policy]) -> Result<HashSet<Key>> {
+    let mut inserted = HashSet::new();
+    for chunk in statement_chunks(policies) {
+        let sql = format!(
+            "INSERT INTO policies (source_id, destination_id, protocol, start_port, end_port) \
+             VALUES {} ON CONFLICT DO NOTHING \
+             RETURNING source_id, destination_id, protocol, start_port, end_port",
+            value_rows(chunk.len(), 5)
+        );
+        let params: Vec<Value> = chunk.iter().flat_map(key_values).collect();
+        for row in tx.query(&sql, &params).await? {
+            inserted.insert((
+                row.text(0)?,
+                row.text(1)?,
+                row.text(2)?,
+                row.int(3)?,
+                row.int(4)?,
+            ));
         }
     }
+    Ok(inserted)
+}
+
+/// Creates the policies that do not exist yet, giving new apps tags. Returns how many were new.
+///
+/// The whole batch costs a few statements, yet tags, events and their order are those of
+/// handling the policies one at a time: for each policy in request order, its source and then
+/// its destination get a tag if new (`AppPut`), then the policy is stored if new
+/// (`PolicyCreated`).
+pub async fn create(tx: &mut dyn Tx, policies: &[Policy]) -> Result<usize> {
+    let unique = dedup(policies);
+    if unique.is_empty() {
+        return Ok(0);
+    }
+    let mut ids = Vec::new();
+    {
+        let mut seen = HashSet::new();
+        for p in &unique {
+            for id in [&p.source.id, &p.destination.id] {
+                if seen.insert(id.as_str()) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+    }
+    let (apps, new_apps) = apps::ensure_all(tx, &ids).await?;
+    let inserted = insert_new(tx, &unique).await?;
+    let tag_of = |id: &str| -> Result<u16> {
+        apps.get(id)
+            .map(|a| a.tag)
+            .ok_or_else(|| Error::Store(format!("app {id:?} missing after ensure")))
+    };
+    let mut announce: HashSet<&str> = new_apps.iter().map(|a| a.id.as_str()).collect();
+    let mut events = Vec::with_capacity(new_apps.len() + inserted.len());
+    let mut created = 0;
+    for p in &unique {
+        for id in [&p.source.id, &p.destination.id] {
+            if announce.remove(id.as_str()) {
+                let app = apps[id].clone();
+                events.push(Event::AppPut { app });
+            }
+        }
+        if inserted.contains(&key(p)) {
+            created += 1;
+            let mut policy = p.clone();
+            policy.source.tag = Some(tag_of(&p.source.id)?);
+            policy.destination.tag = Some(tag_of(&p.destination.id)?);
+            events.push(Event::PolicyCreated { policy });
+        }
+    }
+    changelog::append_all(tx, &events).await?;
     Ok(created)
 }
 

@@ -159,7 +159,62 @@ pub async fn open(url: &str, state_dir: &Path) -> anyhow::Result<Arc<dyn Store>>
     }
 }
 
+/// Most rows one multi-row statement (`VALUES (...), (...)`, `IN (...)`) carries.
+pub(crate) const MAX_STATEMENT_ROWS: usize = 1024;
+
+/// Splits `items` into the slices that multi-row statements carry: powers of two, largest first,
+/// each at most [`MAX_STATEMENT_ROWS`]. A batch of any size then costs a few statements, and only
+/// a few distinct statement texts exist (each backend caches one prepared statement per text).
+pub(crate) fn statement_chunks<T>(items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_STATEMENT_ROWS);
+        let size = 1usize << (usize::BITS - 1 - n.leading_zeros());
+        let (head, tail) = rest.split_at(size);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+/// `$1, $2, ..., $n`.
+pub(crate) fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `($1, $2), ($3, $4), ...`: `rows` rows of `cols` parameters, row by row.
+pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Converts the shared SQL dialect's `$N` parameters to SQLite's `?N`.
 pub(crate) fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_chunks_are_powers_of_two_in_order() {
+        let items: Vec<usize> = (0..3000).collect();
+        let sizes: Vec<usize> = statement_chunks(&items).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![1024, 1024, 512, 256, 128, 32, 16, 8]);
+        let joined: Vec<usize> = statement_chunks(&items).concat();
+        assert_eq!(joined, items);
+        assert!(statement_chunks::<usize>(&[]).is_empty());
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(3), "$1, $2, $3");
+    }
 }
