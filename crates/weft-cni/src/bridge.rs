@@ -45,6 +45,8 @@ pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
         mtu: plan.mtu,
         alias: Some(&plan.host_alias),
         arp_off: false,
+        master: Some(br.index),
+        up: true,
     };
     let peer = VethEnd {
         name: &plan.ifname,
@@ -52,6 +54,9 @@ pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
         mtu: plan.mtu,
         alias: None,
         arp_off: false,
+        master: None,
+        // veth_open() of a peer fails (ENOTCONN) until the pair is linked: up it afterwards.
+        up: false,
     };
     let (hv, cl) = crate::veth::ensure_pair(host, &cont, ns, &plan.netns, &local, &peer).await?;
     if hv.master != Some(br.index) {

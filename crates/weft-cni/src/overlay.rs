@@ -135,6 +135,8 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
         mtu: Some(plan.mtu),
         alias: Some(&plan.host_alias),
         arp_off: true,
+        master: None,
+        up: true,
     };
     let peer = VethEnd {
         name: &plan.ifname,
@@ -142,6 +144,9 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
         mtu: Some(plan.mtu),
         alias: None,
         arp_off: true,
+        master: None,
+        // veth_open() of a peer fails (ENOTCONN) until the pair is linked: up it afterwards.
+        up: false,
     };
     let (hv, cl) = crate::veth::ensure_pair(host, &cont, ns, &plan.netns, &local, &peer).await?;
 

@@ -18,9 +18,24 @@ pub async fn ensure_pair(
     local: &VethEnd<'_>,
     peer: &VethEnd<'_>,
 ) -> Result<(Link, Link), CniError> {
-    let existing_host = host.link_by_name(local.name).await?;
-    let existing_cont = cont.link_by_name(peer.name).await?;
+    // The common case first: nothing there yet, create the pair (one round trip).
+    let created = match host.add_veth(local, peer, ns).await {
+        Ok(()) => true,
+        Err(e) if e.is_exists() => false,
+        Err(e) => return Err(e.into()),
+    };
+    let existing_host = if created {
+        None
+    } else {
+        host.link_by_name(local.name).await?
+    };
+    let existing_cont = if created {
+        None
+    } else {
+        cont.link_by_name(peer.name).await?
+    };
     match (&existing_host, &existing_cont) {
+        _ if created => {}
         (Some(_), Some(_)) => {} // ADD again for the same attachment: keep the pair.
         (None, Some(_)) => {
             return Err(CniError::new(

@@ -120,6 +120,10 @@ pub struct VethEnd<'a> {
     pub alias: Option<&'a str>,
     /// Turn ARP off (point-to-point links with permanent neighbour entries).
     pub arp_off: bool,
+    /// Enslave to this bridge in the create request itself (saves a round trip).
+    pub master: Option<u32>,
+    /// Create the end up (saves a round trip).
+    pub up: bool,
 }
 
 impl Netlink {
@@ -193,6 +197,9 @@ impl Netlink {
         if peer.arp_off {
             pb = pb.arp(false);
         }
+        if peer.up {
+            pb = pb.up();
+        }
         let mut b = LinkVeth::new(local.name, peer.name)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(pb.build())));
         if let Some(mac) = local.mac {
@@ -204,6 +211,12 @@ impl Netlink {
         if local.arp_off {
             b = b.arp(false);
         }
+        if let Some(master) = local.master {
+            b = b.controller(master);
+        }
+        if local.up {
+            b = b.up();
+        }
         self.handle()
             .link()
             .add(b.build())
@@ -211,11 +224,13 @@ impl Netlink {
             .await
             .map_err(|e| Error::netlink(format!("add veth {} <-> {}", local.name, peer.name), e))?;
         if let Some(alias) = local.alias {
-            let l = self
-                .link_by_name(local.name)
-                .await?
-                .ok_or_else(|| Error::Invalid(format!("{} vanished after creation", local.name)))?;
-            self.set_alias(l.index, alias).await?;
+            let msg = LinkUnspec::new_with_name(local.name).alias(alias).build();
+            self.handle()
+                .link()
+                .set(msg)
+                .execute()
+                .await
+                .map_err(|e| Error::netlink(format!("set alias of {}", local.name), e))?;
         }
         Ok(())
     }
