@@ -157,6 +157,9 @@ struct Agent {
     leases: BTreeMap<String, Lease>,
     /// App id → tag, for the apps of this host's containers.
     tags: BTreeMap<String, u16>,
+    /// This host's overlay containers, as last read from weft-cni's records (read once per
+    /// local change or resync, not once per watch message).
+    containers: Vec<policy::LocalContainer>,
     /// Every app's tag, as the controller publishes them.
     apps: BTreeMap<String, u16>,
     policies: BTreeSet<Policy>,
@@ -178,11 +181,11 @@ impl Agent {
     /// Claims the apps of this host's containers at the controller (which gives each a tag)
     /// and publishes app → tag for `weft containers` (and, later, for marking).
     async fn claim_local_apps(&mut self) -> Result<()> {
-        let apps: std::collections::BTreeSet<String> =
-            crate::local_containers(&self.args.cni_data_dir)
-                .into_iter()
-                .filter_map(|p| p.app_id().map(str::to_string))
-                .collect();
+        let apps: std::collections::BTreeSet<String> = self
+            .containers
+            .iter()
+            .filter_map(|c| c.app.clone())
+            .collect();
         let mut tags = BTreeMap::new();
         for app in apps {
             match self.tags.get(&app) {
@@ -319,13 +322,25 @@ impl Agent {
         self.sync_policy()
     }
 
+    /// Re-reads this host's containers, claims their apps and syncs the policy table; errors
+    /// are logged (the next local change or resync retries).
+    async fn refresh_local(&mut self) {
+        self.containers = local::overlay_containers(&self.args.cni_data_dir);
+        if let Err(e) = self.claim_local_apps().await {
+            tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
+        }
+        if let Err(e) = self.sync_policy() {
+            tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+        }
+    }
+
     /// Makes the policy table match the policies, tags, local containers and remote cells.
     fn sync_policy(&mut self) -> Result<()> {
         if !self.have_snapshot {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let containers = local::overlay_containers(&self.args.cni_data_dir);
+        let containers = &self.containers;
         let mut tags = self.apps.clone();
         tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), *v)));
         let cells: Vec<IpAddr> = self
@@ -335,7 +350,7 @@ impl Agent {
             .map(|l| l.underlay_ip)
             .collect();
         let policies: Vec<Policy> = self.policies.iter().cloned().collect();
-        let new = policy::elements(&policies, &tags, &containers, &cells);
+        let new = policy::elements(&policies, &tags, containers, &cells);
         if let Ok(mut v) = self.view.lock() {
             v.apps_by_tag = tags.iter().map(|(app, t)| (*t, app.clone())).collect();
             v.app_of_ip = containers
@@ -463,6 +478,7 @@ impl AgentArgs {
             vtep_index: 0,
             leases: BTreeMap::new(),
             tags: BTreeMap::new(),
+            containers: Vec::new(),
             apps: BTreeMap::new(),
             policies: BTreeSet::new(),
             applied: None,
@@ -478,9 +494,9 @@ impl AgentArgs {
             });
         }
         agent.ensure_local().await?;
-        if let Err(e) = agent.claim_local_apps().await {
-            tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
-        }
+        // Read the local containers and claim their apps; the policy table waits for the
+        // controller's snapshot (sync_policy does nothing before it).
+        agent.refresh_local().await;
 
         let ttl = (agent.lease.expires_at - now()).max(3) as u64;
         let mut renew = tokio::time::interval(Duration::from_secs((ttl / 3).max(1)));
@@ -502,25 +518,13 @@ impl AgentArgs {
                         tracing::warn!(error = %format!("{e:#}"), "applying a change failed; the next resync retries");
                     }
                 }
-                Some(()) = local_changes.recv() => {
-                    if let Err(e) = agent.claim_local_apps().await {
-                        tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
-                    }
-                    if let Err(e) = agent.sync_policy() {
-                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed");
-                    }
-                }
+                Some(()) = local_changes.recv() => agent.refresh_local().await,
                 _ = renew.tick() => agent.renew().await?,
                 _ = resync.tick() => {
                     if let Err(e) = agent.reconcile().await {
                         tracing::warn!(error = %format!("{e:#}"), "resync failed");
                     }
-                    if let Err(e) = agent.claim_local_apps().await {
-                        tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed");
-                    }
-                    if let Err(e) = agent.sync_policy() {
-                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed");
-                    }
+                    agent.refresh_local().await;
                 }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
