@@ -10,6 +10,7 @@
 //! | sysctl            | [`sysctl`]  | /proc/sys                        |
 //! | nftables          | [`nft`]     | libnftables, in-process, one transaction per call |
 //! | conntrack entry   | [`conntrack`] | ctnetlink (NETLINK_NETFILTER socket) |
+//! | nftables trace events | [`nftrace`] | NETLINK_NETFILTER, group NFNLGRP_NFTRACE |
 //!
 //! Nothing here spawns a process. [`Netlink`] is a socket bound to one network namespace,
 //! opened once and reused for every request (the pattern netavark uses).
@@ -22,6 +23,7 @@ pub mod neigh;
 mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod nftrace;
 pub mod route;
 pub mod sysctl;
 

@@ -16,6 +16,7 @@ type CtxStr = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type RunCmd = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 type SetFlags = unsafe extern "C" fn(*mut c_void, c_uint);
 
+const NFT_CTX_OUTPUT_HANDLE: c_uint = 1 << 3;
 const NFT_CTX_OUTPUT_JSON: c_uint = 1 << 4;
 
 struct Api {
@@ -92,6 +93,11 @@ impl Nft {
     }
 
     /// Runs a (listing) command and returns its JSON output.
+    /// Like [`Nft::run`], listings show each rule's handle (`nft -a`: `# handle N`).
+    pub fn run_with_handles(&mut self, script: &str) -> Result<String> {
+        self.run_with_flags(script, NFT_CTX_OUTPUT_HANDLE)
+    }
+
     pub fn run_json(&mut self, script: &str) -> Result<String> {
         self.run_with_flags(script, NFT_CTX_OUTPUT_JSON)
     }

@@ -1,7 +1,10 @@
 //! `weft`: the command line for people.
 
 mod containers;
+mod demo;
+mod lab;
 mod netns;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +37,12 @@ enum Command {
     Policy(weft_controller::PolicyArgs),
     /// Create a CA and certificates for a lab
     Certs(weft_controller::CertsArgs),
+    /// Build seed topologies on this machine in namespaces: up, check, status, graph, down
+    Lab(lab::LabArgs),
+    /// The path of a packet through seed 000's eleven steps, with the kernel objects at each
+    Trace(trace::TraceArgs),
+    /// Seed 000 in one command: deny, policy, allow, trace; then clean up
+    Demo(demo::DemoArgs),
 }
 
 fn block_on(
@@ -67,6 +76,9 @@ fn main() -> std::process::ExitCode {
         Command::Apps(a) => block_on(a.run()),
         Command::Policy(a) => block_on(a.run()),
         Command::Certs(a) => block_on(a.run()),
+        Command::Lab(a) => lab::run(a),
+        Command::Trace(a) => trace::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match res {
         Ok(code) => code,

@@ -42,21 +42,32 @@ struct Entry {
     path: String,
 }
 
+/// `weft netns add`: a named namespace (as `ip netns add`) with `lo` up; nothing is left if
+/// bringing `lo` up fails.
+pub fn add(name: &str) -> Result<netns::Netns> {
+    let ns = netns::add_named(name)?;
+    let up = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let nl = Netlink::in_netns(&ns)?;
+                nl.set_up_by_name("lo").await
+            })
+            .map_err(anyhow::Error::from)
+        });
+    if let Err(e) = up {
+        let _ = netns::del_named(name);
+        return Err(e).context(format!("bringing up lo in {name}"));
+    }
+    Ok(ns)
+}
+
 pub fn run(args: NetnsArgs) -> Result<ExitCode> {
     match args.command {
         NetnsCommand::Add { name } => {
-            let ns = netns::add_named(&name)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let up = rt.block_on(async {
-                let nl = Netlink::in_netns(&ns)?;
-                nl.set_up_by_name("lo").await
-            });
-            if let Err(e) = up {
-                let _ = netns::del_named(&name);
-                return Err(e).context(format!("bringing up lo in {name}"));
-            }
+            add(&name)?;
             Ok(ExitCode::SUCCESS)
         }
         NetnsCommand::List { json } => {

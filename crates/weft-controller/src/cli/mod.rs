@@ -13,7 +13,7 @@ pub use apps::AppsArgs;
 pub use certs::CertsArgs;
 pub use controller::ControllerArgs;
 pub use leases::LeasesArgs;
-pub use policy::PolicyArgs;
+pub use policy::{allowing, parse_ports, PolicyArgs};
 
 use crate::client::Client;
 

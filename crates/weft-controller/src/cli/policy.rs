@@ -72,7 +72,8 @@ pub fn allowing<'a>(
     })
 }
 
-fn parse_ports(s: &str) -> anyhow::Result<Ports> {
+/// A port or an inclusive range `START-END`; the error names the bad part.
+pub fn parse_ports(s: &str) -> anyhow::Result<Ports> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
     let start: u16 = a
         .trim()
@@ -82,6 +83,9 @@ fn parse_ports(s: &str) -> anyhow::Result<Ports> {
         .trim()
         .parse()
         .with_context(|| format!("--port {s:?}: {b:?} is not a port (1-65535)"))?;
+    if start == 0 || start > end {
+        anyhow::bail!("--port {s:?}: not a port (1-65535) or a range START-END with START <= END");
+    }
     Ok(Ports { start, end })
 }
 

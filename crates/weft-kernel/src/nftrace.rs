@@ -1,0 +1,993 @@
+//! nftables trace events, received in-process: what `nft monitor trace` prints.
+//!
+//! A packet whose `meta nftrace` bit is set (by a rule such as
+//! `ip daddr 10.88.0.5 meta nftrace set 1`) makes nf_tables report every rule it matches,
+//! every chain it leaves and the base chain policy that decides its fate. The reports go to
+//! the `NFNLGRP_NFTRACE` multicast group of `NETLINK_NETFILTER` sockets in the packet's
+//! network namespace; `weft trace --probe` listens there to tell which rule of which chain
+//! dropped or accepted its probe packet.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use weft_kernel::nftrace::{TraceListener, Verdict};
+//!
+//! # fn main() -> weft_kernel::Result<()> {
+//! let ns = weft_kernel::netns::Netns::open("/run/netns/blue")?;
+//! let mut trace = TraceListener::open_in(&ns)?; // listen first ...
+//! // ... then send the probe, then collect what it caused:
+//! for ev in trace.recv(Duration::from_millis(500))? {
+//!     if ev.verdict == Some(Verdict::Drop) {
+//!         println!("dropped by {ev}");
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The socket belongs to the namespace of the thread that created it
+//! ([`TraceListener::open`]) or to the one given to [`TraceListener::open_in`], for good.
+//! Joining the group needs `CAP_NET_ADMIN` (nfnetlink has no unprivileged groups).
+//!
+//! Each event is one datagram: a `nlmsghdr` of type `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE`,
+//! a `nfgenmsg` (the table's family) and netlink attributes (`enum nft_trace_attributes`),
+//! numbers in network byte order. [`parse`] decodes them without a socket; it never panics
+//! on what the kernel (or anybody) hands it: a malformed attribute is skipped, a truncated
+//! message dropped.
+//!
+//! The kernel sends the packet itself (interfaces, network and transport headers) only with
+//! the first event of a packet at each hook; [`TraceListener`] copies it onto that packet's
+//! later events (same [`TraceEvent::id`]), so the event that carries the verdict also answers
+//! [`TraceEvent::ipv4`] and [`TraceEvent::dport`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
+
+use crate::netns::Netns;
+use crate::{Error, Result};
+
+// <linux/netlink.h>
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLA_HDRLEN: usize = 4;
+const NLA_F_NESTED: u16 = 0x8000;
+const NLA_F_NET_BYTEORDER: u16 = 0x4000;
+const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+
+// <linux/netfilter/nfnetlink.h>
+const NFGENMSG_LEN: usize = 4;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// enum nfnetlink_groups: NFNLGRP_NFTRACE.
+pub const NFNLGRP_NFTRACE: u32 = 9;
+
+// <linux/netfilter/nf_tables.h>: enum nf_tables_msg_types
+const NFT_MSG_TRACE: u16 = 17;
+/// The `nlmsg_type` of a trace event.
+const TRACE_MSG_TYPE: u16 = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_TRACE;
+
+// enum nft_trace_attributes
+const NFTA_TRACE_TABLE: u16 = 1;
+const NFTA_TRACE_CHAIN: u16 = 2;
+const NFTA_TRACE_RULE_HANDLE: u16 = 3;
+const NFTA_TRACE_TYPE: u16 = 4;
+const NFTA_TRACE_VERDICT: u16 = 5;
+const NFTA_TRACE_ID: u16 = 6;
+const NFTA_TRACE_NETWORK_HEADER: u16 = 8;
+const NFTA_TRACE_TRANSPORT_HEADER: u16 = 9;
+const NFTA_TRACE_IIF: u16 = 10;
+const NFTA_TRACE_OIF: u16 = 12;
+const NFTA_TRACE_MARK: u16 = 14;
+const NFTA_TRACE_POLICY: u16 = 16;
+
+// enum nft_trace_types
+const NFT_TRACETYPE_POLICY: u32 = 1;
+const NFT_TRACETYPE_RETURN: u32 = 2;
+const NFT_TRACETYPE_RULE: u32 = 3;
+
+// enum nft_verdict_attributes
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+
+// <linux/netfilter.h> verdicts, enum nft_verdicts
+const NF_VERDICT_MASK: i32 = 0xff;
+const NF_DROP: i32 = 0;
+const NF_ACCEPT: i32 = 1;
+const NFT_CONTINUE: i32 = -1;
+const NFT_BREAK: i32 = -2;
+const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
+const NFT_RETURN: i32 = -5;
+
+/// Receive buffer asked for, so that a burst of traced packets is not lost.
+const SOCKET_RCVBUF: libc::c_int = 4 << 20;
+/// One datagram is one event (under 1 KiB); this is plenty.
+const RECV_BUF_LEN: usize = 64 * 1024;
+/// How many packets' headers the listener remembers to fill in their later events.
+const PACKET_CACHE_LEN: usize = 256;
+
+/// What an event reports (`enum nft_trace_types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceKind {
+    /// A rule matched; [`TraceEvent::rule_handle`] names it.
+    Rule,
+    /// The packet reached the end of a base chain: its policy decided.
+    Policy,
+    /// The packet reached the end of a regular chain and returns to the calling one.
+    Return,
+    /// A type this code does not know.
+    Other(u32),
+}
+
+impl TraceKind {
+    fn from_raw(t: u32) -> Self {
+        match t {
+            NFT_TRACETYPE_RULE => TraceKind::Rule,
+            NFT_TRACETYPE_POLICY => TraceKind::Policy,
+            NFT_TRACETYPE_RETURN => TraceKind::Return,
+            t => TraceKind::Other(t),
+        }
+    }
+}
+
+/// A netfilter / nf_tables verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    /// Go on with the next rule (a rule without a verdict statement, e.g. `counter`).
+    Continue,
+    Break,
+    Jump(String),
+    Goto(String),
+    Return,
+    /// Any other code (NF_QUEUE, NF_STOLEN, ...), as the kernel sent it.
+    Other(i32),
+}
+
+impl Verdict {
+    /// A verdict code (NFTA_VERDICT_CODE, NFTA_TRACE_POLICY) and the jump/goto target.
+    fn from_code(code: i32, chain: Option<String>) -> Self {
+        match code {
+            NFT_CONTINUE => Verdict::Continue,
+            NFT_BREAK => Verdict::Break,
+            NFT_JUMP => Verdict::Jump(chain.unwrap_or_default()),
+            NFT_GOTO => Verdict::Goto(chain.unwrap_or_default()),
+            NFT_RETURN => Verdict::Return,
+            // The upper bits of netfilter verdicts carry data (an errno, a queue number).
+            c if c >= 0 && c & NF_VERDICT_MASK == NF_DROP => Verdict::Drop,
+            c if c >= 0 && c & NF_VERDICT_MASK == NF_ACCEPT => Verdict::Accept,
+            c => Verdict::Other(c),
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accept => f.write_str("accept"),
+            Verdict::Drop => f.write_str("drop"),
+            Verdict::Continue => f.write_str("continue"),
+            Verdict::Break => f.write_str("break"),
+            Verdict::Jump(c) => write!(f, "jump {c}"),
+            Verdict::Goto(c) => write!(f, "goto {c}"),
+            Verdict::Return => f.write_str("return"),
+            Verdict::Other(c) => write!(f, "verdict {c}"),
+        }
+    }
+}
+
+/// One trace event: a packet passed a rule, a chain end or a chain policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceEvent {
+    /// Pseudo-id of the packet: the same for all its events.
+    pub id: u32,
+    /// Family of the table (nfgenmsg): 1 inet, 2 ip, 3 arp, 5 netdev, 7 bridge, 10 ip6.
+    pub family: u8,
+    pub table: String,
+    pub chain: String,
+    pub kind: TraceKind,
+    /// Handle of the rule (as `nft -a list ruleset` shows it), for rule events.
+    pub rule_handle: Option<u64>,
+    /// The verdict; for policy events the chain's policy.
+    pub verdict: Option<Verdict>,
+    /// Input / output interface index.
+    pub iif: Option<u32>,
+    pub oif: Option<u32>,
+    /// The packet mark; the kernel leaves it out when it is 0.
+    pub mark: Option<u32>,
+    /// The first bytes (up to 40) of the network header.
+    pub network_header: Option<Vec<u8>>,
+    /// The first bytes (up to 20) of the transport header.
+    pub transport_header: Option<Vec<u8>>,
+}
+
+impl TraceEvent {
+    /// IPv4 source, destination and protocol from the network header, when it is IPv4.
+    pub fn ipv4(&self) -> Option<(Ipv4Addr, Ipv4Addr, u8)> {
+        let h = self.network_header.as_deref()?;
+        if h.len() < 20 || h[0] >> 4 != 4 {
+            return None;
+        }
+        let src = <[u8; 4]>::try_from(&h[12..16]).ok()?;
+        let dst = <[u8; 4]>::try_from(&h[16..20]).ok()?;
+        Some((Ipv4Addr::from(src), Ipv4Addr::from(dst), h[9]))
+    }
+
+    /// IPv6 source, destination and next header from the network header, when it is IPv6.
+    /// (The kernel sends 40 bytes: the fixed header, no extension headers.)
+    pub fn ipv6(&self) -> Option<(Ipv6Addr, Ipv6Addr, u8)> {
+        let h = self.network_header.as_deref()?;
+        if h.len() < 40 || h[0] >> 4 != 6 {
+            return None;
+        }
+        let src = <[u8; 16]>::try_from(&h[8..24]).ok()?;
+        let dst = <[u8; 16]>::try_from(&h[24..40]).ok()?;
+        Some((Ipv6Addr::from(src), Ipv6Addr::from(dst), h[6]))
+    }
+
+    /// The transport protocol number, from the IPv4 or IPv6 header.
+    pub fn protocol(&self) -> Option<u8> {
+        self.ipv4()
+            .map(|(_, _, p)| p)
+            .or_else(|| self.ipv6().map(|(_, _, p)| p))
+    }
+
+    /// Destination port from the transport header, for tcp, udp, udplite and sctp.
+    pub fn dport(&self) -> Option<u16> {
+        self.port(2)
+    }
+
+    /// Source port from the transport header, for tcp, udp, udplite and sctp.
+    pub fn sport(&self) -> Option<u16> {
+        self.port(0)
+    }
+
+    fn port(&self, at: usize) -> Option<u16> {
+        // tcp, udp, sctp, udplite: source port then destination port, 16 bits each.
+        if !matches!(self.protocol()?, 6 | 17 | 132 | 136) {
+            return None;
+        }
+        let t = self.transport_header.as_deref()?;
+        let b = t.get(at..at + 2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    /// Whether this event carries the packet (the kernel sends it with a packet's first
+    /// event at each hook).
+    fn has_packet(&self) -> bool {
+        self.network_header.is_some()
+            || self.transport_header.is_some()
+            || self.iif.is_some()
+            || self.oif.is_some()
+    }
+}
+
+/// The name `nft` uses for a table family.
+fn family_name(family: u8) -> Option<&'static str> {
+    Some(match family {
+        1 => "inet",
+        2 => "ip",
+        3 => "arp",
+        5 => "netdev",
+        7 => "bridge",
+        10 => "ip6",
+        _ => return None,
+    })
+}
+
+/// One line, the way `nft monitor trace` names things:
+/// `inet weft-policy forward rule handle 7: drop (mark 0x0000000b)`,
+/// `inet tt out policy accept`.
+impl fmt::Display for TraceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match family_name(self.family) {
+            Some(name) => f.write_str(name)?,
+            None => write!(f, "family {}", self.family)?,
+        }
+        write!(f, " {} {} ", self.table, self.chain)?;
+        match self.kind {
+            TraceKind::Rule => f.write_str("rule")?,
+            TraceKind::Policy => f.write_str("policy")?,
+            TraceKind::Return => f.write_str("return")?,
+            TraceKind::Other(t) => write!(f, "event {t}")?,
+        }
+        if let Some(h) = self.rule_handle {
+            write!(f, " handle {h}")?;
+        }
+        match (&self.kind, &self.verdict) {
+            (TraceKind::Policy, Some(v)) => write!(f, " {v}")?,
+            // The implicit return at the end of a chain carries "continue": nothing to add.
+            (TraceKind::Return, Some(Verdict::Continue)) => {}
+            (_, Some(v)) => write!(f, ": {v}")?,
+            (_, None) => {}
+        }
+        if let Some(m) = self.mark {
+            write!(f, " (mark 0x{m:08x})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Iterates over the attributes in `buf`: (type without flags, payload). Stops at the first
+/// malformed header instead of reading past the buffer.
+struct Nlas<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Iterator for Nlas<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let hdr = self.buf.get(..NLA_HDRLEN)?;
+        let len = u16::from_ne_bytes([hdr[0], hdr[1]]) as usize;
+        let kind = u16::from_ne_bytes([hdr[2], hdr[3]]) & NLA_TYPE_MASK;
+        let Some(payload) = self.buf.get(NLA_HDRLEN..len) else {
+            // Shorter than its header or longer than what is left.
+            self.buf = &[];
+            return None;
+        };
+        // The last attribute's padding may be missing.
+        self.buf = self.buf.get(align4(len)..).unwrap_or(&[]);
+        Some((kind, payload))
+    }
+}
+
+fn nlas(buf: &[u8]) -> Nlas<'_> {
+    Nlas { buf }
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn be32(p: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(p).ok().map(u32::from_be_bytes)
+}
+
+fn be64(p: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(p).ok().map(u64::from_be_bytes)
+}
+
+/// An NLA_STRING: up to the first NUL, invalid UTF-8 replaced.
+fn string(p: &[u8]) -> String {
+    let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
+    String::from_utf8_lossy(&p[..end]).into_owned()
+}
+
+/// NFTA_TRACE_VERDICT's payload (enum nft_verdict_attributes); None without a code.
+fn parse_verdict(buf: &[u8]) -> Option<Verdict> {
+    let mut code = None;
+    let mut chain = None;
+    for (kind, p) in nlas(buf) {
+        match kind {
+            NFTA_VERDICT_CODE => code = be32(p).map(|c| c as i32).or(code),
+            NFTA_VERDICT_CHAIN => chain = Some(string(p)),
+            _ => {}
+        }
+    }
+    code.map(|c| Verdict::from_code(c, chain))
+}
+
+/// The payload of one NFT_MSG_TRACE message (nfgenmsg + attributes). None if it is too
+/// short for the nfgenmsg or names no table and chain.
+fn parse_event(msg: &[u8]) -> Option<TraceEvent> {
+    let family = *msg.first()?;
+    let attrs = msg.get(NFGENMSG_LEN..)?;
+    let mut table = None;
+    let mut chain = None;
+    let mut kind = TraceKind::Other(0);
+    let mut policy = None;
+    let mut ev = TraceEvent {
+        id: 0,
+        family,
+        table: String::new(),
+        chain: String::new(),
+        kind,
+        rule_handle: None,
+        verdict: None,
+        iif: None,
+        oif: None,
+        mark: None,
+        network_header: None,
+        transport_header: None,
+    };
+    // An attribute with the wrong size is skipped (the `if let` / `.or` fall-throughs).
+    for (t, p) in nlas(attrs) {
+        match t {
+            NFTA_TRACE_TABLE => table = Some(string(p)),
+            NFTA_TRACE_CHAIN => chain = Some(string(p)),
+            NFTA_TRACE_RULE_HANDLE => ev.rule_handle = be64(p).or(ev.rule_handle),
+            NFTA_TRACE_TYPE => {
+                if let Some(v) = be32(p) {
+                    kind = TraceKind::from_raw(v);
+                }
+            }
+            NFTA_TRACE_VERDICT => ev.verdict = parse_verdict(p).or(ev.verdict.take()),
+            NFTA_TRACE_ID => ev.id = be32(p).unwrap_or(ev.id),
+            NFTA_TRACE_NETWORK_HEADER => ev.network_header = Some(p.to_vec()),
+            NFTA_TRACE_TRANSPORT_HEADER => ev.transport_header = Some(p.to_vec()),
+            NFTA_TRACE_IIF => ev.iif = be32(p).or(ev.iif),
+            NFTA_TRACE_OIF => ev.oif = be32(p).or(ev.oif),
+            NFTA_TRACE_MARK => ev.mark = be32(p).or(ev.mark),
+            NFTA_TRACE_POLICY => policy = be32(p).or(policy),
+            // LL header, interface types, nfproto, padding, anything newer.
+            _ => {}
+        }
+    }
+    ev.table = table?;
+    ev.chain = chain?;
+    ev.kind = kind;
+    if ev.kind == TraceKind::Policy && ev.verdict.is_none() {
+        ev.verdict = policy.map(|p| Verdict::from_code(p as i32, None));
+    }
+    Some(ev)
+}
+
+/// Splits a datagram into its netlink messages: (type, payload). Stops at a malformed or
+/// truncated header.
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let hdr = buf.get(..NLMSG_HDRLEN)?;
+        let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+        let kind = u16::from_ne_bytes([hdr[4], hdr[5]]);
+        let Some(payload) = buf.get(NLMSG_HDRLEN..len) else {
+            buf = &[];
+            return None;
+        };
+        buf = buf.get(align4(len)..).unwrap_or(&[]);
+        Some((kind, payload))
+    })
+}
+
+/// A datagram's trace events, and the errnos of the NLMSG_ERROR messages in it.
+fn parse_datagram(buf: &[u8]) -> (Vec<TraceEvent>, Vec<i32>) {
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    for (kind, payload) in messages(buf) {
+        match kind {
+            TRACE_MSG_TYPE => events.extend(parse_event(payload)),
+            NLMSG_ERROR => {
+                let code = payload
+                    .get(..4)
+                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                match code {
+                    Some(0) => {} // an ACK
+                    Some(c) => errors.push(c.saturating_neg()),
+                    None => errors.push(libc::EBADMSG),
+                }
+            }
+            // NLMSG_NOOP, NLMSG_DONE, other nf_tables notifications: not ours.
+            _ => {}
+        }
+    }
+    (events, errors)
+}
+
+/// The trace events in `buf`, one or more netlink messages as read from a
+/// `NETLINK_NETFILTER` socket. Other messages are ignored, a malformed attribute is skipped,
+/// and a truncated message (or anything after it) is left out. Headers are not copied between
+/// events here (see [`TraceListener`]).
+pub fn parse(buf: &[u8]) -> Vec<TraceEvent> {
+    parse_datagram(buf).0
+}
+
+/// The packet part of an event: what the kernel sends only once per packet and hook.
+#[derive(Debug, Clone)]
+struct Packet {
+    id: u32,
+    iif: Option<u32>,
+    oif: Option<u32>,
+    network_header: Option<Vec<u8>>,
+    transport_header: Option<Vec<u8>>,
+}
+
+/// The packets seen last, to complete the events that come without them.
+#[derive(Debug, Default)]
+struct PacketCache {
+    recent: VecDeque<Packet>,
+}
+
+impl PacketCache {
+    /// Remembers the packet of `ev`, or fills it in from the last one with the same id.
+    fn complete(&mut self, ev: &mut TraceEvent) {
+        if ev.has_packet() {
+            self.recent.retain(|p| p.id != ev.id);
+            if self.recent.len() >= PACKET_CACHE_LEN {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(Packet {
+                id: ev.id,
+                iif: ev.iif,
+                oif: ev.oif,
+                network_header: ev.network_header.clone(),
+                transport_header: ev.transport_header.clone(),
+            });
+        } else if let Some(p) = self.recent.iter().rev().find(|p| p.id == ev.id) {
+            ev.iif = p.iif;
+            ev.oif = p.oif;
+            ev.network_header.clone_from(&p.network_header);
+            ev.transport_header.clone_from(&p.transport_header);
+        }
+    }
+}
+
+/// A `NETLINK_NETFILTER` socket in the `NFNLGRP_NFTRACE` group of one network namespace.
+#[derive(Debug)]
+pub struct TraceListener {
+    sock: Socket,
+    buf: Vec<u8>,
+    packets: PacketCache,
+    overruns: u64,
+}
+
+impl TraceListener {
+    /// Listens in the calling thread's network namespace.
+    pub fn open() -> Result<Self> {
+        let mut sock = Socket::new(NETLINK_NETFILTER)
+            .map_err(|e| Error::io("open NETLINK_NETFILTER socket", e))?;
+        sock.bind_auto()
+            .map_err(|e| Error::io("bind NETLINK_NETFILTER socket", e))?;
+        set_rcvbuf(&sock);
+        sock.add_membership(NFNLGRP_NFTRACE)
+            .map_err(|e| Error::io("join netlink group NFNLGRP_NFTRACE", e))?;
+        sock.set_non_blocking(true)
+            .map_err(|e| Error::io("make NETLINK_NETFILTER socket non-blocking", e))?;
+        Ok(TraceListener {
+            sock,
+            buf: Vec::with_capacity(RECV_BUF_LEN),
+            packets: PacketCache::default(),
+            overruns: 0,
+        })
+    }
+
+    /// Listens in `ns`; the calling thread is back in its own namespace when this returns.
+    pub fn open_in(ns: &Netns) -> Result<Self> {
+        ns.run(Self::open)?
+    }
+
+    /// The events that arrive until `timeout` passes without one, or at the latest after ten
+    /// times `timeout` (so that a steady stream of traced packets cannot hold it forever).
+    /// Events already queued count: open the listener before sending the probe.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Vec<TraceEvent>> {
+        self.recv_for(timeout, timeout.checked_mul(10).unwrap_or(Duration::MAX))
+    }
+
+    /// The events that arrive until `idle` passes without one, or until `limit` has passed.
+    pub fn recv_for(&mut self, idle: Duration, limit: Duration) -> Result<Vec<TraceEvent>> {
+        let start = Instant::now();
+        let mut events = Vec::new();
+        loop {
+            let left = limit.saturating_sub(start.elapsed());
+            let wait = idle.min(left);
+            if !self.wait_readable(wait)? {
+                break;
+            }
+            self.drain(&mut events)?;
+            if start.elapsed() >= limit {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
+    /// How many times the kernel dropped events because the socket's buffer was full
+    /// (ENOBUFS) since the listener was opened.
+    pub fn overruns(&self) -> u64 {
+        self.overruns
+    }
+
+    /// poll(2) for input for at most `wait`; false on timeout.
+    fn wait_readable(&self, wait: Duration) -> Result<bool> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Rounded up, so that a wait under a millisecond does not spin.
+            let ms = left
+                .as_nanos()
+                .div_ceil(1_000_000)
+                .min(libc::c_int::MAX as u128) as libc::c_int;
+            let mut pfd = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, and its count.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("poll NETLINK_NETFILTER socket", e));
+            }
+            // POLLERR (ENOBUFS pending) counts as readable: recv reports it.
+            return Ok(n > 0);
+        }
+    }
+
+    /// Reads every queued datagram (the socket is non-blocking).
+    fn drain(&mut self, events: &mut Vec<TraceEvent>) -> Result<()> {
+        loop {
+            self.buf.clear();
+            // MSG_TRUNC: the return value is the datagram's real size, so truncation shows.
+            let n = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.overruns += 1;
+                    tracing::warn!("nftables trace: socket buffer overrun, events were lost");
+                    continue;
+                }
+                Err(e) => return Err(Error::io("receive nftables trace events", e)),
+            };
+            if n > self.buf.len() {
+                tracing::warn!(
+                    "nftables trace: {n}-byte datagram truncated to {}",
+                    self.buf.len()
+                );
+            }
+            let (mut got, errors) = parse_datagram(&self.buf);
+            for errno in errors {
+                tracing::debug!(
+                    "nftables trace: netlink error: {}",
+                    io::Error::from_raw_os_error(errno)
+                );
+            }
+            for ev in &mut got {
+                self.packets.complete(ev);
+            }
+            events.append(&mut got);
+        }
+    }
+}
+
+impl AsFd for TraceListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+/// Asks for a [`SOCKET_RCVBUF`] receive buffer: SO_RCVBUFFORCE (root may exceed rmem_max),
+/// else SO_RCVBUF (capped at rmem_max). Best effort: the default works, only smaller.
+fn set_rcvbuf(sock: &Socket) {
+    let size = SOCKET_RCVBUF;
+    // SAFETY: a valid socket, and a c_int option value with its size.
+    let forced = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if forced != 0 {
+        if let Err(e) = sock.set_rx_buf_sz(size) {
+            tracing::debug!("nftables trace: SO_RCVBUF: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&((NLA_HDRLEN + payload.len()) as u16).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(payload);
+        out.resize(align4(out.len()), 0);
+        out
+    }
+
+    fn s(v: &str) -> Vec<u8> {
+        let mut b = v.as_bytes().to_vec();
+        b.push(0);
+        b
+    }
+
+    fn verdict(code: i32, chain: Option<&str>) -> Vec<u8> {
+        let mut inner = nla(NFTA_VERDICT_CODE | NLA_F_NET_BYTEORDER, &code.to_be_bytes());
+        if let Some(c) = chain {
+            inner.extend(nla(NFTA_VERDICT_CHAIN, &s(c)));
+        }
+        nla(NFTA_TRACE_VERDICT | NLA_F_NESTED, &inner)
+    }
+
+    /// nlmsghdr + nfgenmsg + attributes, as the kernel sends a trace event.
+    fn msg(kind: u16, family: u8, attrs: &[Vec<u8>]) -> Vec<u8> {
+        let attrs = attrs.concat();
+        let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&[family, 0, 0, 0]);
+        m.extend_from_slice(&attrs);
+        m
+    }
+
+    fn u32_attr(kind: u16, v: u32) -> Vec<u8> {
+        nla(kind, &v.to_be_bytes())
+    }
+
+    /// IPv4 + UDP headers 10.0.0.1:4000 -> 10.0.0.2:9999.
+    fn ipv4_udp() -> (Vec<u8>, Vec<u8>) {
+        let mut ip = vec![0x45, 0, 0, 33, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        let mut udp = Vec::new();
+        udp.extend_from_slice(&4000u16.to_be_bytes());
+        udp.extend_from_slice(&9999u16.to_be_bytes());
+        udp.extend_from_slice(&[0, 13, 0, 0, b'h', b'e', b'l', b'l', b'o']);
+        (ip, udp)
+    }
+
+    /// A rule event dropping a packet, the way nft_trace_notify lays it out.
+    fn drop_event() -> Vec<u8> {
+        let (ip, udp) = ipv4_udp();
+        msg(
+            TRACE_MSG_TYPE,
+            1,
+            &[
+                u32_attr(NFTA_TRACE_NFPROTO, 2),
+                u32_attr(NFTA_TRACE_TYPE, NFT_TRACETYPE_RULE),
+                u32_attr(NFTA_TRACE_ID, 0xdead_beef),
+                nla(NFTA_TRACE_CHAIN, &s("forward")),
+                nla(NFTA_TRACE_TABLE, &s("weft-policy")),
+                nla(17, &[]), // NFTA_TRACE_PAD before the 64-bit handle
+                nla(NFTA_TRACE_RULE_HANDLE, &7u64.to_be_bytes()),
+                verdict(0, None),
+                u32_attr(NFTA_TRACE_MARK, 0xb),
+                u32_attr(NFTA_TRACE_IIF, 3),
+                nla(11, &1u16.to_be_bytes()), // NFTA_TRACE_IIFTYPE
+                u32_attr(NFTA_TRACE_OIF, 4),
+                nla(NFTA_TRACE_NETWORK_HEADER, &ip),
+                nla(NFTA_TRACE_TRANSPORT_HEADER, &udp[..8]),
+                nla(NFTA_TRACE_LL_HEADER, &[0; 14]),
+            ],
+        )
+    }
+
+    const NFTA_TRACE_LL_HEADER: u16 = 7;
+    const NFTA_TRACE_NFPROTO: u16 = 15;
+
+    #[test]
+    fn rule_event_with_drop_verdict() {
+        let evs = parse(&drop_event());
+        assert_eq!(evs.len(), 1);
+        let e = &evs[0];
+        assert_eq!(e.id, 0xdead_beef);
+        assert_eq!(e.family, 1);
+        assert_eq!(e.table, "weft-policy");
+        assert_eq!(e.chain, "forward");
+        assert_eq!(e.kind, TraceKind::Rule);
+        assert_eq!(e.rule_handle, Some(7));
+        assert_eq!(e.verdict, Some(Verdict::Drop));
+        assert_eq!((e.iif, e.oif, e.mark), (Some(3), Some(4), Some(0xb)));
+        assert_eq!(
+            e.ipv4(),
+            Some((Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 17))
+        );
+        assert_eq!(e.ipv6(), None);
+        assert_eq!(e.dport(), Some(9999));
+        assert_eq!(e.sport(), Some(4000));
+        assert_eq!(
+            e.to_string(),
+            "inet weft-policy forward rule handle 7: drop (mark 0x0000000b)"
+        );
+    }
+
+    #[test]
+    fn policy_event_takes_its_verdict_from_the_policy() {
+        let m = msg(
+            TRACE_MSG_TYPE,
+            2,
+            &[
+                u32_attr(NFTA_TRACE_TYPE, NFT_TRACETYPE_POLICY),
+                u32_attr(NFTA_TRACE_ID, 1),
+                nla(NFTA_TRACE_CHAIN, &s("out")),
+                nla(NFTA_TRACE_TABLE, &s("tt")),
+                u32_attr(NFTA_TRACE_POLICY, 1),
+            ],
+        );
+        let evs = parse(&m);
+        assert_eq!(evs.len(), 1);
+        let e = &evs[0];
+        assert_eq!(e.kind, TraceKind::Policy);
+        assert_eq!(e.verdict, Some(Verdict::Accept));
+        assert_eq!(e.rule_handle, None);
+        assert_eq!(e.mark, None);
+        assert_eq!((e.ipv4(), e.dport()), (None, None));
+        assert_eq!(e.to_string(), "ip tt out policy accept");
+
+        // A policy drop.
+        let m = msg(
+            TRACE_MSG_TYPE,
+            10,
+            &[
+                u32_attr(NFTA_TRACE_TYPE, NFT_TRACETYPE_POLICY),
+                nla(NFTA_TRACE_CHAIN, &s("in")),
+                nla(NFTA_TRACE_TABLE, &s("t6")),
+                u32_attr(NFTA_TRACE_POLICY, 0),
+            ],
+        );
+        assert_eq!(parse(&m)[0].to_string(), "ip6 t6 in policy drop");
+    }
+
+    #[test]
+    fn jump_and_goto_carry_the_target_chain() {
+        let ev = |code: i32, chain: &str| {
+            let m = msg(
+                TRACE_MSG_TYPE,
+                1,
+                &[
+                    u32_attr(NFTA_TRACE_TYPE, NFT_TRACETYPE_RULE),
+                    nla(NFTA_TRACE_CHAIN, &s("forward")),
+                    nla(NFTA_TRACE_TABLE, &s("weft")),
+                    nla(NFTA_TRACE_RULE_HANDLE, &12u64.to_be_bytes()),
+                    verdict(code, Some(chain)),
+                ],
+            );
+            parse(&m).pop().expect("one event")
+        };
+        let j = ev(NFT_JUMP, "pod-ingress");
+        assert_eq!(j.verdict, Some(Verdict::Jump("pod-ingress".into())));
+        assert_eq!(
+            j.to_string(),
+            "inet weft forward rule handle 12: jump pod-ingress"
+        );
+        let g = ev(NFT_GOTO, "x");
+        assert_eq!(g.verdict, Some(Verdict::Goto("x".into())));
+    }
+
+    #[test]
+    fn verdict_codes() {
+        let v = |c| Verdict::from_code(c, None);
+        assert_eq!(v(0), Verdict::Drop);
+        assert_eq!(v(1), Verdict::Accept);
+        assert_eq!(v(-1), Verdict::Continue);
+        assert_eq!(v(-2), Verdict::Break);
+        assert_eq!(v(-3), Verdict::Jump(String::new()));
+        assert_eq!(v(-5), Verdict::Return);
+        // NF_DROP_ERR(-EPERM): errno in the upper bits.
+        assert_eq!(v(libc::EPERM << 16), Verdict::Drop);
+        // NF_QUEUE to queue 3.
+        assert_eq!(v((3 << 16) | 3), Verdict::Other((3 << 16) | 3));
+        assert_eq!(v(-42), Verdict::Other(-42));
+    }
+
+    #[test]
+    fn return_event_and_unknown_family() {
+        let m = msg(
+            TRACE_MSG_TYPE,
+            42,
+            &[
+                u32_attr(NFTA_TRACE_TYPE, NFT_TRACETYPE_RETURN),
+                nla(NFTA_TRACE_CHAIN, &s("sub")),
+                nla(NFTA_TRACE_TABLE, &s("t")),
+                verdict(NFT_CONTINUE, None),
+            ],
+        );
+        let e = parse(&m).pop().expect("event");
+        assert_eq!(e.kind, TraceKind::Return);
+        assert_eq!(e.to_string(), "family 42 t sub return");
+    }
+
+    #[test]
+    fn several_messages_per_datagram_and_foreign_ones() {
+        let mut d = drop_event();
+        d.extend(msg(0x0a00, 1, &[nla(1, &s("newtable"))])); // NFT_MSG_NEWTABLE
+        d.extend(drop_event());
+        let mut err = Vec::new();
+        err.extend_from_slice(&36u32.to_ne_bytes());
+        err.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        err.extend_from_slice(&[0; 10]);
+        err.extend_from_slice(&(-libc::EPERM).to_ne_bytes());
+        err.extend_from_slice(&[0; 16]);
+        d.extend(&err);
+        let (evs, errors) = parse_datagram(&d);
+        assert_eq!(evs.len(), 2);
+        assert_eq!(errors, vec![libc::EPERM]);
+    }
+
+    #[test]
+    fn malformed_attributes_are_skipped() {
+        let m = msg(
+            TRACE_MSG_TYPE,
+            1,
+            &[
+                nla(NFTA_TRACE_ID, &[1, 2, 3]),          // wrong size
+                nla(NFTA_TRACE_RULE_HANDLE, &[0; 4]),    // wrong size
+                nla(NFTA_TRACE_VERDICT, &[0xff; 3]),     // no usable nested attribute
+                nla(NFTA_TRACE_TYPE, &[0, 0]),           // wrong size
+                nla(NFTA_TRACE_TABLE, &[b'a', 0xff, 0]), // invalid UTF-8
+                nla(NFTA_TRACE_CHAIN, &s("c")),
+            ],
+        );
+        let e = parse(&m).pop().expect("event");
+        assert_eq!(e.id, 0);
+        assert_eq!(e.rule_handle, None);
+        assert_eq!(e.verdict, None);
+        assert_eq!(e.kind, TraceKind::Other(0));
+        assert_eq!(e.table, "a\u{fffd}");
+        assert_eq!(e.chain, "c");
+
+        // No table or chain: not an event.
+        let m = msg(TRACE_MSG_TYPE, 1, &[u32_attr(NFTA_TRACE_ID, 5)]);
+        assert!(parse(&m).is_empty());
+    }
+
+    #[test]
+    fn truncated_or_garbage_input_never_panics() {
+        let mut d = drop_event();
+        d.extend(drop_event());
+        let whole = parse(&d).len();
+        assert_eq!(whole, 2);
+        for cut in 0..=d.len() {
+            let n = parse(&d[..cut]).len();
+            assert!(n <= whole);
+            let _ = parse(&d[cut..]);
+            let _ = parse_event(&d[..cut]);
+            let _ = parse_verdict(&d[cut..]);
+        }
+        // The first message survives a cut inside the second one.
+        assert_eq!(parse(&d[..d.len() - 1]).len(), 1);
+        // An attribute whose length runs past the end ends the attributes, not the event.
+        let mut m = drop_event();
+        m.extend_from_slice(&[0xff, 0x00, 0x01, 0x00, 1, 2]);
+        let len = m.len() as u32;
+        m[..4].copy_from_slice(&len.to_ne_bytes());
+        assert_eq!(parse(&m).len(), 1);
+        // Lengths below the header size or past the end.
+        assert!(parse(&[0xff; 64]).is_empty());
+        assert!(parse(&[0; 64]).is_empty());
+        assert_eq!(nlas(&[2, 0, 1, 0, 1, 2]).count(), 0);
+        // Headers too short to read addresses or ports from.
+        let mut e = parse(&drop_event()).pop().expect("event");
+        e.network_header = Some(vec![0x45; 19]);
+        assert_eq!((e.ipv4(), e.dport()), (None, None));
+        e.network_header = Some(ipv4_udp().0);
+        e.transport_header = Some(vec![0, 1, 2]);
+        assert_eq!(e.dport(), None);
+    }
+
+    #[test]
+    fn later_events_of_a_packet_get_its_headers() {
+        let first = parse(&drop_event()).pop().expect("event");
+        let mut later = TraceEvent {
+            network_header: None,
+            transport_header: None,
+            iif: None,
+            oif: None,
+            ..first.clone()
+        };
+        let mut other = TraceEvent {
+            id: 77,
+            ..later.clone()
+        };
+        let mut cache = PacketCache::default();
+        let mut f = first.clone();
+        cache.complete(&mut f);
+        assert_eq!(f, first);
+        cache.complete(&mut later);
+        assert_eq!(later, first);
+        cache.complete(&mut other);
+        assert_eq!((other.network_header, other.iif), (None, None));
+        for id in 0..2 * PACKET_CACHE_LEN as u32 {
+            cache.complete(&mut TraceEvent {
+                id,
+                ..first.clone()
+            });
+        }
+        assert_eq!(cache.recent.len(), PACKET_CACHE_LEN);
+    }
+}

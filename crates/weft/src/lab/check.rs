@@ -1,0 +1,120 @@
+//! `weft lab check`: the seed's expected outcome, verified on the running lab. Each check
+//! sends real traffic from one namespace of the lab to another (a TCP request to weft's
+//! built-in server, or a ping) and compares what happened with what the lab file expects.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::probe::{self, Outcome};
+use super::state::State;
+use super::topology::{CheckSpec, Expect};
+
+/// How long a probe waits for an answer; a policy drop shows as no answer in this time.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub from: String,
+    pub to: String,
+    pub address: String,
+    pub port: Option<u16>,
+    pub expect: Expect,
+    pub outcome: Outcome,
+    pub pass: bool,
+    /// Why it failed, in words.
+    pub problem: Option<String>,
+}
+
+impl CheckResult {
+    pub fn line(&self) -> String {
+        let dst = match self.port {
+            Some(p) => format!("{}:{p} ({}:{p})", self.to, self.address),
+            None => format!("{} ({}, ping)", self.to, self.address),
+        };
+        format!(
+            "{}  {} -> {}  expect {}: {}{}",
+            if self.pass { "PASS" } else { "FAIL" },
+            self.from,
+            dst,
+            match self.expect {
+                Expect::Allow => "allow",
+                Expect::Deny => "deny",
+            },
+            self.outcome.text(),
+            self.problem
+                .as_ref()
+                .map(|p| format!(" -- {p}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// Sends one probe as a check describes it and judges the outcome.
+pub fn run_check(st: &State, c: &CheckSpec) -> Result<CheckResult> {
+    let l = &st.layout;
+    let ns = l
+        .namespace_of(&c.from)
+        .with_context(|| format!("check from {:?}: not a container, cell or internet", c.from))?;
+    let dst = l
+        .address_of(st, &c.to)
+        .with_context(|| format!("check to {:?}: no address known", c.to))?;
+    let outcome = match c.port {
+        Some(port) => probe::tcp(&ns, dst, port, PROBE_TIMEOUT)?,
+        None => probe::ping(&ns, dst, PROBE_TIMEOUT)?,
+    };
+    let mut problem = None;
+    let pass = match c.expect {
+        Expect::Allow => {
+            if !outcome.reached() {
+                problem = Some("expected to get through".into());
+                false
+            } else if let Some(s) = &c.sees {
+                let want = l.address_of(st, s);
+                let seen = match &outcome {
+                    Outcome::Reached { seen, .. } => *seen,
+                    _ => None,
+                };
+                if seen.is_some() && seen == want {
+                    true
+                } else {
+                    problem = Some(format!(
+                        "the server should have seen {s} ({}), saw {}",
+                        want.map(|w| w.to_string()).unwrap_or_else(|| "?".into()),
+                        seen.map(|w| w.to_string())
+                            .unwrap_or_else(|| "nothing".into())
+                    ));
+                    false
+                }
+            } else {
+                true
+            }
+        }
+        Expect::Deny => {
+            if outcome.reached() {
+                problem = Some("expected to be denied".into());
+            }
+            !outcome.reached()
+        }
+    };
+    Ok(CheckResult {
+        from: c.from.clone(),
+        to: c.to.clone(),
+        address: dst.to_string(),
+        port: c.port,
+        expect: c.expect,
+        outcome,
+        pass,
+        problem,
+    })
+}
+
+/// Runs every check of the lab.
+pub fn run_all(st: &State) -> Result<Vec<CheckResult>> {
+    st.topology
+        .checks
+        .iter()
+        .map(|c| run_check(st, c))
+        .collect()
+}
