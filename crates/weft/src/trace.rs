@@ -102,6 +102,9 @@ pub struct Step {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
+    /// false when the decision is taken on a host this trace cannot see (then `allowed` is
+    /// false too and `by` says where to look).
+    pub known: bool,
     pub allowed: bool,
     /// The policy, map element or rule that decided.
     pub by: String,
@@ -496,6 +499,25 @@ impl Ctx<'_> {
         c.app.clone().unwrap_or_else(|| "(no app)".into())
     }
 
+    /// The host holding the lease of the destination's subnet, from the controller.
+    fn lease_holder(&self) -> Option<String> {
+        let c = self.controller.clone()?;
+        let ip = self.dst_ip;
+        let fut = async move {
+            let l = c.leases().await?;
+            Ok::<_, anyhow::Error>(
+                l.leases
+                    .into_iter()
+                    .find(|l| l.subnet.contains(&ip))
+                    .map(|l| format!("host {} (underlay {})", l.host, l.underlay_ip)),
+            )
+        };
+        match &self.controller_ns {
+            Some(ns) => up::block_in(ns, move || Box::pin(fut)).ok().flatten(),
+            None => runtime().ok()?.block_on(fut).ok().flatten(),
+        }
+    }
+
     /// The controller's policies, if it answers.
     fn policies(&self) -> Option<Vec<weft_controller::model::Policy>> {
         let c = self.controller.clone()?;
@@ -625,6 +647,7 @@ impl Ctx<'_> {
             (9, "decapsulated: the GBP field becomes the packet's mark"),
         ];
         let mut decision = Decision {
+            known: true,
             allowed: true,
             by: String::new(),
         };
@@ -765,6 +788,7 @@ impl Ctx<'_> {
                         steps.push(step(8, overlay_steps[4].1, Some(dh), objs));
                         if known.is_none() && policy_table(dh).is_some() {
                             decision = Decision {
+                                known: true,
                                 allowed: false,
                                 by: format!(
                                     "{}: VXLAN from {src_u}, which holds no lease (rule in inet weft-policy input)",
@@ -879,6 +903,7 @@ impl Ctx<'_> {
                                 objs.push(format!("rule {r}"));
                             }
                             decision = Decision {
+                                known: true,
                                 allowed: false,
                                 by: format!(
                                     "default deny on {}: no policy allows {} -> {} {}{}{}",
@@ -910,18 +935,26 @@ impl Ctx<'_> {
                     decision.by = "bridge mode: no policy".into();
                 }
                 _ => {
-                    // A destination on a host we cannot see: it decides there.
+                    // A destination on a host we cannot see: it decides there. The
+                    // controller says which host that is.
+                    let holder = self.lease_holder();
                     steps.push(skipped(
                         10,
                         "checked against policy on the destination host",
-                        "the destination host is not visible from here: run `weft trace` there",
-                    ));
-                    let n = self.policies().map(|ps| ps.len());
-                    decision.by = match n {
-                        Some(n) => format!(
-                            "the destination host ({n} policies at the controller; `weft policy check` names the one that applies)"
+                        &format!(
+                            "on {}: run `weft trace` there to see its policy elements",
+                            holder.as_deref().unwrap_or("the destination host")
                         ),
-                        None => "the destination host".into(),
+                    ));
+                    decision = Decision {
+                        known: false,
+                        allowed: false,
+                        by: format!(
+                            "{} (not visible from here; `weft policy check {} <destination app> {}` shows what the controller allows)",
+                            holder.as_deref().unwrap_or("the destination host"),
+                            self.app(src),
+                            self.port.map(|p| p.to_string()).unwrap_or_default()
+                        ),
                     };
                 }
             }
@@ -947,7 +980,7 @@ impl Ctx<'_> {
                     ],
                 ));
             }
-            _ if !decision.allowed => {
+            _ if decision.known && !decision.allowed => {
                 steps.push(skipped(11, "delivery", "not delivered: denied at step 10"));
             }
             _ => steps.push(skipped(
@@ -1101,10 +1134,13 @@ pub fn trace(a: &TraceArgs) -> Result<Trace> {
                 ns: None,
                 cni_dir: a.data_dir.clone(),
                 lease_file: a.lease_file.clone(),
-                mode: Mode::Overlay,
-                underlay_ip: weft_cni::lease::HostLease::read(&a.lease_file)
-                    .ok()
-                    .and(None),
+                // A host with a lease runs overlay containers; without, bridge mode.
+                mode: if a.lease_file.exists() {
+                    Mode::Overlay
+                } else {
+                    Mode::Bridge
+                },
+                underlay_ip: None,
             }],
             lab: None,
         },
@@ -1217,10 +1253,10 @@ pub fn print(t: &Trace) {
     }
     println!(
         "verdict: {} by {}",
-        if t.decision.allowed {
-            "ALLOWED"
-        } else {
-            "DENIED"
+        match (t.decision.known, t.decision.allowed) {
+            (false, _) => "DECIDED ELSEWHERE",
+            (true, true) => "ALLOWED",
+            (true, false) => "DENIED",
         },
         t.decision.by
     );
@@ -1269,6 +1305,14 @@ pub fn print(t: &Trace) {
                 d.rule.as_deref().unwrap_or("the chain's policy")
             ),
             None if p.outcome.reached() => println!("delivered: no rule dropped it"),
+            None if p
+                .events
+                .iter()
+                .all(|e| e.host == t.steps[0].host.clone().unwrap_or_default())
+                && !t.decision.known =>
+            {
+                println!("no nftables rule dropped it on this host: look on the destination host")
+            }
             None => println!("no nftables rule dropped it (lost elsewhere: routing, no listener)"),
         }
     }

@@ -330,6 +330,39 @@ fn trace_names_steps_and_objects() {
         .unwrap()
         .contains("198.18.0.1"));
 
+    // On a real host (no --lab, run on cell1 itself): its own kernel objects, and the far
+    // side named from the controller's leases.
+    let a_ip = trace("app-a:8080", false)["dst_ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let d = lab.dir.path.join(&lab.name).join("cells").join("cell1");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("cell1"), WEFT, "trace"])
+        .arg(format!("{}-app-b-0", lab.name))
+        .arg(format!("{a_ip}:8080"))
+        .arg("--data-dir")
+        .arg(d.join("cni"))
+        .arg("--lease-file")
+        .arg(d.join("lease.json"))
+        .args(["--controller", "http://198.18.0.254:7070", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["decision"]["known"], false, "{t:#}");
+    assert!(
+        t["decision"]["by"].as_str().unwrap().contains("host cell2"),
+        "{t:#}"
+    );
+    assert!(t["steps"][4]["objects"]
+        .to_string()
+        .contains("dst 198.18.0.2"));
+
     // Bad input is named.
     let out = lab.weft(&["trace", "nosuch", "app-a:8080", "--lab", &lab.name]);
     assert!(!out.status.success());
