@@ -59,6 +59,24 @@ pub async fn ensure_pair(
             format!("{} vanished after creation", local.name),
         )
     })?;
+    if created {
+        // The host end's IFLA_LINK is the peer's index in the container's namespace: no
+        // second lookup for a pair we just made (it is down, as created).
+        if let Some(index) = hv.peer_index {
+            let cl = Link {
+                index,
+                name: peer.name.to_string(),
+                kind: Some("veth".into()),
+                mac: peer.mac,
+                mtu: peer.mtu.unwrap_or(hv.mtu),
+                up: peer.up,
+                master: None,
+                peer_index: Some(hv.index),
+                alias: None,
+            };
+            return Ok((hv, cl));
+        }
+    }
     let cl = cont.link_by_name(peer.name).await?.ok_or_else(|| {
         CniError::new(
             code::KERNEL,
