@@ -13,6 +13,8 @@ use super::topology::{CheckSpec, Expect};
 
 /// How long a probe waits for an answer; a policy drop shows as no answer in this time.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a refused connection is retried (a server just started may not listen yet).
+const SERVER_START: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
@@ -60,10 +62,20 @@ pub fn run_check(st: &State, c: &CheckSpec) -> Result<CheckResult> {
     let dst = l
         .address_of(st, &c.to)
         .with_context(|| format!("check to {:?}: no address known", c.to))?;
-    let outcome = match c.port {
-        Some(port) => probe::tcp(&ns, dst, port, PROBE_TIMEOUT)?,
-        None => probe::ping(&ns, dst, PROBE_TIMEOUT)?,
+    let send = || -> Result<Outcome> {
+        match c.port {
+            Some(port) => probe::tcp(&ns, dst, port, PROBE_TIMEOUT),
+            None => probe::ping(&ns, dst, PROBE_TIMEOUT),
+        }
     };
+    let mut outcome = send()?;
+    // A server started by `lab up` a moment ago may not listen yet: a refusal is retried for
+    // a while (a drop is not: that is the answer).
+    let start = std::time::Instant::now();
+    while matches!(outcome, Outcome::Refused { .. }) && start.elapsed() < SERVER_START {
+        std::thread::sleep(Duration::from_millis(100));
+        outcome = send()?;
+    }
     let mut problem = None;
     let pass = match c.expect {
         Expect::Allow => {
