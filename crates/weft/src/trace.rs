@@ -1126,32 +1126,47 @@ pub fn trace(a: &TraceArgs) -> Result<Trace> {
             a.dst
         );
     }
+    let host_world = || World {
+        hosts: vec![Host {
+            name: "this host".into(),
+            ns: None,
+            cni_dir: a.data_dir.clone(),
+            lease_file: a.lease_file.clone(),
+            // A host with a lease runs overlay containers; without, bridge mode.
+            mode: if a.lease_file.exists() {
+                Mode::Overlay
+            } else {
+                Mode::Bridge
+            },
+            underlay_ip: None,
+        }],
+        lab: None,
+    };
+    // Without --lab: this host's containers; if the source is not one of them and exactly one
+    // lab is up, that lab.
+    let labs = crate::lab::state::labs(&a.state_dir);
     let world = match &a.lab {
         Some(lab) => lab_world(up::load(lab, &a.state_dir)?),
-        None => World {
-            hosts: vec![Host {
-                name: "this host".into(),
-                ns: None,
-                cni_dir: a.data_dir.clone(),
-                lease_file: a.lease_file.clone(),
-                // A host with a lease runs overlay containers; without, bridge mode.
-                mode: if a.lease_file.exists() {
-                    Mode::Overlay
-                } else {
-                    Mode::Bridge
-                },
-                underlay_ip: None,
-            }],
-            lab: None,
-        },
+        None => {
+            let w = host_world();
+            match (w.find(&a.src), labs.as_slice()) {
+                (None, [only]) => lab_world(up::load(only, &a.state_dir)?),
+                _ => w,
+            }
+        }
     };
     let src = world.find(&a.src).with_context(|| {
         format!(
             "source {:?}: no such container{}",
             a.src,
-            match &a.lab {
-                Some(l) => format!(" in lab {l}"),
-                None => format!(" on this host (weft-cni state in {})", a.data_dir.display()),
+            match (&world.lab, labs.len()) {
+                (Some(st), _) => format!(" in lab {}", st.layout.lab),
+                (None, 0) => format!(" on this host (weft-cni state in {})", a.data_dir.display()),
+                (None, _) => format!(
+                    " on this host (weft-cni state in {}); labs that are up: {} (--lab NAME)",
+                    a.data_dir.display(),
+                    labs.join(", ")
+                ),
             }
         )
     })?;

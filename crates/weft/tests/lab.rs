@@ -210,10 +210,19 @@ fn c2c_lab_up_check_graph_down() {
         let ip = c["ip"].as_str().unwrap();
         assert!(svg.contains(ip), "SVG lacks {ip}");
     }
+    // Every policy as an allowed arrow, every denied check as a denied one.
     assert!(
-        svg.contains("allowed") && svg.contains("denied"),
-        "SVG lacks the policy arrows"
+        svg.contains("<title>app-b → app-a tcp 8080 allowed</title>"),
+        "SVG lacks the policy arrow"
     );
+    for denied in [
+        "app-b → app-a tcp 9090 denied",
+        "app-a → app-b tcp 8080 denied",
+        "app-c → app-a tcp 8080 denied",
+    ] {
+        assert!(svg.contains(denied), "SVG lacks the denied path {denied}");
+    }
+    assert!(svg.contains("class=\"edge allowed\"") && svg.contains("class=\"edge denied\""));
     let dot = lab.ok(&["lab", "graph", &lab.name, "--format", "dot"]);
     assert!(dot.contains("digraph") && dot.contains("app-b") && dot.contains("app-a"));
     lab.down_clean();
