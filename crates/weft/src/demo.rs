@@ -93,15 +93,24 @@ fn story(st: &State, a: &DemoArgs) -> Result<bool> {
     }
 
     banner("step 3: AppB -> AppA:8080 is allowed; everything else between apps stays denied");
-    for (from, to, port) in [
+    let matrix: Vec<CheckSpec> = [
         ("app-b", "app-a", 8080),
         ("app-b", "app-a", 9090),
         ("app-a", "app-b", 8080),
         ("app-c", "app-a", 8080),
-    ] {
-        let r = probe(st, from, to, port)?;
+    ]
+    .into_iter()
+    .map(|(from, to, port)| CheckSpec {
+        from: from.into(),
+        to: to.into(),
+        port: Some(port),
+        expect: Expect::Allow,
+        sees: None,
+    })
+    .collect();
+    for r in check::run_many(st, &matrix)? {
         show(&r);
-        let want = (from, to, port) == ("app-b", "app-a", 8080);
+        let want = (r.from.as_str(), r.to.as_str(), r.port) == ("app-b", "app-a", Some(8080));
         ok &= r.outcome.reached() == want;
     }
     let out = check::run_check(
