@@ -62,10 +62,10 @@ pub fn run(a: ContainersArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let table: Vec<[String; 8]> = rows
+    let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 short(&r.container_id),
                 r.network.clone(),
                 r.mode.to_string(),
@@ -87,24 +87,7 @@ pub fn run(a: ContainersArgs) -> Result<ExitCode> {
         "APP",
         "TAG",
     ];
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in &table {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect();
-        println!("{}", s.join("  ").trim_end());
-    };
-    line(head.to_vec());
-    for r in &table {
-        line(r.iter().map(String::as_str).collect());
-    }
+    crate::table::print("", &head, &table);
     Ok(ExitCode::SUCCESS)
 }
 

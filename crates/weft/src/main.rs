@@ -4,6 +4,7 @@ mod containers;
 mod demo;
 mod lab;
 mod netns;
+mod table;
 mod trace;
 
 use clap::{Parser, Subcommand};

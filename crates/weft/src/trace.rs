@@ -26,7 +26,7 @@ use weft_kernel::Netlink;
 use crate::lab::probe::{self, Outcome};
 use crate::lab::state::State;
 use crate::lab::topology::Mode;
-use crate::lab::up;
+use crate::lab::up::{self, runtime};
 
 #[derive(Args)]
 pub struct TraceArgs {
@@ -144,12 +144,6 @@ pub struct Trace {
     pub steps: Vec<Step>,
     pub decision: Decision,
     pub probe: Option<ProbeReport>,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
 }
 
 /// Runs `f` in the host's namespace.

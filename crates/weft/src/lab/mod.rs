@@ -388,24 +388,7 @@ pub fn status_of(st: &State) -> LabStatus {
 }
 
 fn table(head: &[&str], rows: Vec<Vec<String>>) {
-    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect();
-        println!("  {}", s.join("  ").trim_end());
-    };
-    line(head.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+    crate::table::print("  ", head, &rows);
 }
 
 pub fn print_status(s: &LabStatus) {

@@ -578,9 +578,11 @@ impl Layout {
                 "dataDir": data,
             }),
             Mode::Bridge => {
+                // `layout` gives every bridge cell its subnet (DEFAULT_BRIDGE_SUBNET if unset).
                 let subnet = cell
                     .bridge_subnet
-                    .unwrap_or(Ipv4Net::new(Ipv4Addr::new(10, 88, 0, 0), 24).unwrap_or_default());
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| DEFAULT_BRIDGE_SUBNET.to_string());
                 serde_json::json!({
                     "cniVersion": "1.1.0",
                     "name": format!("{}-bridge", self.lab),
@@ -588,7 +590,7 @@ impl Layout {
                     "bridge": "weft0",
                     "ipMasq": cell.masquerade,
                     "dataDir": data,
-                    "ipam": { "ranges": [[{ "subnet": subnet.to_string() }]] },
+                    "ipam": { "ranges": [[{ "subnet": subnet }]] },
                 })
             }
         }

@@ -125,7 +125,8 @@ impl Bins {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// A single-threaded runtime: its sockets stay in the namespace of the thread that runs it.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
