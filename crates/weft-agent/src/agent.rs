@@ -18,7 +18,7 @@ use weft_controller::Client;
 use weft_kernel::link::{parse_mac, VxlanSpec};
 use weft_kernel::Netlink;
 
-use crate::{local, nat, policy, remote, vtep};
+use crate::{fastpath, local, nat, policy, remote, vtep};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentArgs {
@@ -73,6 +73,12 @@ pub struct AgentArgs {
     /// e.g. 127.0.0.1:9109
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The BPF fast path for established TCP connections across hosts (see `fastpath`):
+    /// "auto" (default) uses it when the kernel and build allow and says why not otherwise,
+    /// "on" refuses to start without it, "off" runs on the kernel path alone (and removes
+    /// the programs an earlier run left)
+    #[arg(long, env = "WEFT_FASTPATH", default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub fastpath: String,
     /// On exit, release the lease and remove the VTEP, routes and NAT (the host leaves the
     /// overlay). Without it, exiting leaves everything in place so traffic keeps flowing.
     #[arg(long)]
@@ -167,6 +173,8 @@ struct Agent {
     applied: Option<policy::Elements>,
     /// Names for the metrics endpoint, refreshed at every policy sync.
     view: std::sync::Arc<std::sync::Mutex<crate::metrics::View>>,
+    /// The fast path's programs and maps, when it runs.
+    fastpath: Option<fastpath::FastPath>,
     /// Whether the controller's snapshot has arrived. Until then the kernel keeps enforcing
     /// what an earlier run of the agent applied: a restart must not open or close anything.
     have_snapshot: bool,
@@ -319,7 +327,9 @@ impl Agent {
             }
             self.reconcile().await?;
         }
-        self.sync_policy()
+        let policy = self.sync_policy();
+        self.sync_fastpath().await;
+        policy
     }
 
     /// Re-reads this host's containers, claims their apps and syncs the policy table; errors
@@ -332,6 +342,7 @@ impl Agent {
         if let Err(e) = self.sync_policy() {
             tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
         }
+        self.sync_fastpath().await;
     }
 
     /// Makes the policy table match the policies, tags, local containers and remote cells.
@@ -386,6 +397,98 @@ impl Agent {
         );
         self.applied = Some(new);
         Ok(())
+    }
+
+    /// Loads the fast path (or, with `--fastpath off`, removes one an earlier run left).
+    async fn start_fastpath(&mut self) -> Result<()> {
+        if self.args.fastpath == "off" {
+            let mut ifs = vec![self.underlay.dev];
+            for c in local::overlay_containers(&self.args.cni_data_dir) {
+                if let Ok(Some(l)) = self.nl.link_by_name(&c.host_ifname).await {
+                    ifs.push(l.index);
+                }
+            }
+            fastpath::detach_all(ifs);
+            return Ok(());
+        }
+        let loaded = fastpath::FastPath::load().and_then(|fp| {
+            weft_kernel::sysctl::set(fastpath::BE_LIBERAL, "1")
+                .with_context(|| format!("setting {}", fastpath::BE_LIBERAL))?;
+            Ok(fp)
+        });
+        match loaded {
+            Ok(fp) => {
+                tracing::info!(
+                    "fast path loaded; it attaches once the controller's snapshot is in"
+                );
+                if let Ok(mut v) = self.view.lock() {
+                    v.fastpath = Some(fp.stats.clone());
+                }
+                self.fastpath = Some(fp);
+            }
+            Err(e) if self.args.fastpath == "on" => return Err(e.context("--fastpath on")),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "running without the fast path (kernel path only)")
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the fast path's maps match the local containers and remote cells, and attaches
+    /// its programs (after the controller's snapshot, like the policy table). Errors are
+    /// logged: the kernel path carries everything meanwhile.
+    async fn sync_fastpath(&mut self) {
+        if self.fastpath.is_none() || !self.have_snapshot {
+            return;
+        }
+        let Some(vtep_mac) = parse_mac(&self.lease.vtep_mac) else {
+            return;
+        };
+        let links: BTreeMap<String, weft_kernel::link::Link> = match self.nl.links().await {
+            Ok(ls) => ls.into_iter().map(|l| (l.name.clone(), l)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing links for the fast path failed");
+                return;
+            }
+        };
+        let attached: Vec<fastpath::Attached<'_>> = self
+            .containers
+            .iter()
+            .filter_map(|c| {
+                let l = links.get(&c.host_ifname)?;
+                Some(fastpath::Attached {
+                    container: c,
+                    ifindex: l.index,
+                    host_mac: l.mac?,
+                })
+            })
+            .collect();
+        let veths = attached.iter().map(|a| a.ifindex).collect();
+        let mut tags = self.apps.clone();
+        tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), *v)));
+        let config = fastpath::Config {
+            underlay_ip: self.underlay.ip,
+            underlay_ifindex: self.underlay.dev,
+            vni: self.args.vni,
+            port: self.args.vxlan_port,
+            vtep_mac,
+        };
+        let remotes = remote::plan(self.leases.values(), &self.host);
+        let desired = fastpath::desired(config, &attached, &tags, &remotes);
+        if let Some(fp) = self.fastpath.as_mut() {
+            match fp.apply(&desired, &veths) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    changes = n,
+                    endpoints = desired.endpoints.len(),
+                    remotes = desired.remotes.len(),
+                    "fast path maps updated"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "fast path sync failed; the next resync retries")
+                }
+            }
+        }
     }
 
     async fn renew(&mut self) -> Result<()> {
@@ -484,6 +587,7 @@ impl AgentArgs {
             applied: None,
             have_snapshot: false,
             view: Default::default(),
+            fastpath: None,
         };
         if let Some(addr) = self.metrics_listen {
             let view = agent.view.clone();
@@ -494,6 +598,7 @@ impl AgentArgs {
             });
         }
         agent.ensure_local().await?;
+        agent.start_fastpath().await?;
         // Read the local containers and claim their apps; the policy table waits for the
         // controller's snapshot (sync_policy does nothing before it).
         agent.refresh_local().await;
@@ -529,6 +634,11 @@ impl AgentArgs {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
             }
+        }
+        if let Some(mut fp) = agent.fastpath.take() {
+            // Stale maps must not outlive the agent: connections go on through the kernel path.
+            fp.detach();
+            tracing::info!("fast path detached");
         }
         if self.release_on_exit {
             agent.leave().await?;

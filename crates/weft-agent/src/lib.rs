@@ -8,9 +8,11 @@
 //! - [`vtep`]: the VXLAN device (desired spec, ensure)
 //! - [`remote`]: other hosts' leases → routes, neighbours, FDB entries (plan + diff + apply)
 //! - [`nat`]: the host's nftables table (masquerade)
+//! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
 
 pub mod agent;
+pub mod fastpath;
 pub mod local;
 pub mod metrics;
 pub mod nat;

@@ -19,6 +19,8 @@ pub struct View {
     pub app_of_ip: BTreeMap<Ipv4Addr, String>,
     pub remote_cells: usize,
     pub policies: usize,
+    /// The fast path's counters (a map of the loaded programs), when it runs.
+    pub fastpath: Option<weft_kernel::bpf::Map>,
 }
 
 /// One counted element of the policy table.
@@ -173,7 +175,49 @@ async fn scrape(view: &Arc<Mutex<View>>) -> String {
     .and_then(|r| r.ok())
     .unwrap_or_default();
     let v = view.lock().map(|v| v.clone()).unwrap_or_default();
-    render(&parse(&listing), &v)
+    let mut s = render(&parse(&listing), &v);
+    let stats = v
+        .fastpath
+        .as_ref()
+        .and_then(|m| crate::fastpath::read_stats(m).ok());
+    s += &render_fastpath(stats);
+    s
+}
+
+/// The fast path's counters (`weft_fastpath_enabled 0` when it does not run).
+pub fn render_fastpath(stats: Option<crate::fastpath::Stats>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# TYPE weft_fastpath_enabled gauge\nweft_fastpath_enabled {}",
+        u8::from(stats.is_some())
+    );
+    if let Some(st) = stats {
+        let _ = writeln!(s, "# HELP weft_fastpath_packets_total Packets of established connections the BPF fast path encapsulated (tx) or delivered (rx).");
+        let _ = writeln!(s, "# TYPE weft_fastpath_packets_total counter");
+        let _ = writeln!(
+            s,
+            "weft_fastpath_packets_total{{direction=\"tx\"}} {}",
+            st.tx_packets
+        );
+        let _ = writeln!(
+            s,
+            "weft_fastpath_packets_total{{direction=\"rx\"}} {}",
+            st.rx_packets
+        );
+        let _ = writeln!(s, "# TYPE weft_fastpath_bytes_total counter");
+        let _ = writeln!(
+            s,
+            "weft_fastpath_bytes_total{{direction=\"tx\"}} {}",
+            st.tx_bytes
+        );
+        let _ = writeln!(
+            s,
+            "weft_fastpath_bytes_total{{direction=\"rx\"}} {}",
+            st.rx_bytes
+        );
+    }
+    s
 }
 
 /// Serves GET /metrics until the task is dropped.

@@ -33,6 +33,8 @@ pub struct LocalContainer {
     pub ip: Ipv4Addr,
     pub host_ifname: String,
     pub app: Option<String>,
+    /// The container end's MAC (the fast path delivers to it).
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Every element of the table's sets and maps, rendered as nft element text.
@@ -290,16 +292,19 @@ mod tests {
                 ip: "10.255.1.1".parse().unwrap(),
                 host_ifname: "weftaaaa".into(),
                 app: Some("app-a".into()),
+                mac: None,
             },
             LocalContainer {
                 ip: "10.255.1.2".parse().unwrap(),
                 host_ifname: "weftbbbb".into(),
                 app: Some("app-a".into()),
+                mac: None,
             },
             LocalContainer {
                 ip: "10.255.1.3".parse().unwrap(),
                 host_ifname: "weftcccc".into(),
                 app: None,
+                mac: None,
             },
         ];
         (tags, cs)

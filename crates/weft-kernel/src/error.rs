@@ -13,6 +13,8 @@ pub enum Error {
     Io { op: String, source: io::Error },
     #[error("nftables: {0}")]
     Nft(String),
+    #[error("bpf: {0}")]
+    Bpf(String),
     #[error("{0}")]
     Invalid(String),
 }

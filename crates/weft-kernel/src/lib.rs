@@ -11,11 +11,13 @@
 //! | nftables          | [`nft`]     | libnftables, in-process, one transaction per call |
 //! | conntrack entry   | [`conntrack`] | ctnetlink (NETLINK_NETFILTER socket) |
 //! | nftables trace events | [`nftrace`] | NETLINK_NETFILTER, group NFNLGRP_NFTRACE |
+//! | BPF object, map, tc filter | [`bpf`] | libbpf, in-process (bpf(2), tc over rtnetlink) |
 //!
 //! Nothing here spawns a process. [`Netlink`] is a socket bound to one network namespace,
 //! opened once and reused for every request (the pattern netavark uses).
 
 pub mod addr;
+pub mod bpf;
 pub mod conntrack;
 mod error;
 pub mod link;

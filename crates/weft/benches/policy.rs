@@ -203,6 +203,7 @@ fn bench_apply() -> Vec<ApplyRow> {
             ip: Ipv4Addr::new(10, 255, 1, 2),
             host_ifname: "weftdst0000000".into(),
             app: Some("dst".into()),
+            mac: None,
         }];
         let cells = vec!["198.18.0.2".parse().expect("ip")];
         let mut rows = Vec::new();

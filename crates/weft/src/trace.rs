@@ -154,6 +154,23 @@ fn on<T: Send + 'static>(h: &Host, f: impl FnOnce() -> Result<T> + Send + 'stati
     }
 }
 
+/// The id of the fast path's program on `dev`'s tc ingress in the host's namespace, if one
+/// is attached (weft-agent's handle and priority).
+fn fastpath_filter(h: &Host, dev: &str) -> Option<u32> {
+    let dev = dev.to_string();
+    on(h, move || {
+        let ifindex = nix::net::if_::if_nametoindex(dev.as_str())?;
+        let hook = weft_kernel::bpf::TcIngress {
+            ifindex,
+            handle: weft_agent::fastpath::TC_HANDLE,
+            priority: weft_agent::fastpath::TC_PRIORITY,
+        };
+        Ok(hook.query()?)
+    })
+    .ok()
+    .flatten()
+}
+
 fn nft(h: &Host, cmd: &str) -> Result<String> {
     let cmd = cmd.to_string();
     on(h, move || {
@@ -727,6 +744,15 @@ impl Ctx<'_> {
                         objs.push(format!("weft.vtep: vxlan id {} dstport 4789 gbp", o.vni));
                     }
                 }
+                if let Some(id) = fastpath_filter(sh, &src.host_veth) {
+                    objs.push(format!(
+                        "fast path: weft_tx (BPF prog {id}, tc ingress of {}) encapsulates this \
+                         connection's packets itself once conntrack holds it as established (TCP \
+                         data, not SYN/FIN/RST): the same VXLAN-GBP packet, without the routing, \
+                         nftables and weft.vtep above",
+                        src.host_veth
+                    ));
+                }
                 let mut s = step(5, overlay_steps[1].1, Some(sh), objs);
                 s.note = src_mark.map(|m| format!("GBP group policy id {m:#06x} carries the tag"));
                 steps.push(s);
@@ -790,12 +816,16 @@ impl Ctx<'_> {
                                 ),
                             };
                         }
-                        let mut s = step(
-                            9,
-                            overlay_steps[5].1,
-                            Some(dh),
-                            vec![format!("weft.vtep on {} decapsulates", dh.name)],
-                        );
+                        let mut objs = vec![format!("weft.vtep on {} decapsulates", dh.name)];
+                        if let Some(id) = fastpath_filter(dh, "eth0") {
+                            objs.push(format!(
+                                "fast path: weft_rx (BPF prog {id}, tc ingress of eth0) \
+                                 decapsulates established TCP data for a local container and \
+                                 delivers it straight into its namespace; new connections go \
+                                 through weft.vtep and step 10"
+                            ));
+                        }
+                        let mut s = step(9, overlay_steps[5].1, Some(dh), objs);
                         s.note = src_mark.map(|m| format!("meta mark {m:#010x}"));
                         steps.push(s);
                     }
