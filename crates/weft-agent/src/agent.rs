@@ -598,6 +598,9 @@ impl AgentArgs {
             });
         }
         agent.ensure_local().await?;
+        // Watch the container records before the first read (the watch also signals once
+        // when it is in place), so a container added meanwhile is not left to the resync.
+        let mut local_changes = local::watch(self.cni_data_dir.clone());
         agent.start_fastpath().await?;
         // Read the local containers and claim their apps; the policy table waits for the
         // controller's snapshot (sync_policy does nothing before it).
@@ -608,7 +611,6 @@ impl AgentArgs {
         renew.tick().await;
         let mut resync = tokio::time::interval(Duration::from_secs(self.resync.max(1)));
         resync.tick().await;
-        let mut local_changes = local::watch(self.cni_data_dir.clone());
         let mut watch = client.watch_resuming(None);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {

@@ -24,8 +24,9 @@ pub fn overlay_containers(cni_data_dir: &Path) -> Vec<LocalContainer> {
         .collect()
 }
 
-/// Starts a thread that sends `()` whenever an attachment record under `dir` is created,
-/// replaced or removed (also in networks created later). Ends when the receiver is dropped.
+/// Starts a thread that sends `()` once its watches are in place and then whenever an
+/// attachment record under `dir` is created, replaced or removed (also in networks created
+/// later). Ends when the receiver is dropped.
 pub fn watch(dir: PathBuf) -> mpsc::UnboundedReceiver<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -56,6 +57,11 @@ fn run(dir: &Path, tx: &mpsc::UnboundedSender<()>) -> nix::Result<()> {
         for e in rd.flatten() {
             watch_network(&e.path());
         }
+    }
+    // Records written after the agent's first read but before these watches were in place
+    // would otherwise wait for the next resync: one rescan now that the watches are there.
+    if tx.send(()).is_err() {
+        return Ok(());
     }
     loop {
         let events = ino.read_events()?;

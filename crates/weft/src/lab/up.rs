@@ -685,6 +685,24 @@ fn mesh_done(st: &State) -> Result<bool> {
 /// with an app has a tag.
 fn policies_done(st: &State) -> Result<bool> {
     let l = &st.layout;
+    // The sources' side: every policy's source container is in its cell's `tags` map (its
+    // packets are marked), or the destination's element alone would not let it through.
+    for pol in &st.topology.policies {
+        for c in l.containers.iter().filter(|c| c.app == pol.from) {
+            let Some(ip) = st.container(&c.name).and_then(|s| s.ip) else {
+                continue;
+            };
+            let cell = l.cell(&c.cell).context("unknown cell")?;
+            if cell.mode != Mode::Overlay {
+                continue;
+            }
+            let text =
+                nft_in(&cell.namespace, "list map inet weft-policy tags").unwrap_or_default();
+            if !text.contains(&format!("{ip} :")) {
+                return Ok(false);
+            }
+        }
+    }
     for pol in &st.topology.policies {
         for c in l.containers.iter().filter(|c| c.app == pol.to) {
             let Some(ip) = st.container(&c.name).and_then(|s| s.ip) else {
