@@ -313,6 +313,7 @@ impl Client {
             client: self.clone(),
             last: since,
             stream: None,
+            fresh: false,
             backoff: Duration::from_millis(100),
         }
     }
@@ -385,8 +386,17 @@ pub struct ResumingWatch {
     client: Client,
     last: Option<i64>,
     stream: Option<WatchStream>,
+    /// The stream is new, owes us a snapshot, and has delivered nothing yet.
+    fresh: bool,
     backoff: Duration,
 }
+
+/// How long a watch request may take to be answered, and a new watch without a revision to
+/// resume from to deliver its snapshot (which the controller sends at once). A request that
+/// hears nothing by then is abandoned and made again: seen in the simulated data centre, a
+/// watch sent right after an agent's first requests sometimes got no answer at all, and
+/// nothing else would have noticed.
+const FIRST_MESSAGE: Duration = Duration::from_secs(5);
 
 impl ResumingWatch {
     /// The last revision delivered.
@@ -399,13 +409,23 @@ impl ResumingWatch {
     pub async fn next(&mut self) -> Result<WatchMessage> {
         loop {
             if self.stream.is_none() {
-                match self.client.watch(self.last).await {
-                    Ok(s) => self.stream = Some(s),
-                    Err(e @ ClientError::Api { .. }) | Err(e @ ClientError::Config(_)) => {
+                match tokio::time::timeout(FIRST_MESSAGE, self.client.watch(self.last)).await {
+                    Ok(Ok(s)) => {
+                        self.stream = Some(s);
+                        // A snapshot comes at once; a resumed watch with nothing to replay
+                        // stays quiet until the next change or heartbeat.
+                        self.fresh = self.last.is_none();
+                    }
+                    Err(_) => {
+                        tracing::warn!(after = ?FIRST_MESSAGE, "watch: the controller did not answer; asking again");
+                        self.pause().await;
+                        continue;
+                    }
+                    Ok(Err(e @ ClientError::Api { .. })) | Ok(Err(e @ ClientError::Config(_))) => {
                         return Err(e)
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "watch reconnect failed");
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, retry_in = ?self.backoff, "watch: cannot connect to the controller");
                         self.pause().await;
                         continue;
                     }
@@ -414,8 +434,22 @@ impl ResumingWatch {
             let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
-            match stream.next().await {
+            let next = if self.fresh {
+                match tokio::time::timeout(FIRST_MESSAGE, stream.next()).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(after = ?FIRST_MESSAGE, "watch: nothing from the controller; asking again");
+                        self.stream = None;
+                        self.pause().await;
+                        continue;
+                    }
+                }
+            } else {
+                stream.next().await
+            };
+            match next {
                 Ok(Some(msg)) => {
+                    self.fresh = false;
                     self.backoff = Duration::from_millis(100);
                     if !matches!(msg, WatchMessage::Heartbeat { .. }) {
                         self.last = Some(msg.revision());

@@ -819,9 +819,13 @@ impl Dc {
             .iter()
             .map(|&n| format!("--- cell {n} agent:\n{}", self.cell(n).agent_log()))
             .collect();
+        let ctl = self.controller_log();
+        let ctl_tail: Vec<&str> = ctl.lines().rev().take(40).collect();
+        let ctl_tail: Vec<&str> = ctl_tail.into_iter().rev().collect();
         panic!(
-            "cells do not route to each other (from, to): {missing:?}\n{}",
-            logs.join("\n")
+            "cells do not route to each other (from, to): {missing:?}\n{}\n--- controller (tail):\n{}",
+            logs.join("\n"),
+            ctl_tail.join("\n")
         );
     }
 
