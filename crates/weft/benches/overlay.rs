@@ -11,8 +11,12 @@
 //!   new cell's agent starts; the first answer's timestamp (ping -D) minus the agent's start.
 //!
 //! ```text
-//! sudo cargo bench -p weft --bench overlay [-- --secs 5 --rounds 5 --pings 500 --joins 5]
+//! sudo cargo bench -p weft --bench overlay [-- --secs 5 --rounds 5 --pings 500 --joins 5 --cc cubic]
 //! ```
+//!
+//! iperf3 uses the machine's default TCP congestion control unless `--cc NAME` is given
+//! (passed as `iperf3 -C NAME`); the table names the one used. It matters: BBR paces each
+//! stream, cubic does not, and the two load the paths differently.
 //!
 //! Everything happens in namespaces the bench makes (see tests/common/dc.rs) and removes on
 //! exit or panic; the machine's own namespace is never touched. Needs iperf3, ping, python3.
@@ -36,6 +40,8 @@ struct Opts {
     rounds: u32,
     pings: u32,
     joins: u32,
+    /// TCP congestion control for iperf3 (`-C`); None: the machine's default.
+    cc: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -44,6 +50,7 @@ fn opts() -> Opts {
         rounds: 5,
         pings: 500,
         joins: 5,
+        cc: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -70,6 +77,15 @@ fn opts() -> Opts {
                 o.joins = val();
                 i += 1;
             }
+            "--cc" => {
+                let name = args.get(i + 1).cloned().unwrap_or_default();
+                assert!(
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()),
+                    "--cc needs a congestion control name (e.g. cubic, bbr, reno)"
+                );
+                o.cc = Some(name);
+                i += 1;
+            }
             _ => {} // `cargo bench` passes --bench
         }
         i += 1;
@@ -77,8 +93,16 @@ fn opts() -> Opts {
     o
 }
 
-/// iperf3 from `client` to `server` (at `ip`), one TCP stream for `secs`: bits/s received.
-fn iperf(log_dir: &std::path::Path, server: &Ns, client: &Ns, ip: &str, secs: u32) -> f64 {
+/// iperf3 from `client` to `server` (at `ip`), one TCP stream for `secs` with congestion
+/// control `cc` (None: the default): bits/s received.
+fn iperf(
+    log_dir: &std::path::Path,
+    server: &Ns,
+    client: &Ns,
+    ip: &str,
+    secs: u32,
+    cc: Option<&str>,
+) -> f64 {
     let srv = Proc::spawn(
         server,
         &["iperf3", "-s", "-1", "-p", "5201"],
@@ -88,7 +112,8 @@ fn iperf(log_dir: &std::path::Path, server: &Ns, client: &Ns, ip: &str, secs: u3
     wait_until("iperf3 server", dc::LIVE, || {
         server.ok("ss -ltnH").contains(":5201")
     });
-    let out = client.ok(&format!("iperf3 -c {ip} -p 5201 -t {secs} -J"));
+    let cc = cc.map(|c| format!(" -C {c}")).unwrap_or_default();
+    let out = client.ok(&format!("iperf3 -c {ip} -p 5201 -t {secs}{cc} -J"));
     drop(srv);
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 -J: {e}: {out}"));
     v["end"]["sum_received"]["bits_per_second"]
@@ -269,10 +294,24 @@ fn main() {
         eprintln!("round {r}/{} ...", o.rounds);
         let mut row = [0.0; 3];
         for (k, s) in setups.iter().enumerate() {
-            row[k] = iperf(&s.log_dir, &s.server, &s.client, &s.ip, o.secs);
+            row[k] = iperf(
+                &s.log_dir,
+                &s.server,
+                &s.client,
+                &s.ip,
+                o.secs,
+                o.cc.as_deref(),
+            );
         }
         rounds.push(row);
     }
+    // What iperf3 ran with: `-C`, or what the client namespace defaults to.
+    let cc = o.cc.clone().unwrap_or_else(|| {
+        let d = setups[0]
+            .client
+            .ok("sysctl -n net.ipv4.tcp_congestion_control");
+        format!("{} (default)", d.trim())
+    });
     eprintln!("ping RTTs ...");
     let rtt: Vec<Vec<f64>> = setups
         .iter()
@@ -285,7 +324,7 @@ fn main() {
     let gbit = |b: f64| b / 1e9;
     println!();
     println!(
-        "| iperf3, 1 TCP stream, {} s | bridge, 1 host | overlay, fast path | overlay, kernel path | fast/bridge | kernel/bridge |",
+        "| iperf3, 1 TCP stream, {} s, {cc} | bridge, 1 host | overlay, fast path | overlay, kernel path | fast/bridge | kernel/bridge |",
         o.secs
     );
     println!("|---|---:|---:|---:|---:|---:|");

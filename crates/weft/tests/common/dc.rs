@@ -478,6 +478,11 @@ impl Dc {
             "ip link set lo up && ip link add br0 type bridge && ip link set br0 up && \
              ip addr add {UNDERLAY_GW}/24 dev br0 && sysctl -qw net.ipv4.ip_forward=1"
         ));
+        // The underlay bridge stands for the data centre's switches, which do not run a
+        // host's firewall: when br_netfilter is loaded, its hooks would otherwise run on every
+        // bridged packet in this namespace and bill the switch's work to the overlay.
+        underlay.sh("for k in iptables ip6tables arptables; do \
+             sysctl -qw net.bridge.bridge-nf-call-$k=0 2>/dev/null; done; true");
         let mut dc = Dc {
             cells: Vec::new(),
             controller: None,
