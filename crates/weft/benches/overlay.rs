@@ -1,22 +1,22 @@
 //! The overlay's speed (issue 4, "Speed"), in one run:
 //! - iperf3 TCP throughput (one stream) and ping RTT container→container on one host via
-//!   weft-cni's bridge mode, and across two cells via the overlay twice: with the agent's BPF
-//!   fast path (`--fastpath on`) and on the kernel path alone (`--fastpath off`: VXLAN device,
+//!   weft-cni's bridge mode, and across two cells via the overlay: with the agent's BPF fast
+//!   path (`--fastpath on`) and on the kernel path alone (`--fastpath off`: VXLAN device,
 //!   nftables), each with policy enforcement on and a policy allowing the measured port, as in
-//!   production. The three are measured in interleaved rounds (this VM's throughput drifts
-//!   between runs) and each overlay/bridge ratio is taken within its round (VXLAN's physical
-//!   limit at MTU 1500 is (1500-50)/1500 ≈ 97%);
+//!   production. The cells' underlay is either the simulated switch (a bridge in its own
+//!   namespace, as in the tests) or a cable (one veth pair between the two cells): on one
+//!   machine the software switch is a second veth crossing plus a bridge, work a real switch
+//!   takes off the hosts. As the ceiling of two hosts on that cable, the same containers
+//!   routed without any overlay (silk-style /32 routes, no weft) are measured too. All are
+//!   measured in interleaved rounds (this VM's throughput drifts between runs) and each ratio
+//!   is taken within its round (VXLAN's physical limit at MTU 1500 is (1500-50)/1500 ≈ 97%);
 //! - the time from a new host's agent start (lease) to the first packet that crosses to it:
 //!   a container on an existing cell pings the new cell's VTEP address every 2 ms while the
 //!   new cell's agent starts; the first answer's timestamp (ping -D) minus the agent's start.
 //!
 //! ```text
-//! sudo cargo bench -p weft --bench overlay [-- --secs 5 --rounds 5 --pings 500 --joins 5 --cc cubic]
+//! sudo cargo bench -p weft --bench overlay [-- --secs 5 --rounds 5 --pings 500 --joins 5]
 //! ```
-//!
-//! iperf3 uses the machine's default TCP congestion control unless `--cc NAME` is given
-//! (passed as `iperf3 -C NAME`); the table names the one used. It matters: BBR paces each
-//! stream, cubic does not, and the two load the paths differently.
 //!
 //! Everything happens in namespaces the bench makes (see tests/common/dc.rs) and removes on
 //! exit or panic; the machine's own namespace is never touched. Needs iperf3, ping, python3.
@@ -40,8 +40,6 @@ struct Opts {
     rounds: u32,
     pings: u32,
     joins: u32,
-    /// TCP congestion control for iperf3 (`-C`); None: the machine's default.
-    cc: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -50,7 +48,6 @@ fn opts() -> Opts {
         rounds: 5,
         pings: 500,
         joins: 5,
-        cc: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -77,15 +74,6 @@ fn opts() -> Opts {
                 o.joins = val();
                 i += 1;
             }
-            "--cc" => {
-                let name = args.get(i + 1).cloned().unwrap_or_default();
-                assert!(
-                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()),
-                    "--cc needs a congestion control name (e.g. cubic, bbr, reno)"
-                );
-                o.cc = Some(name);
-                i += 1;
-            }
             _ => {} // `cargo bench` passes --bench
         }
         i += 1;
@@ -93,16 +81,8 @@ fn opts() -> Opts {
     o
 }
 
-/// iperf3 from `client` to `server` (at `ip`), one TCP stream for `secs` with congestion
-/// control `cc` (None: the default): bits/s received.
-fn iperf(
-    log_dir: &std::path::Path,
-    server: &Ns,
-    client: &Ns,
-    ip: &str,
-    secs: u32,
-    cc: Option<&str>,
-) -> f64 {
+/// iperf3 from `client` to `server` (at `ip`), one TCP stream for `secs`: bits/s received.
+fn iperf(log_dir: &std::path::Path, server: &Ns, client: &Ns, ip: &str, secs: u32) -> f64 {
     let srv = Proc::spawn(
         server,
         &["iperf3", "-s", "-1", "-p", "5201"],
@@ -112,8 +92,7 @@ fn iperf(
     wait_until("iperf3 server", dc::LIVE, || {
         server.ok("ss -ltnH").contains(":5201")
     });
-    let cc = cc.map(|c| format!(" -C {c}")).unwrap_or_default();
-    let out = client.ok(&format!("iperf3 -c {ip} -p 5201 -t {secs}{cc} -J"));
+    let out = client.ok(&format!("iperf3 -c {ip} -p 5201 -t {secs} -J"));
     drop(srv);
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 -J: {e}: {out}"));
     v["end"]["sum_received"]["bits_per_second"]
@@ -175,14 +154,57 @@ fn bridge_mode() -> Setup {
     }
 }
 
-/// Two cells, policy on, app-a -> app-b allowed on iperf3's port; `fastpath`: "on" or "off".
-fn overlay_mode(fastpath: &str) -> Setup {
+/// Two hosts joined by a cable (one veth pair), a container on each, routed without any
+/// overlay: /32 to the container's veth, the other host's container prefix via the cable,
+/// the container's default route via 169.254.0.1 on the host side. No weft, no nftables:
+/// what two hosts on that wire can do at best.
+fn routed_cable() -> Setup {
+    let hosts = [Ns::new("rh"), Ns::new("rh")];
+    let ctrs = [Ns::new("rc"), Ns::new("rc")];
+    hosts[0].ok(&format!(
+        "ip link add cable type veth peer name cable netns {}",
+        hosts[1].name
+    ));
+    for (i, (h, c)) in hosts.iter().zip(&ctrs).enumerate() {
+        let n = i + 1;
+        let other = 3 - n;
+        h.ok(&format!(
+            "ip link set lo up && ip addr add 198.19.0.{n}/30 dev cable && ip link set cable up && \
+             sysctl -qw net.ipv4.ip_forward=1 && \
+             ip link add veth{n} type veth peer name eth0 netns {c} && \
+             ip addr add 169.254.0.1/32 dev veth{n} && ip link set veth{n} up && \
+             ip route add 10.98.{n}.1/32 dev veth{n} && \
+             ip route add 10.98.{other}.0/24 via 198.19.0.{other}",
+            c = c.name
+        ));
+        c.ok(&format!(
+            "ip link set lo up && ip addr add 10.98.{n}.1/32 dev eth0 && ip link set eth0 up && \
+             ip route add 169.254.0.1/32 dev eth0 && ip route add default via 169.254.0.1"
+        ));
+    }
+    let [a, b] = ctrs;
+    let ip = "10.98.2.1".to_string();
+    wait_until("routed path", dc::LIVE, || ping_ok(&a, &ip));
+    let dir = common::TempDir::new("routed");
+    Setup {
+        client: a,
+        server: b,
+        ip,
+        log_dir: dir.path.clone(),
+        _keep: Box::new((hosts, dir)),
+    }
+}
+
+/// Two cells, policy on, app-a -> app-b allowed on iperf3's port; `fastpath`: "on" or "off";
+/// `cable`: the cells' underlay is a cable instead of the switch (see [`DcOptions::cable`]).
+fn overlay_mode(fastpath: &str, cable: bool) -> Setup {
     let dc = Dc::with(DcOptions {
         cells: 2,
         agent_env: vec![
             ("WEFT_POLICY".into(), "on".into()),
             ("WEFT_FASTPATH".into(), fastpath.into()),
         ],
+        cable,
         ..Default::default()
     });
     let a = dc.add_container(1, "bench-a", "app-a");
@@ -200,9 +222,10 @@ fn overlay_mode(fastpath: &str) -> Setup {
     }
     wait_until("overlay path", dc::LIVE, || ping_ok(&a.ns, &b.ip));
     if fastpath == "on" {
+        let dev = if cable { "cable" } else { "eth0" };
         wait_until("the fast path", dc::LIVE, || {
             dc.cell_ns(2)
-                .ok("tc filter show dev eth0 ingress")
+                .ok(&format!("tc filter show dev {dev} ingress"))
                 .contains("weft_rx")
         });
     }
@@ -285,33 +308,40 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// What is measured, in the order of the tables.
+const SETUPS: [&str; 5] = [
+    "bridge mode, 1 host",
+    "routed, no overlay, 2 hosts on a cable (ceiling)",
+    "overlay, fast path, cable",
+    "overlay, fast path, switch",
+    "overlay, kernel path, switch",
+];
+const BRIDGE: usize = 0;
+const ROUTED: usize = 1;
+const FAST_CABLE: usize = 2;
+
 fn main() {
     let o = opts();
-    eprintln!("setting up: bridge mode (one host), overlay with the fast path, overlay on the kernel path ...");
-    let setups = [bridge_mode(), overlay_mode("on"), overlay_mode("off")];
-    let mut rounds: Vec<[f64; 3]> = Vec::new();
+    eprintln!("setting up: {} ...", SETUPS.join("; "));
+    let setups = [
+        bridge_mode(),
+        routed_cable(),
+        overlay_mode("on", true),
+        overlay_mode("on", false),
+        overlay_mode("off", false),
+    ];
+    let mut rounds: Vec<Vec<f64>> = Vec::new();
     for r in 1..=o.rounds {
         eprintln!("round {r}/{} ...", o.rounds);
-        let mut row = [0.0; 3];
-        for (k, s) in setups.iter().enumerate() {
-            row[k] = iperf(
-                &s.log_dir,
-                &s.server,
-                &s.client,
-                &s.ip,
-                o.secs,
-                o.cc.as_deref(),
-            );
-        }
+        let row = setups
+            .iter()
+            .map(|s| iperf(&s.log_dir, &s.server, &s.client, &s.ip, o.secs))
+            .collect();
         rounds.push(row);
     }
-    // What iperf3 ran with: `-C`, or what the client namespace defaults to.
-    let cc = o.cc.clone().unwrap_or_else(|| {
-        let d = setups[0]
-            .client
-            .ok("sysctl -n net.ipv4.tcp_congestion_control");
-        format!("{} (default)", d.trim())
-    });
+    let cc = setups[0]
+        .client
+        .ok("sysctl -n net.ipv4.tcp_congestion_control");
     eprintln!("ping RTTs ...");
     let rtt: Vec<Vec<f64>> = setups
         .iter()
@@ -322,41 +352,49 @@ fn main() {
     let joins = join_times(&o);
 
     let gbit = |b: f64| b / 1e9;
+    let col = |k: usize| median(rounds.iter().map(|r| r[k]).collect());
+    let ratio = |k: usize, base: usize| median(rounds.iter().map(|r| r[k] / r[base]).collect());
     println!();
     println!(
-        "| iperf3, 1 TCP stream, {} s, {cc} | bridge, 1 host | overlay, fast path | overlay, kernel path | fast/bridge | kernel/bridge |",
-        o.secs
+        "iperf3, 1 TCP stream, {} s per run, {} interleaved rounds, congestion control {}",
+        o.secs,
+        rounds.len(),
+        cc.trim()
     );
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (i, r) in rounds.iter().enumerate() {
+    println!();
+    println!(
+        "| path | median | / bridge (median of rounds) | rounds, Gbit/s |\n|---|---:|---:|---|"
+    );
+    for (k, name) in SETUPS.iter().enumerate() {
+        let per: Vec<String> = rounds
+            .iter()
+            .map(|r| format!("{:.2}", gbit(r[k])))
+            .collect();
+        let share = if k == BRIDGE {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * ratio(k, BRIDGE))
+        };
         println!(
-            "| round {} | {:.2} Gbit/s | {:.2} Gbit/s | {:.2} Gbit/s | {:.1}% | {:.1}% |",
-            i + 1,
-            gbit(r[0]),
-            gbit(r[1]),
-            gbit(r[2]),
-            100.0 * r[1] / r[0],
-            100.0 * r[2] / r[0]
+            "| {name} | {:.2} Gbit/s | {share} | {} |",
+            gbit(col(k)),
+            per.join(" / ")
         );
     }
-    let col = |k: usize| median(rounds.iter().map(|r| r[k]).collect());
-    let ratio = |k: usize| median(rounds.iter().map(|r| r[k] / r[0]).collect());
     println!(
-        "| **median** | {:.2} Gbit/s | {:.2} Gbit/s | {:.2} Gbit/s | **{:.1}%** | {:.1}% |",
-        gbit(col(0)),
-        gbit(col(1)),
-        gbit(col(2)),
-        100.0 * ratio(1),
-        100.0 * ratio(2)
+        "\noverlay with the fast path on the cable / routed on the same cable: {:.1}% (median of rounds)",
+        100.0 * ratio(FAST_CABLE, ROUTED)
     );
     println!();
-    println!("| ping ({} pings) | bridge, 1 host | overlay, fast path | overlay, kernel path |\n|---|---:|---:|---:|", o.pings);
-    for (name, p) in [("RTT p50", 0.5), ("RTT p99", 0.99)] {
+    println!(
+        "| ping ({} pings) | RTT p50 | RTT p99 |\n|---|---:|---:|",
+        o.pings
+    );
+    for (k, name) in SETUPS.iter().enumerate() {
         println!(
-            "| {name} | {:.3} ms | {:.3} ms | {:.3} ms |",
-            pct(&rtt[0], p),
-            pct(&rtt[1], p),
-            pct(&rtt[2], p)
+            "| {name} | {:.3} ms | {:.3} ms |",
+            pct(&rtt[k], 0.5),
+            pct(&rtt[k], 0.99)
         );
     }
     println!("(ICMP always takes the kernel path: the fast path carries established TCP only)");

@@ -13,7 +13,10 @@
 //! - stopping an agent detaches its programs and its connections carry on through the kernel
 //!   path (conntrack with `nf_conntrack_tcp_be_liberal`), and starting it attaches them again;
 //!   a stream across both loses no byte;
-//! - a packet forged with another container's address is not carried.
+//! - a packet forged with another container's address is not carried;
+//! - with the cells on a cable of their own (`DcOptions::cable`, what the overlay bench uses
+//!   to tell the overlay's cost from the simulated switch's), the VTEP and the fast path use
+//!   the cable and the switch carries none of the stream.
 //!
 //! Each scenario has its own data centre, so they run in parallel. Waits are bounded liveness
 //! waits, never speed assertions.
@@ -555,4 +558,60 @@ sendp(Ether(dst=mac) / IP(src=src, dst=dst) / TCP(sport=int(sport), dport=9000, 
         n >= 5,
         "the kernel path's anti-spoofing rule dropped them: {dropped}"
     );
+}
+
+fn rx_bytes(ns: &Ns, dev: &str) -> u64 {
+    let v: Value =
+        serde_json::from_str(&ns.ok(&format!("ip -s -j link show {dev}"))).expect("ip -j link");
+    v[0]["stats64"]["rx"]["bytes"].as_u64().expect("rx bytes")
+}
+
+/// (e) Cells 1 and 2 on a cable: the agents take it as their underlay (the VTEP's local
+/// address, the FDB entry, `weft_rx`), and a stream crosses it on the fast path while the
+/// switch, still their way to the controller, carries none of it.
+#[test]
+fn cable_underlay_carries_the_overlay() {
+    let dc = Dc::with(DcOptions {
+        cells: 2,
+        agent_env: vec![
+            ("WEFT_POLICY".into(), "off".into()),
+            ("WEFT_FASTPATH".into(), "on".into()),
+        ],
+        agent_args: vec!["--metrics-listen".into(), METRICS.into()],
+        cable: true,
+        ..Default::default()
+    });
+    let a = dc.add_container(1, "cb-a", "app-a");
+    let b = dc.add_container(2, "cb-b", "app-b");
+    assert!(ping_ok(&a.ns, &b.ip), "ping over the cable:\n{}", logs(&dc));
+    let (c1, c2) = (dc.cell_ns(1), dc.cell_ns(2));
+    let vtep: Value =
+        serde_json::from_str(&c1.ok(&format!("ip -d -j link show {VTEP}"))).expect("ip -d -j link");
+    assert_eq!(
+        vtep[0]["linkinfo"]["info_data"]["local"], "198.19.0.1",
+        "{vtep}"
+    );
+    let fdb = c1.ok(&format!("bridge fdb show dev {VTEP}"));
+    assert!(fdb.contains("dst 198.19.0.2"), "cell 1's FDB: {fdb}");
+    wait_until("weft_rx on cell 2's cable", LIVE, || {
+        filter_on(c2, "cable").as_deref() == Some("weft_rx")
+    });
+    assert_eq!(filter_on(c2, "eth0"), None, "nothing on the switch port");
+
+    let (cable_before, switch_before) = (rx_bytes(c2, "cable"), rx_bytes(c2, "eth0"));
+    let rx_before = fast_packets(&dc, 2, "rx");
+    let got = bulk(&dc, &b.ns, &a.ns, &b.ip, 2);
+    let cable = rx_bytes(c2, "cable") - cable_before;
+    let switch = rx_bytes(c2, "eth0") - switch_before;
+    let rx = fast_packets(&dc, 2, "rx") - rx_before;
+    assert!(got >= 100_000_000, "sent (and received) {got} bytes");
+    assert!(
+        cable >= got,
+        "the cable carried {cable} bytes of a {got}-byte stream"
+    );
+    assert!(
+        switch < got / 100,
+        "the switch carried {switch} bytes of a {got}-byte stream"
+    );
+    assert!(rx >= 1000, "cell 2's fast path received {rx} packets");
 }

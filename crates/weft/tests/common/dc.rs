@@ -34,6 +34,9 @@ use crate::common::{exec_plugin, result_ip, wait_until, Ns, Reply, TempDir, WEFT
 pub const UNDERLAY: &str = "198.18.0";
 /// The underlay namespace's address on the bridge: controller address and the cells' gateway.
 pub const UNDERLAY_GW: &str = "198.18.0.254";
+/// The /30 of the cable between cells 1 and 2 when [`DcOptions::cable`] is set: cell `n` is
+/// `CABLE.n`.
+pub const CABLE: &str = "198.19.0";
 pub const CONTROLLER_PORT: u16 = 7070;
 pub const OVERLAY: &str = "10.255.0.0/16";
 pub const VTEP: &str = "weft.vtep";
@@ -248,6 +251,12 @@ pub struct DcOptions {
     pub agent_env: Vec<(String, String)>,
     /// Extra arguments of every agent (e.g. `--metrics-listen`).
     pub agent_args: Vec<String>,
+    /// Cells 1 and 2 are also joined back to back by a veth "cable" (`CABLE.1` and `CABLE.2`)
+    /// and use it as their VXLAN underlay (`--underlay-ip`); the switch stays their way to
+    /// the controller. Two physical hosts' NICs cost one veth crossing here, the software
+    /// switch another (a real switch costs the hosts nothing), so benches can tell the
+    /// overlay's own cost from the simulated switch's.
+    pub cable: bool,
 }
 
 impl Default for DcOptions {
@@ -260,14 +269,18 @@ impl Default for DcOptions {
             log: "info".into(),
             agent_env: vec![("WEFT_POLICY".into(), "off".into())],
             agent_args: Vec::new(),
+            cable: false,
         }
     }
 }
 
 /// One cell (a host): its namespace, underlay address, agent and files.
 pub struct Cell {
-    /// 1-based number; the underlay address is `198.18.0.<n>`, the host name `cell<n>`.
+    /// 1-based number; the underlay address is `198.18.0.<n>` (`198.19.0.<n>` on a cable),
+    /// the host name `cell<n>`.
     pub n: usize,
+    /// On [`DcOptions::cable`]'s cable instead of the switch.
+    pub cabled: bool,
     pub ns: Ns,
     pub host: String,
     pub dir: PathBuf,
@@ -278,7 +291,8 @@ pub struct Cell {
 
 impl Cell {
     pub fn underlay_ip(&self) -> String {
-        format!("{UNDERLAY}.{}", self.n)
+        let net = if self.cabled { CABLE } else { UNDERLAY };
+        format!("{net}.{}", self.n)
     }
     pub fn lease_file(&self) -> PathBuf {
         self.dir.join("lease.json")
@@ -643,8 +657,25 @@ impl Dc {
             "ip link set lo up && ip addr add {UNDERLAY}.{n}/24 dev eth0 && ip link set eth0 up && \
              ip route add default via {UNDERLAY_GW}"
         ));
+        let cabled = self.opts.cable && n <= 2;
+        if cabled && n == 1 {
+            // Cell 2 does not exist yet: both ends start here, cell 2 takes its end below.
+            ns.ok(&format!(
+                "ip link add cable type veth peer name cable2 && \
+                 ip addr add {CABLE}.1/30 dev cable && ip link set cable up"
+            ));
+        } else if cabled {
+            self.cell(1)
+                .ns
+                .ok(&format!("ip link set cable2 netns {}", ns.name));
+            ns.ok(&format!(
+                "ip link set cable2 name cable && ip addr add {CABLE}.2/30 dev cable && \
+                 ip link set cable up"
+            ));
+        }
         self.cells.push(Some(Cell {
             n,
+            cabled,
             ns,
             host: format!("cell{n}"),
             dir,
