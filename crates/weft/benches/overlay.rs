@@ -15,8 +15,13 @@
 //!   new cell's agent starts; the first answer's timestamp (ping -D) minus the agent's start.
 //!
 //! ```text
-//! sudo cargo bench -p weft --bench overlay [-- --secs 5 --rounds 5 --pings 500 --joins 5]
+//! sudo cargo bench -p weft --bench overlay [-- --secs 5 --rounds 5 --pings 500 --joins 5 --no-pin]
 //! ```
+//!
+//! iperf3's client runs on CPU 0 and its server on CPU 1 (`taskset`, as the policy bench
+//! does), as two hosts' applications each have their own CPU; `--no-pin` leaves the placement
+//! to the scheduler, which on two vCPUs moves both around and makes every path slower and
+//! noisier, the overlay more than the bridge.
 //!
 //! Everything happens in namespaces the bench makes (see tests/common/dc.rs) and removes on
 //! exit or panic; the machine's own namespace is never touched. Needs iperf3, ping, python3.
@@ -40,6 +45,8 @@ struct Opts {
     rounds: u32,
     pings: u32,
     joins: u32,
+    /// Pin iperf3's client to CPU 0 and its server to CPU 1.
+    pin: bool,
 }
 
 fn opts() -> Opts {
@@ -48,6 +55,7 @@ fn opts() -> Opts {
         rounds: 5,
         pings: 500,
         joins: 5,
+        pin: std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2),
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -74,6 +82,7 @@ fn opts() -> Opts {
                 o.joins = val();
                 i += 1;
             }
+            "--no-pin" => o.pin = false,
             _ => {} // `cargo bench` passes --bench
         }
         i += 1;
@@ -81,18 +90,31 @@ fn opts() -> Opts {
     o
 }
 
-/// iperf3 from `client` to `server` (at `ip`), one TCP stream for `secs`: bits/s received.
-fn iperf(log_dir: &std::path::Path, server: &Ns, client: &Ns, ip: &str, secs: u32) -> f64 {
+/// iperf3 from `client` to `server` (at `ip`), one TCP stream for `secs`, the client on CPU 0
+/// and the server on CPU 1 if `pin`: bits/s received.
+fn iperf(
+    log_dir: &std::path::Path,
+    server: &Ns,
+    client: &Ns,
+    ip: &str,
+    secs: u32,
+    pin: bool,
+) -> f64 {
+    let mut argv = vec!["iperf3", "-s", "-1", "-p", "5201"];
+    if pin {
+        argv.splice(0..0, ["taskset", "-c", "1"]);
+    }
     let srv = Proc::spawn(
         server,
-        &["iperf3", "-s", "-1", "-p", "5201"],
+        &argv,
         &[],
         &log_dir.join(format!("iperf3-{}.log", server.name)),
     );
     wait_until("iperf3 server", dc::LIVE, || {
         server.ok("ss -ltnH").contains(":5201")
     });
-    let out = client.ok(&format!("iperf3 -c {ip} -p 5201 -t {secs} -J"));
+    let taskset = if pin { "taskset -c 0 " } else { "" };
+    let out = client.ok(&format!("{taskset}iperf3 -c {ip} -p 5201 -t {secs} -J"));
     drop(srv);
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 -J: {e}: {out}"));
     v["end"]["sum_received"]["bits_per_second"]
@@ -335,7 +357,7 @@ fn main() {
         eprintln!("round {r}/{} ...", o.rounds);
         let row = setups
             .iter()
-            .map(|s| iperf(&s.log_dir, &s.server, &s.client, &s.ip, o.secs))
+            .map(|s| iperf(&s.log_dir, &s.server, &s.client, &s.ip, o.secs, o.pin))
             .collect();
         rounds.push(row);
     }
@@ -356,10 +378,15 @@ fn main() {
     let ratio = |k: usize, base: usize| median(rounds.iter().map(|r| r[k] / r[base]).collect());
     println!();
     println!(
-        "iperf3, 1 TCP stream, {} s per run, {} interleaved rounds, congestion control {}",
+        "iperf3, 1 TCP stream, {} s per run, {} interleaved rounds, congestion control {}, {}",
         o.secs,
         rounds.len(),
-        cc.trim()
+        cc.trim(),
+        if o.pin {
+            "client on CPU 0, server on CPU 1"
+        } else {
+            "not pinned"
+        }
     );
     println!();
     println!(
