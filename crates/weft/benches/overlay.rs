@@ -181,6 +181,7 @@ fn bridge_mode() -> Setup {
 /// the container's default route via 169.254.0.1 on the host side. No weft, no nftables:
 /// what two hosts on that wire can do at best.
 fn routed_cable() -> Setup {
+    let cable = dc::CABLE;
     let hosts = [Ns::new("rh"), Ns::new("rh")];
     let ctrs = [Ns::new("rc"), Ns::new("rc")];
     hosts[0].ok(&format!(
@@ -191,12 +192,12 @@ fn routed_cable() -> Setup {
         let n = i + 1;
         let other = 3 - n;
         h.ok(&format!(
-            "ip link set lo up && ip addr add 198.19.0.{n}/30 dev cable && ip link set cable up && \
+            "ip link set lo up && ip addr add {cable}.{n}/30 dev cable && ip link set cable up && \
              sysctl -qw net.ipv4.ip_forward=1 && \
              ip link add veth{n} type veth peer name eth0 netns {c} && \
              ip addr add 169.254.0.1/32 dev veth{n} && ip link set veth{n} up && \
              ip route add 10.98.{n}.1/32 dev veth{n} && \
-             ip route add 10.98.{other}.0/24 via 198.19.0.{other}",
+             ip route add 10.98.{other}.0/24 via {cable}.{other}",
             c = c.name
         ));
         c.ok(&format!(
@@ -330,28 +331,36 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// What is measured, in the order of the tables.
-const SETUPS: [&str; 5] = [
-    "bridge mode, 1 host",
-    "routed, no overlay, 2 hosts on a cable (ceiling)",
-    "overlay, fast path, cable",
-    "overlay, fast path, switch",
-    "overlay, kernel path, switch",
-];
+/// Builds one place to measure.
+type MakeSetup = fn() -> Setup;
+
+/// Positions in `setups` (main) that the ratios refer to.
 const BRIDGE: usize = 0;
 const ROUTED: usize = 1;
 const FAST_CABLE: usize = 2;
 
 fn main() {
     let o = opts();
-    eprintln!("setting up: {} ...", SETUPS.join("; "));
-    let setups = [
-        bridge_mode(),
-        routed_cable(),
-        overlay_mode("on", true),
-        overlay_mode("on", false),
-        overlay_mode("off", false),
+    // What is measured, named, in the order of the tables.
+    let plan: [(&str, MakeSetup); 5] = [
+        ("bridge mode, 1 host", bridge_mode),
+        (
+            "routed, no overlay, 2 hosts on a cable (ceiling)",
+            routed_cable,
+        ),
+        ("overlay, fast path, cable", || overlay_mode("on", true)),
+        ("overlay, fast path, switch", || overlay_mode("on", false)),
+        ("overlay, kernel path, switch", || {
+            overlay_mode("off", false)
+        }),
     ];
+    let (names, setups): (Vec<&str>, Vec<Setup>) = plan
+        .iter()
+        .map(|(name, make)| {
+            eprintln!("setting up: {name} ...");
+            (*name, make())
+        })
+        .unzip();
     let mut rounds: Vec<Vec<f64>> = Vec::new();
     for r in 1..=o.rounds {
         eprintln!("round {r}/{} ...", o.rounds);
@@ -392,7 +401,7 @@ fn main() {
     println!(
         "| path | median | / bridge (median of rounds) | rounds, Gbit/s |\n|---|---:|---:|---|"
     );
-    for (k, name) in SETUPS.iter().enumerate() {
+    for (k, name) in names.iter().enumerate() {
         let per: Vec<String> = rounds
             .iter()
             .map(|r| format!("{:.2}", gbit(r[k])))
@@ -417,7 +426,7 @@ fn main() {
         "| ping ({} pings) | RTT p50 | RTT p99 |\n|---|---:|---:|",
         o.pings
     );
-    for (k, name) in SETUPS.iter().enumerate() {
+    for (k, name) in names.iter().enumerate() {
         println!(
             "| {name} | {:.3} ms | {:.3} ms |",
             pct(&rtt[k], 0.5),

@@ -101,12 +101,17 @@ fn fast_packets(dc: &Dc, n: usize, dir: &str) -> u64 {
     )
 }
 
-fn vtep_tx_packets(ns: &Ns) -> u64 {
+/// One of `dev`'s counters in `ns` (`dir`: "rx"/"tx", `what`: "packets"/"bytes").
+fn link_counter(ns: &Ns, dev: &str, dir: &str, what: &str) -> u64 {
     let v: Value =
-        serde_json::from_str(&ns.ok(&format!("ip -s -j link show {VTEP}"))).expect("ip -j link");
-    v[0]["stats64"]["tx"]["packets"]
+        serde_json::from_str(&ns.ok(&format!("ip -s -j link show {dev}"))).expect("ip -j link");
+    v[0]["stats64"][dir][what]
         .as_u64()
-        .expect("tx packets")
+        .unwrap_or_else(|| panic!("no {dir} {what} for {dev}: {v}"))
+}
+
+fn vtep_tx_packets(ns: &Ns) -> u64 {
+    link_counter(ns, VTEP, "tx", "packets")
 }
 
 /// Sends as fast as it can for `secs` from `client` to a sink in `server` (at `ip:PORT`)
@@ -561,9 +566,7 @@ sendp(Ether(dst=mac) / IP(src=src, dst=dst) / TCP(sport=int(sport), dport=9000, 
 }
 
 fn rx_bytes(ns: &Ns, dev: &str) -> u64 {
-    let v: Value =
-        serde_json::from_str(&ns.ok(&format!("ip -s -j link show {dev}"))).expect("ip -j link");
-    v[0]["stats64"]["rx"]["bytes"].as_u64().expect("rx bytes")
+    link_counter(ns, dev, "rx", "bytes")
 }
 
 /// (e) Cells 1 and 2 on a cable: the agents take it as their underlay (the VTEP's local
@@ -587,12 +590,11 @@ fn cable_underlay_carries_the_overlay() {
     let (c1, c2) = (dc.cell_ns(1), dc.cell_ns(2));
     let vtep: Value =
         serde_json::from_str(&c1.ok(&format!("ip -d -j link show {VTEP}"))).expect("ip -d -j link");
-    assert_eq!(
-        vtep[0]["linkinfo"]["info_data"]["local"], "198.19.0.1",
-        "{vtep}"
-    );
+    let (ip1, ip2) = (dc.cell(1).underlay_ip(), dc.cell(2).underlay_ip());
+    assert_eq!((ip1.as_str(), ip2.as_str()), ("198.19.0.1", "198.19.0.2"));
+    assert_eq!(vtep[0]["linkinfo"]["info_data"]["local"], ip1, "{vtep}");
     let fdb = c1.ok(&format!("bridge fdb show dev {VTEP}"));
-    assert!(fdb.contains("dst 198.19.0.2"), "cell 1's FDB: {fdb}");
+    assert!(fdb.contains(&format!("dst {ip2}")), "cell 1's FDB: {fdb}");
     wait_until("weft_rx on cell 2's cable", LIVE, || {
         filter_on(c2, "cable").as_deref() == Some("weft_rx")
     });
