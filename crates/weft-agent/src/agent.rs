@@ -89,6 +89,8 @@ pub struct AgentArgs {
 struct Underlay {
     ip: Ipv4Addr,
     dev: u32,
+    /// The interface's name (the policy table accepts VXLAN on it only).
+    name: String,
     mtu: u32,
 }
 
@@ -113,6 +115,7 @@ async fn find_underlay(nl: &Netlink, args: &AgentArgs) -> Result<Underlay> {
         return Ok(Underlay {
             ip,
             dev: l.index,
+            name: l.name,
             mtu: l.mtu,
         });
     }
@@ -129,6 +132,7 @@ async fn find_underlay(nl: &Netlink, args: &AgentArgs) -> Result<Underlay> {
             return Ok(Underlay {
                 ip,
                 dev: l.index,
+                name: l.name,
                 mtu: l.mtu,
             });
         }
@@ -327,26 +331,31 @@ impl Agent {
             }
             self.reconcile().await?;
         }
-        let policy = self.sync_policy();
+        let policy = self.sync_policy(false);
         self.sync_fastpath().await;
         policy
     }
 
-    /// Re-reads this host's containers, claims their apps and syncs the policy table; errors
-    /// are logged (the next local change or resync retries).
-    async fn refresh_local(&mut self) {
+    /// Re-reads this host's containers, claims their apps and syncs the policy table (`verify`:
+    /// also checks the table's structure, see [`policy::apply`]); errors are logged (the next
+    /// local change or resync retries).
+    async fn refresh_local(&mut self, verify: bool) {
         self.containers = local::overlay_containers(&self.args.cni_data_dir);
         if let Err(e) = self.claim_local_apps().await {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
         }
-        if let Err(e) = self.sync_policy() {
+        if let Err(e) = self.sync_policy(verify) {
             tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
         }
         self.sync_fastpath().await;
     }
 
+    fn layout(&self) -> policy::Layout {
+        self.args.layout(self.overlay, &self.underlay)
+    }
+
     /// Makes the policy table match the policies, tags, local containers and remote cells.
-    fn sync_policy(&mut self) -> Result<()> {
+    fn sync_policy(&mut self, verify: bool) -> Result<()> {
         if !self.have_snapshot {
             return Ok(());
         }
@@ -354,12 +363,7 @@ impl Agent {
         let containers = &self.containers;
         let mut tags = self.apps.clone();
         tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), *v)));
-        let cells: Vec<IpAddr> = self
-            .leases
-            .values()
-            .filter(|l| l.host != self.host)
-            .map(|l| l.underlay_ip)
-            .collect();
+        let cells = remote::plan(self.leases.values(), &self.host);
         let policies: Vec<Policy> = self.policies.iter().cloned().collect();
         let new = policy::elements(&policies, &tags, containers, &cells);
         if let Ok(mut v) = self.view.lock() {
@@ -371,30 +375,33 @@ impl Agent {
             v.remote_cells = cells.len();
             v.policies = policies.len();
         }
-        if self.applied.as_ref() == Some(&new) {
+        if self.applied.as_ref() == Some(&new) && !verify {
             return Ok(());
         }
         let mut nft = weft_kernel::nft::Nft::new()?;
-        let enforce = self.args.policy == "on";
-        if let Err(e) = policy::apply(
+        let wrote = match policy::apply(
             &mut nft,
-            self.overlay,
-            self.args.vxlan_port,
-            enforce,
+            &self.layout(),
             self.applied.as_ref(),
             &new,
+            verify,
         ) {
-            // The kernel may not hold what we think (someone changed the table): refill all
-            // of it, atomically, next time.
-            self.applied = None;
-            return Err(e).context("applying policy");
+            Ok(w) => w,
+            Err(e) => {
+                // The kernel keeps what it had (the transaction is atomic), which may not be
+                // what we think (someone changed the table): refill all of it next time.
+                self.applied = None;
+                return Err(e).context("applying policy");
+            }
+        };
+        if wrote {
+            tracing::info!(
+                elements = new.len(),
+                policies = policies.len(),
+                took_us = started.elapsed().as_micros() as u64,
+                "policy applied"
+            );
         }
-        tracing::info!(
-            elements = new.len(),
-            policies = policies.len(),
-            took_us = started.elapsed().as_micros() as u64,
-            "policy applied"
-        );
         self.applied = Some(new);
         Ok(())
     }
@@ -548,10 +555,45 @@ where
 }
 
 impl AgentArgs {
+    /// The policy table's structure on this host.
+    fn layout(&self, overlay: Ipv4Net, underlay: &Underlay) -> policy::Layout {
+        policy::Layout {
+            overlay,
+            vxlan_port: self.vxlan_port,
+            vtep: self.vtep.clone(),
+            underlay: underlay.name.clone(),
+            enforce: self.policy == "on",
+        }
+    }
+
+    /// Until the controller's snapshot arrives: a host without a policy table gets one that
+    /// fences its containers (no policy, no cell: nothing from other apps reaches them, no
+    /// VXLAN is taken), with the containers weft-cni recorded (anti-spoofing). A table an
+    /// earlier run left stays as it is. Failures are logged: the first sync writes the table.
+    fn fence(&self, overlay: Ipv4Net, underlay: &Underlay) {
+        let containers = local::overlay_containers(&self.cni_data_dir);
+        let known = policy::elements(&[], &BTreeMap::new(), &containers, &[]);
+        let written = weft_kernel::nft::Nft::new()
+            .and_then(|mut nft| policy::fence(&mut nft, &self.layout(overlay, underlay), &known));
+        match written {
+            Ok(true) => tracing::info!(
+                %overlay,
+                "no policy table: written without policies or cells until the controller answers"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "writing the fencing policy table failed"),
+        }
+    }
+
     /// Runs the agent until SIGINT or SIGTERM.
     pub async fn run(self) -> Result<()> {
         let nl = Netlink::current()?;
         let underlay = find_underlay(&nl, &self).await?;
+        // A host that held a lease before (the lease file is there) is fenced before the
+        // controller is asked anything: it may be down for a while.
+        if let Ok(hl) = HostLease::read(&self.lease_file) {
+            self.fence(hl.overlay, &underlay);
+        }
         let host = match &self.host {
             Some(h) => h.clone(),
             None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -604,7 +646,8 @@ impl AgentArgs {
         agent.start_fastpath().await?;
         // Read the local containers and claim their apps; the policy table waits for the
         // controller's snapshot (sync_policy does nothing before it).
-        agent.refresh_local().await;
+        self.fence(overlay, &agent.underlay);
+        agent.refresh_local(false).await;
 
         let ttl = (agent.lease.expires_at - now()).max(3) as u64;
         let mut renew = tokio::time::interval(Duration::from_secs((ttl / 3).max(1)));
@@ -625,13 +668,13 @@ impl AgentArgs {
                         tracing::warn!(error = %format!("{e:#}"), "applying a change failed; the next resync retries");
                     }
                 }
-                Some(()) = local_changes.recv() => agent.refresh_local().await,
+                Some(()) = local_changes.recv() => agent.refresh_local(false).await,
                 _ = renew.tick() => agent.renew().await?,
                 _ = resync.tick() => {
                     if let Err(e) = agent.reconcile().await {
                         tracing::warn!(error = %format!("{e:#}"), "resync failed");
                     }
-                    agent.refresh_local().await;
+                    agent.refresh_local(true).await;
                 }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,

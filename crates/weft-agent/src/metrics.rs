@@ -1,6 +1,9 @@
 //! The agent's Prometheus metrics: packets allowed per policy element and denied per app pair
-//! (read from the policy table's counters at scrape time), drops of spoofed packets and of
-//! VXLAN from unleased addresses, and a few gauges. Served on `--metrics-listen` with a
+//! (read from the policy table's counters at scrape time), packets dropped per reason (every
+//! dropping rule of the table: default deny, spoofed sources, forged or misdirected VXLAN,
+//! traffic from outside the overlay), and a few gauges. The per-pair deny counts come from a
+//! bounded set whose elements time out: they say who was denied lately; the
+//! `reason="default deny"` counter counts every denied packet. Served on `--metrics-listen` with a
 //! deliberately tiny HTTP/1 responder (GET /metrics only).
 
 use std::collections::BTreeMap;
@@ -38,8 +41,8 @@ pub struct Counted {
 pub struct Counters {
     pub allowed: Vec<Counted>,
     pub denied: Vec<Counted>,
-    pub spoofed: u64,
-    pub vxlan_unleased: u64,
+    /// Packets dropped per rule (its comment, see `policy::drops`).
+    pub dropped: BTreeMap<&'static str, u64>,
 }
 
 fn block<'a>(listing: &'a str, name: &str) -> Option<&'a str> {
@@ -102,8 +105,12 @@ pub fn parse(listing: &str) -> Counters {
     if let Some(b) = block(listing, "denied") {
         c.denied = parse_elements(b, false, false);
     }
-    c.spoofed = rule_counter(listing, "spoofed source");
-    c.vxlan_unleased = rule_counter(listing, "vxlan from an address without a lease");
+    for reason in crate::policy::drops::ALL {
+        c.dropped.insert(
+            reason,
+            rule_counter(listing, &format!("comment \"{reason}\"")),
+        );
+    }
     c
 }
 
@@ -143,10 +150,28 @@ pub fn render(c: &Counters, v: &View) -> String {
             e.packets
         );
     }
+    let _ = writeln!(
+        s,
+        "# HELP weft_dropped_packets_total Packets the policy table dropped, per rule (reason)."
+    );
+    let _ = writeln!(s, "# TYPE weft_dropped_packets_total counter");
+    for (reason, n) in &c.dropped {
+        let _ = writeln!(s, "weft_dropped_packets_total{{reason=\"{reason}\"}} {n}");
+    }
+    let dropped = |r: &str| c.dropped.get(r).copied().unwrap_or(0);
+    use crate::policy::drops;
     let _ = writeln!(s, "# TYPE weft_spoofed_packets_dropped_total counter");
-    let _ = writeln!(s, "weft_spoofed_packets_dropped_total {}", c.spoofed);
+    let _ = writeln!(
+        s,
+        "weft_spoofed_packets_dropped_total {}",
+        dropped(drops::SPOOFED)
+    );
     let _ = writeln!(s, "# TYPE weft_vxlan_unleased_dropped_total counter");
-    let _ = writeln!(s, "weft_vxlan_unleased_dropped_total {}", c.vxlan_unleased);
+    let _ = writeln!(
+        s,
+        "weft_vxlan_unleased_dropped_total {}",
+        dropped(drops::VXLAN_UNLEASED)
+    );
     let _ = writeln!(
         s,
         "# TYPE weft_agent_remote_cells gauge\nweft_agent_remote_cells {}",
@@ -276,13 +301,19 @@ mod tests {
 \tset denied {
 \t\ttype mark . ipv4_addr
 \t\tsize 65536
-\t\tflags dynamic
+\t\tflags dynamic,timeout
 \t\tcounter
-\t\telements = { 0x00000003 . 10.255.1.1 counter packets 2 bytes 120 }
+\t\ttimeout 10m
+\t\telements = { 0x00000003 . 10.255.1.1 counter packets 2 bytes 120 expires 9m58s12ms }
 \t}
 
 \tchain prerouting {
 \t\tiifname @veths ip saddr . iifname != @containers counter packets 7 bytes 420 drop comment \"spoofed source\"
+\t}
+
+\tchain forward {
+\t\tupdate @denied { meta mark . ip daddr }
+\t\tcounter packets 11 bytes 660 drop comment \"default deny\"
 \t}
 }
 ";
@@ -303,8 +334,9 @@ mod tests {
                 packets: 2
             }]
         );
-        assert_eq!(c.spoofed, 7);
-        assert_eq!(c.vxlan_unleased, 0);
+        assert_eq!(c.dropped["spoofed source"], 7);
+        assert_eq!(c.dropped["default deny"], 11);
+        assert_eq!(c.dropped["vxlan from an address without a lease"], 0);
     }
 
     #[test]
@@ -317,5 +349,7 @@ mod tests {
         assert!(s.contains("weft_policy_allowed_packets_total{src_app=\"app-b\",dst_app=\"app-a\",dst_ip=\"10.255.1.1\",protocol=\"tcp\",ports=\"8080\"} 3"));
         assert!(s.contains("weft_policy_denied_packets_total{src_app=\"tag:3\",dst_app=\"app-a\",dst_ip=\"10.255.1.1\"} 2"));
         assert!(s.contains("weft_spoofed_packets_dropped_total 7"));
+        assert!(s.contains("weft_dropped_packets_total{reason=\"default deny\"} 11"));
+        assert!(s.contains("weft_dropped_packets_total{reason=\"to a VXLAN port\"} 0"));
     }
 }

@@ -1,23 +1,42 @@
-//! Network policy (seed 000 steps 3 and 10), in one nftables table, `inet weft-policy`:
+//! Network policy (seed 000 steps 3 and 10) and the overlay's anti-forgery rules, in one
+//! nftables table, `inet weft-policy`:
 //!
 //! ```text
-//! map tags        container IP -> mark          step 3: every packet a local container sends
-//!                                               is marked with its app's tag; VXLAN GBP
-//!                                               carries the mark to the destination host
-//! set containers  container IP . host veth      no spoofing: a container sends only from its
-//!                                               own address, through its own veth
-//! set cells       underlay IPs holding a lease  VXLAN is accepted only from them (a forged
-//!                                               tag from elsewhere on the underlay is dropped)
-//! map allow_ports tag . dst IP . proto . ports  step 10: one verdict map lookup per new
-//! map allow_icmp  tag . dst IP                  connection, whatever the number of policies
-//! set denied      tag . dst IP                  counts what default deny dropped, per pair
+//! map tags         container IP -> mark          step 3: every packet a local container sends
+//!                                                is marked with its app's tag; VXLAN GBP
+//!                                                carries the mark to the destination host
+//! set containers   container IP . host veth      no spoofing: a container sends only from its
+//!                                                own address, through its own veth
+//! set cells        underlay IPs holding a lease  VXLAN is accepted only from them, and
+//!                                                containers never reach them
+//! set cell_subnets underlay IP . inner source    a VXLAN packet's inner source must lie in
+//!                                                the lease of the host that sent it
+//! map allow_ports  tag . dst IP . proto . ports  step 10: one verdict map lookup per new
+//! map allow_icmp   tag . dst IP                  connection, whatever the number of policies
+//! set denied       tag . dst IP                  counts what default deny dropped, per pair
+//!                                                (bounded and timed out: counting only)
 //! ```
 //!
-//! [`elements`] computes every element from the controller's policies and tags and this
-//! host's containers (pure). The table's structure is written once ([`render_table`]); after
-//! that a change is one transaction that deletes and adds elements ([`render_diff`]). Replies
-//! of allowed connections pass through conntrack; traffic to or from outside the overlay is
-//! not affected.
+//! The invariant is fail-closed: no verdict depends on an update, a lookup or a counter
+//! succeeding. Every path to a local container ends in an unconditional `drop` (the
+//! "default deny" rule); a set that is full, a key that is missing (a container the agent does
+//! not know yet, a cell whose lease has not arrived) or an element that expired leads to that
+//! drop or to another one, never to an accept. Only matches lead to accept: conntrack's
+//! established/related, a policy element, a port mapping's DNAT from outside the overlay, and
+//! traffic that neither goes to nor comes from the overlay's containers.
+//!
+//! What the rules stop (issue 14): containers never send to the VXLAN port of any address
+//! outside the overlay nor to any cell's underlay address (their cell would masquerade a
+//! forged VXLAN-GBP packet to its own leased address); VXLAN is taken only on the underlay
+//! interface, only from a leased address, only with an IPv4 packet inside whose source is in
+//! the sender's lease; decapsulated packets have an overlay source and are never forwarded
+//! back into the VTEP; traffic from outside the overlay reaches containers only as replies or
+//! through a port mapping (DNAT).
+//!
+//! [`elements`] computes every element from the controller's policies and tags, this host's
+//! containers and the other cells (pure). The table's structure is written once
+//! ([`render_table`]); after that a change is one transaction that deletes and adds elements
+//! ([`render_diff`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,7 +44,65 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use weft_controller::model::{Policy, Protocol};
 
+use crate::remote::RemoteCell;
+
 pub const TABLE: &str = "weft-policy";
+/// Elements of the `denied` set: a bound on memory. When it is full, new pairs are not
+/// counted per pair (the "default deny" rule still counts and drops them).
+pub const DENIED_SIZE: u32 = 65_536;
+/// How long a pair stays in `denied` after its last dropped packet.
+pub const DENIED_TIMEOUT: &str = "10m";
+/// Comments of the rules that drop; each rule's counter is a metric (see `metrics`).
+pub mod drops {
+    pub const SPOOFED: &str = "spoofed source";
+    pub const DECAP_OUTSIDE: &str = "decapsulated from outside the overlay";
+    pub const VXLAN_NOT_UNDERLAY: &str = "vxlan not from the underlay";
+    pub const VXLAN_UNLEASED: &str = "vxlan from an address without a lease";
+    pub const VXLAN_NOT_IPV4: &str = "vxlan: inner packet not IPv4";
+    pub const VXLAN_OUTSIDE_LEASE: &str = "vxlan: inner source outside the sender's lease";
+    pub const TO_VXLAN_PORT: &str = "to a VXLAN port";
+    pub const TO_CELL: &str = "container to a cell's underlay address";
+    pub const HAIRPIN: &str = "decapsulated back into the VTEP";
+    pub const FROM_OUTSIDE: &str = "from outside the overlay";
+    pub const DEFAULT_DENY: &str = "default deny";
+    /// Every one of them, in the order the table has them.
+    pub const ALL: [&str; 11] = [
+        SPOOFED,
+        DECAP_OUTSIDE,
+        VXLAN_NOT_UNDERLAY,
+        VXLAN_UNLEASED,
+        VXLAN_NOT_IPV4,
+        VXLAN_OUTSIDE_LEASE,
+        TO_VXLAN_PORT,
+        TO_CELL,
+        HAIRPIN,
+        FROM_OUTSIDE,
+        DEFAULT_DENY,
+    ];
+}
+
+/// What the table's rules (not its elements) depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub overlay: Ipv4Net,
+    pub vxlan_port: u16,
+    /// The VTEP device: decapsulated packets come in through it.
+    pub vtep: String,
+    /// The underlay interface: VXLAN is accepted on it only.
+    pub underlay: String,
+    /// Default deny between apps (false in labs: the last rule accepts instead).
+    pub enforce: bool,
+}
+
+impl Layout {
+    /// The table's fingerprint (its comment): a table with another one is replaced.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "weft policy v3 overlay={} vxlan={} vtep={} underlay={} enforce={}",
+            self.overlay, self.vxlan_port, self.vtep, self.underlay, self.enforce
+        )
+    }
+}
 
 /// A container on this host as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,18 +122,20 @@ pub struct Elements {
     pub veths: BTreeSet<String>,
     pub containers: BTreeSet<String>,
     pub cells: BTreeSet<String>,
+    pub cell_subnets: BTreeSet<String>,
     pub allow_ports: BTreeSet<String>,
     pub allow_icmp: BTreeSet<String>,
 }
 
 impl Elements {
     /// (kind, name, elements) of every set and map.
-    fn sets(&self) -> [(&'static str, &'static str, &BTreeSet<String>); 6] {
+    fn sets(&self) -> [(&'static str, &'static str, &BTreeSet<String>); 7] {
         [
             ("map", "tags", &self.tags),
             ("set", "veths", &self.veths),
             ("set", "containers", &self.containers),
             ("set", "cells", &self.cells),
+            ("set", "cell_subnets", &self.cell_subnets),
             ("map", "allow_ports", &self.allow_ports),
             ("map", "allow_icmp", &self.allow_icmp),
         ]
@@ -90,15 +169,26 @@ fn port_text((s, e): (u16, u16)) -> String {
     format!("{s}-{e}")
 }
 
-/// Pure: the elements for these policies, tags, containers and remote cells.
+/// A lease's addresses as the raw (big-endian integer) range `cell_subnets` compares the
+/// inner source with: `0x0aff0200-0x0aff02ff`.
+fn subnet_range(n: Ipv4Net) -> String {
+    format!(
+        "0x{:08x}-0x{:08x}",
+        u32::from(n.network()),
+        u32::from(n.broadcast())
+    )
+}
+
+/// Pure: the elements for these policies, tags, containers and other cells.
 pub fn elements(
     policies: &[Policy],
     tags: &BTreeMap<String, u16>,
     containers: &[LocalContainer],
-    cells: &[IpAddr],
+    cells: &[RemoteCell],
 ) -> Elements {
     let mut e = Elements::default();
-    let tag_of = |app: &str| tags.get(app).copied();
+    // Tag 0 is "no identity" (an unmarked packet): it is never given, and never allowed.
+    let tag_of = |app: &str| tags.get(app).copied().filter(|t| *t != 0);
     for c in containers {
         e.veths.insert(format!("\"{}\"", c.host_ifname));
         e.containers
@@ -107,16 +197,23 @@ pub fn elements(
             e.tags.insert(format!("{} : {t}", c.ip));
         }
     }
-    for ip in cells {
-        if let IpAddr::V4(v4) = ip {
+    for c in cells {
+        if let IpAddr::V4(v4) = c.underlay_ip {
             e.cells.insert(v4.to_string());
+            e.cell_subnets
+                .insert(format!("{v4} . {}", subnet_range(c.subnet)));
         }
     }
     // (tag, dst ip, proto) -> port ranges
     type Key = (u16, Ipv4Addr, &'static str);
     let mut ports: BTreeMap<Key, Vec<(u16, u16)>> = BTreeMap::new();
     for p in policies {
-        let Some(src) = p.source.tag.or_else(|| tag_of(&p.source.id)) else {
+        let Some(src) = p
+            .source
+            .tag
+            .or_else(|| tag_of(&p.source.id))
+            .filter(|t| *t != 0)
+        else {
             continue;
         };
         for c in containers
@@ -148,12 +245,26 @@ pub fn elements(
     e
 }
 
+/// Offsets in the outer UDP packet of a VXLAN datagram (`@th,BIT,LEN`, in bits): the inner
+/// Ethernet type (8 bytes UDP + 8 VXLAN + 12 MACs) and the inner IPv4 source (+14 Ethernet
+/// +12 into the IPv4 header). Inner frames with VLAN tags or IPv4 options are not special:
+/// their type is not IPv4 (dropped), the source sits at the same place.
+const INNER_ETHERTYPE: &str = "@th,224,16";
+const INNER_SOURCE: &str = "@th,336,32";
+
 /// The table's structure: `(fingerprint, script)`. The script replaces the table in one
 /// transaction; it is written when the table is missing or its fingerprint differs.
-/// `enforce = false` (labs) keeps marking and anti-spoofing but lets all c2c traffic pass.
-pub fn render_table(overlay: Ipv4Net, vxlan_port: u16, enforce: bool) -> (String, String) {
-    let fp = format!("weft policy v2 overlay={overlay} vxlan={vxlan_port} enforce={enforce}");
-    let verdict = if enforce { "drop" } else { "accept" };
+/// `enforce = false` (labs) keeps marking and every anti-forgery rule but lets all c2c
+/// traffic pass.
+pub fn render_table(l: &Layout) -> (String, String) {
+    use drops::*;
+    let fp = l.fingerprint();
+    let (overlay, port, vtep, underlay) = (l.overlay, l.vxlan_port, &l.vtep, &l.underlay);
+    let last = if l.enforce {
+        format!("counter drop comment \"{DEFAULT_DENY}\"")
+    } else {
+        "counter accept comment \"enforcement off\"".to_string()
+    };
     let script = format!(
         r#"add table inet {TABLE}
 delete table inet {TABLE}
@@ -163,27 +274,38 @@ table inet {TABLE} {{
   set veths {{ type ifname; }}
   set containers {{ type ipv4_addr . ifname; }}
   set cells {{ type ipv4_addr; }}
+  set cell_subnets {{ typeof ip saddr . {INNER_SOURCE}; flags interval; }}
   map allow_ports {{ type mark . ipv4_addr . inet_proto . inet_service : verdict; flags interval; counter; }}
   map allow_icmp {{ type mark . ipv4_addr : verdict; counter; }}
-  set denied {{ type mark . ipv4_addr; flags dynamic; size 65536; counter; }}
+  set denied {{ type mark . ipv4_addr; size {DENIED_SIZE}; flags dynamic,timeout; timeout {DENIED_TIMEOUT}; counter; }}
   chain prerouting {{
     type filter hook prerouting priority -150; policy accept;
-    iifname @veths ip saddr . iifname != @containers counter drop comment "spoofed source"
+    iifname @veths ip saddr . iifname != @containers counter drop comment "{SPOOFED}"
     iifname @veths meta mark set ip saddr map @tags
+    iifname "{vtep}" ip saddr != {overlay} counter drop comment "{DECAP_OUTSIDE}"
   }}
   chain input {{
     type filter hook input priority 0; policy accept;
-    udp dport {vxlan_port} ip saddr != @cells counter drop comment "vxlan from an address without a lease"
+    udp dport {port} iifname != "{underlay}" counter drop comment "{VXLAN_NOT_UNDERLAY}"
+    udp dport {port} ip saddr != @cells counter drop comment "{VXLAN_UNLEASED}"
+    udp dport {port} {INNER_ETHERTYPE} != 0x0800 counter drop comment "{VXLAN_NOT_IPV4}"
+    udp dport {port} ip saddr . {INNER_SOURCE} != @cell_subnets counter drop comment "{VXLAN_OUTSIDE_LEASE}"
   }}
   chain forward {{
     type filter hook forward priority 0; policy accept;
-    ip saddr != {overlay} accept
-    ip daddr != {overlay} accept
-    oifname != @veths accept
+    iifname != "{underlay}" ip daddr != {overlay} udp dport {port} counter drop comment "{TO_VXLAN_PORT}"
     ct state established,related accept
+    ip saddr {overlay} ip daddr @cells counter drop comment "{TO_CELL}"
+    iifname "{vtep}" oifname "{vtep}" counter drop comment "{HAIRPIN}"
+    oifname "{vtep}" accept
+    meta nfproto ipv6 oifname != @veths accept
+    ip daddr != {overlay} oifname != @veths accept
+    ip saddr != {overlay} iifname != "{vtep}" ct status dnat accept comment "port mapping"
+    ip saddr != {overlay} counter drop comment "{FROM_OUTSIDE}"
     meta l4proto {{ tcp, udp }} meta mark . ip daddr . meta l4proto . th dport vmap @allow_ports
     meta l4proto icmp meta mark . ip daddr vmap @allow_icmp
-    update @denied {{ meta mark . ip daddr }} {verdict}
+    update @denied {{ meta mark . ip daddr }}
+    {last}
   }}
 }}
 "#
@@ -236,34 +358,53 @@ fn join<I: Iterator<Item = T>, T: AsRef<str>>(it: I) -> String {
         .join(", ")
 }
 
-/// Writes the table structure if needed, then the elements. `applied` is what this process
-/// last applied (None after a start: then the structure is checked and every set refilled in
-/// one transaction).
+/// Writes the table structure if needed, then the elements, in one transaction each.
+/// `applied` is what this process last applied (None after a start or a failure: then the
+/// structure is checked and every set refilled in one transaction); `verify` checks the
+/// structure even so (the periodic resync: a table someone deleted or replaced is written
+/// again). A failed transaction changes nothing in the kernel (nft transactions are atomic),
+/// so the kernel keeps enforcing what it had. Returns whether it wrote anything.
 pub fn apply(
     nft: &mut weft_kernel::nft::Nft,
-    overlay: Ipv4Net,
-    vxlan_port: u16,
-    enforce: bool,
+    layout: &Layout,
     applied: Option<&Elements>,
     new: &Elements,
-) -> weft_kernel::Result<()> {
-    let (fp, script) = render_table(overlay, vxlan_port, enforce);
-    // The structure is checked once per process (a listing of a large table is not free);
-    // after that, `applied` is what the kernel holds.
-    if applied.is_none() && !nft.table_matches("inet", TABLE, &fp)? {
+    verify: bool,
+) -> weft_kernel::Result<bool> {
+    let (fp, script) = render_table(layout);
+    // A terse listing (no elements) is cheap whatever the table's size.
+    if (applied.is_none() || verify) && !nft.table_matches("inet", TABLE, &fp)? {
         // New or changed structure: the table and all its elements in one transaction, so
         // no packet ever sees the table without its elements.
         nft.run(&(script + &render_diff(None, new)))?;
-        return Ok(());
+        return Ok(true);
     }
     if applied == Some(new) {
-        return Ok(());
+        return Ok(false);
     }
     let diff = render_diff(applied, new);
     if !diff.is_empty() {
         nft.run(&diff)?;
     }
-    Ok(())
+    Ok(!diff.is_empty())
+}
+
+/// Writes the table with `elements` only if there is no table at all (an agent starting on a
+/// host that never had one, before the controller has answered): until the first full sync
+/// nothing reaches a container but what the rules let through without policy (replies, port
+/// mappings), and no VXLAN is accepted. An existing table, even an older one, is left as it
+/// is: it keeps enforcing what an earlier run applied. Returns whether it wrote.
+pub fn fence(
+    nft: &mut weft_kernel::nft::Nft,
+    layout: &Layout,
+    elements: &Elements,
+) -> weft_kernel::Result<bool> {
+    if nft.table_exists("inet", TABLE)? {
+        return Ok(false);
+    }
+    let (_, script) = render_table(layout);
+    nft.run(&(script + &render_diff(None, elements)))?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -378,7 +519,7 @@ mod tests {
     #[test]
     fn diff_is_minimal_and_full_sync_flushes() {
         let (tags, cs) = setup();
-        let cells: Vec<IpAddr> = vec!["198.18.0.2".parse().unwrap()];
+        let cells = vec![cell("198.18.0.2", "10.255.2.0/24")];
         let a = elements(
             &[pol("app-b", "app-a", Protocol::Tcp, Some((80, 80)))],
             &tags,
@@ -404,14 +545,183 @@ mod tests {
         assert!(full.contains("flush map inet weft-policy allow_icmp\n"));
         assert!(full.contains("flush set inet weft-policy cells\n"));
         assert!(full.contains("add element inet weft-policy cells { 198.18.0.2 }"));
+        assert!(full.contains(
+            "add element inet weft-policy cell_subnets { 198.18.0.2 . 0x0aff0200-0x0aff02ff }"
+        ));
+    }
+
+    fn cell(underlay: &str, subnet: &str) -> RemoteCell {
+        RemoteCell {
+            subnet: subnet.parse().unwrap(),
+            vtep_ip: subnet.parse::<Ipv4Net>().unwrap().network(),
+            vtep_mac: [2, 0, 0, 0, 0, 1],
+            underlay_ip: underlay.parse().unwrap(),
+        }
+    }
+
+    fn layout(enforce: bool) -> Layout {
+        Layout {
+            overlay: "10.255.0.0/16".parse().unwrap(),
+            vxlan_port: 4789,
+            vtep: "weft.vtep".into(),
+            underlay: "eth0".into(),
+            enforce,
+        }
+    }
+
+    /// The rules of `chain` in a rendered table, one per line.
+    fn chain<'a>(script: &'a str, chain: &str) -> Vec<&'a str> {
+        let start = script
+            .find(&format!("chain {chain} {{"))
+            .unwrap_or_else(|| panic!("no chain {chain}"));
+        script[start..]
+            .lines()
+            .skip(2) // `chain x {` and its `type ... hook ...` line
+            .map(str::trim)
+            .take_while(|l| *l != "}")
+            .collect()
+    }
+
+    #[test]
+    fn every_policy_path_ends_in_an_unconditional_drop() {
+        let (_, t) = render_table(&layout(true));
+        let fwd = chain(&t, "forward");
+        // The last word: no match, nothing that can fail before it.
+        assert_eq!(fwd.last(), Some(&"counter drop comment \"default deny\""));
+        // Counting cannot decide: the update is a rule of its own, without a verdict.
+        let update: Vec<&&str> = fwd.iter().filter(|r| r.contains("@denied")).collect();
+        assert_eq!(update, vec![&"update @denied { meta mark . ip daddr }"]);
+        // Every accept is a match (conntrack, a policy element, DNAT, not-ours), and a lookup
+        // in a set that may miss a key (`veths`) only ever narrows an accept.
+        for r in &fwd {
+            if r.contains("accept") {
+                assert!(
+                    r.contains("ct state established")
+                        || r.contains("vmap @allow_")
+                        || r.contains("ct status dnat")
+                        || r.starts_with("oifname \"weft.vtep\" accept")
+                        || r.contains("oifname != @veths accept"),
+                    "unexpected accept: {r}"
+                );
+            }
+        }
+        // The packets of an unknown veth (not in `veths` yet) to an overlay address still
+        // reach the policy rules: only non-overlay destinations skip them.
+        assert!(fwd.contains(&"ip daddr != 10.255.0.0/16 oifname != @veths accept"));
+        // The denied set is bounded and times out.
+        assert!(t.contains("size 65536; flags dynamic,timeout; timeout 10m;"));
+    }
+
+    #[test]
+    fn containers_cannot_reach_the_vxlan_port_or_the_cells() {
+        let (_, t) = render_table(&layout(true));
+        let fwd = chain(&t, "forward");
+        let input = chain(&t, "input");
+        let pre = chain(&t, "prerouting");
+        // Before conntrack's accept: no established flow to a VXLAN port either.
+        let vx = fwd
+            .iter()
+            .position(|r| r.contains("to a VXLAN port"))
+            .unwrap();
+        let ct = fwd
+            .iter()
+            .position(|r| r.contains("ct state established"))
+            .unwrap();
+        assert!(vx < ct);
+        assert_eq!(
+            fwd[vx],
+            "iifname != \"eth0\" ip daddr != 10.255.0.0/16 udp dport 4789 counter drop comment \"to a VXLAN port\""
+        );
+        assert!(fwd.contains(
+            &"ip saddr 10.255.0.0/16 ip daddr @cells counter drop comment \"container to a cell's underlay address\""
+        ));
+        // VXLAN to this host: on the underlay interface only, from a leased address, IPv4
+        // inside, from the sender's lease.
+        assert_eq!(
+            input,
+            vec![
+                "udp dport 4789 iifname != \"eth0\" counter drop comment \"vxlan not from the underlay\"",
+                "udp dport 4789 ip saddr != @cells counter drop comment \"vxlan from an address without a lease\"",
+                "udp dport 4789 @th,224,16 != 0x0800 counter drop comment \"vxlan: inner packet not IPv4\"",
+                "udp dport 4789 ip saddr . @th,336,32 != @cell_subnets counter drop comment \"vxlan: inner source outside the sender's lease\"",
+            ]
+        );
+        assert!(pre.contains(
+            &"iifname \"weft.vtep\" ip saddr != 10.255.0.0/16 counter drop comment \"decapsulated from outside the overlay\""
+        ));
+        // From outside the overlay: replies and port mappings only.
+        let dnat = fwd
+            .iter()
+            .position(|r| r.contains("ct status dnat"))
+            .unwrap();
+        let outside = fwd
+            .iter()
+            .position(|r| r.contains("from outside the overlay"))
+            .unwrap();
+        assert_eq!(outside, dnat + 1);
+        // Every dropping rule has a counter and a comment the metrics know.
+        for r in fwd.iter().chain(&input).chain(&pre) {
+            if r.contains(" drop") {
+                assert!(
+                    drops::ALL
+                        .iter()
+                        .any(|d| r.ends_with(&format!("drop comment \"{d}\""))),
+                    "{r}"
+                );
+                assert!(r.contains("counter"), "{r}");
+            }
+        }
+    }
+
+    #[test]
+    fn unmarked_sources_are_never_allowed() {
+        let (mut tags, cs) = setup();
+        tags.insert("app-zero".into(), 0);
+        let e = elements(
+            &[pol("app-zero", "app-a", Protocol::Tcp, Some((80, 80)))],
+            &tags,
+            &cs,
+            &[],
+        );
+        assert!(e.allow_ports.is_empty(), "tag 0 is no identity");
+    }
+
+    #[test]
+    fn cell_subnets_bind_each_lease_to_its_underlay_address() {
+        let (tags, cs) = setup();
+        let e = elements(
+            &[],
+            &tags,
+            &cs,
+            &[
+                cell("198.18.0.2", "10.255.2.0/24"),
+                cell("198.18.0.3", "10.255.3.128/25"),
+            ],
+        );
+        assert_eq!(
+            e.cell_subnets.iter().cloned().collect::<Vec<_>>(),
+            vec![
+                "198.18.0.2 . 0x0aff0200-0x0aff02ff",
+                "198.18.0.3 . 0x0aff0380-0x0aff03ff"
+            ]
+        );
     }
 
     #[test]
     fn enforcement_switch_changes_the_default_verdict() {
-        let (fp1, on) = render_table("10.255.0.0/16".parse().unwrap(), 4789, true);
-        let (fp2, off) = render_table("10.255.0.0/16".parse().unwrap(), 4789, false);
-        assert!(on.contains("update @denied { meta mark . ip daddr } drop"));
-        assert!(off.contains("update @denied { meta mark . ip daddr } accept"));
+        let (fp1, on) = render_table(&layout(true));
+        let (fp2, off) = render_table(&layout(false));
+        assert_eq!(
+            chain(&on, "forward").last(),
+            Some(&"counter drop comment \"default deny\"")
+        );
+        assert_eq!(
+            chain(&off, "forward").last(),
+            Some(&"counter accept comment \"enforcement off\"")
+        );
+        // The anti-forgery rules stay.
+        assert_eq!(chain(&on, "input"), chain(&off, "input"));
+        assert!(off.contains("from outside the overlay"));
         assert_ne!(fp1, fp2);
     }
 }

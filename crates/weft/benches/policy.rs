@@ -193,7 +193,13 @@ fn bench_apply() -> Vec<ApplyRow> {
     let path = ns.path();
     in_ns(&path, || {
         let mut nft = Nft::new().expect("libnftables");
-        let overlay = OVERLAY.parse().expect("overlay");
+        let layout = policy::Layout {
+            overlay: OVERLAY.parse().expect("overlay"),
+            vxlan_port: 4789,
+            vtep: "weft.vtep".into(),
+            underlay: "eth0".into(),
+            enforce: true,
+        };
         let mut tags: BTreeMap<String, u16> = BTreeMap::new();
         for a in 0..=100u16 {
             tags.insert(format!("bg{a}"), a + 1);
@@ -205,7 +211,12 @@ fn bench_apply() -> Vec<ApplyRow> {
             app: Some("dst".into()),
             mac: None,
         }];
-        let cells = vec!["198.18.0.2".parse().expect("ip")];
+        let cells = vec![weft_agent::remote::RemoteCell {
+            subnet: "10.255.2.0/24".parse().expect("subnet"),
+            vtep_ip: Ipv4Addr::new(10, 255, 2, 0),
+            vtep_mac: [2, 0, 0, 0, 0, 2],
+            underlay_ip: "198.18.0.2".parse().expect("ip"),
+        }];
         let mut rows = Vec::new();
         for n in SIZES {
             check_interrupted();
@@ -219,7 +230,7 @@ fn bench_apply() -> Vec<ApplyRow> {
                 // A fresh host: no table yet, so apply writes the table and every element.
                 let _ = nft.run(&format!("delete table inet {}", policy::TABLE));
                 let t = Instant::now();
-                policy::apply(&mut nft, overlay, 4789, true, None, &e).expect("apply full");
+                policy::apply(&mut nft, &layout, None, &e, false).expect("apply full");
                 full.push(ms(t.elapsed()));
             }
             let in_kernel = count_allow_ports(&mut nft);
@@ -230,9 +241,9 @@ fn bench_apply() -> Vec<ApplyRow> {
             let mut incr = Vec::new();
             for _ in 0..5 {
                 let t = Instant::now();
-                policy::apply(&mut nft, overlay, 4789, true, Some(&e), &e1).expect("apply +1");
+                policy::apply(&mut nft, &layout, Some(&e), &e1, false).expect("apply +1");
                 incr.push(ms(t.elapsed()));
-                policy::apply(&mut nft, overlay, 4789, true, Some(&e1), &e).expect("apply -1");
+                policy::apply(&mut nft, &layout, Some(&e1), &e, false).expect("apply -1");
             }
             eprintln!(
                 "[apply] n={n}: elements {elements_ms:.1} ms, full {full:?} ms, +1 {incr:?} ms"

@@ -805,7 +805,36 @@ impl Ctx<'_> {
                                 ));
                             }
                         }
+                        // The inner source must lie in the sender's lease.
+                        let bound = element(
+                            dh,
+                            "inet weft-policy",
+                            "cell_subnets",
+                            &format!("{src_u} . 0x{:08x}", u32::from(src.ip)),
+                        );
+                        match &bound {
+                            Some(e) => objs.push(format!(
+                                "element cell_subnets {{ {e} }}: the inner source {} lies in the sender's lease",
+                                src.ip
+                            )),
+                            None if known.is_some() => objs.push(format!(
+                                "no element of cell_subnets holds {src_u} . {}: the inner source is \
+                                 not in the sender's lease, the VXLAN packet is dropped",
+                                src.ip
+                            )),
+                            None => {}
+                        }
                         steps.push(step(8, overlay_steps[4].1, Some(dh), objs));
+                        if known.is_some() && bound.is_none() && policy_table(dh).is_some() {
+                            decision = Decision {
+                                known: true,
+                                allowed: false,
+                                by: format!(
+                                    "{}: the inner source {} is not in the lease of {src_u} (rule in inet weft-policy input)",
+                                    dh.name, src.ip
+                                ),
+                            };
+                        }
                         if known.is_none() && policy_table(dh).is_some() {
                             decision = Decision {
                                 known: true,
@@ -922,7 +951,12 @@ impl Ctx<'_> {
                         }
                         (None, Some(true)) => {
                             objs.push(format!("no element of {map} matches {{ {key} }}"));
-                            let deny = rule(dh, "inet weft-policy", "forward", "@denied");
+                            let deny = rule(
+                                dh,
+                                "inet weft-policy",
+                                "forward",
+                                &format!("comment \"{}\"", weft_agent::policy::drops::DEFAULT_DENY),
+                            );
                             if let Some(r) = &deny {
                                 objs.push(format!("rule {r}"));
                             }

@@ -295,6 +295,7 @@ fn trace_names_steps_and_objects() {
         "{mac} not in {fdb}"
     );
     assert!(objs(8).contains("element cells"), "{}", objs(8));
+    assert!(objs(8).contains("element cell_subnets"), "{}", objs(8));
     assert!(objs(10).contains("element allow_ports"), "{}", objs(10));
     assert!(objs(11).contains("app-a-0"), "{}", objs(11));
     let probe = &t["probe"];
@@ -314,12 +315,15 @@ fn trace_names_steps_and_objects() {
     assert_eq!(d["table"], "inet weft-policy");
     assert_eq!(d["chain"], "forward");
     let rule = d["rule"].as_str().unwrap();
-    assert!(rule.contains("@denied") && rule.contains("drop"), "{rule}");
+    assert!(
+        rule.contains("drop comment \"default deny\""),
+        "the last rule of the forward chain: {rule}"
+    );
     // that rule is in the kernel with that handle
     let handle = rule.rsplit("# handle ").next().unwrap().trim();
     let listing = lab.sh("cell2", "nft -a list chain inet weft-policy forward");
     assert!(
-        listing.contains(&format!("drop # handle {handle}")),
+        listing.contains(&format!("drop comment \"default deny\" # handle {handle}")),
         "{listing}"
     );
     // The temporary trace table is gone.

@@ -313,9 +313,10 @@ fn diag(dc: &Dc) -> String {
     s
 }
 
-/// Waits (bounded) until each container's cell enforces for it: its address is in the
-/// cell's `containers` set. Until then its veth is not in `veths` and the forward chain lets
-/// everything through to it (see [`a_new_container_is_enforced_without_waiting_for_a_resync`]).
+/// Waits (bounded) until each container's cell knows it: its address is in the cell's
+/// `containers` set. Until then its packets carry no tag (denied at every destination) and
+/// nothing from other apps reaches it (see
+/// [`a_new_container_is_enforced_without_waiting_for_a_resync`] and attack_dataplane.rs).
 fn wait_known(dc: &Dc, cts: &[&Container]) {
     for c in cts {
         let start = Instant::now();
