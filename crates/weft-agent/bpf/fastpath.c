@@ -12,9 +12,16 @@
 //            container's own (anti-spoofing), the destination in another host's subnet;
 //            push outer Ethernet/IPv4/UDP/VXLAN-GBP (the app's tag)/inner Ethernet and
 //            hand the packet to the underlay device (bpf_redirect_neigh: FIB + neighbour).
-//   weft_rx  tc ingress of the underlay device: VXLAN to our port and VNI, from a host that
-//            holds a lease (the `cells` check), for a local container; strip 50 bytes and
-//            deliver into the container's namespace (bpf_redirect_peer).
+//   weft_rx  tc ingress of the underlay device: VXLAN to our port and VNI whose inner source
+//            lies in the lease of the host that sent it (the `remotes` entry for the inner
+//            source names the outer source as its underlay address: the kernel path's
+//            `cell_subnets` rule), for a local container; strip 50 bytes and deliver into
+//            the container's namespace (bpf_redirect_peer).
+//
+// Fail-closed: every map lookup that misses (a full map the agent could not fill, a key it
+// has not written yet or has removed) and every check that fails hands the packet to the
+// kernel path unchanged (TC_ACT_OK), where `inet weft-policy` decides; the programs only ever
+// deliver what conntrack already holds as an established connection of the kernel path.
 //
 // Packets are byte for byte what the VXLAN device would send, so either side may run
 // without the fast path. TCP SYN/FIN/RST always take the kernel path, so conntrack sees
@@ -110,14 +117,6 @@ struct {
   __type(key, struct remote_key);
   __type(value, struct remote);
 } remotes SEC(".maps");
-
-// Underlay addresses of hosts holding a lease (network order).
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 65536);
-  __type(key, __u32);
-  __type(value, __u32);
-} cells SEC(".maps");
 
 struct config {
   __u32 underlay_ip;       // network order
@@ -264,11 +263,13 @@ SEC("tc") int weft_rx(struct __sk_buff *skb) {
   __u32 vni = ((__u32)h->vx[4] << 16) | ((__u32)h->vx[5] << 8) | h->vx[6];
   if (!(h->vx[0] & 0x08) || vni != cfg->vni) return TC_ACT_OK;
   if (h->inner.h_proto != bswap16(ETH_P_IP)) return TC_ACT_OK;
-  __u32 src = h->ip.saddr;
-  if (!bpf_map_lookup_elem(&cells, &src)) return TC_ACT_OK; /* the kernel path drops it */
   struct iphdr *in = (void *)(h + 1);
   struct tcphdr *th = plain_tcp(in, end);
   if (!th) return TC_ACT_OK;
+  /* The inner source must be in the sender's lease; otherwise the kernel path drops it. */
+  struct remote_key sk = {.prefixlen = 32, .addr = in->saddr};
+  struct remote *sender = bpf_map_lookup_elem(&remotes, &sk);
+  if (!sender || sender->underlay != h->ip.saddr) return TC_ACT_OK;
   __u32 daddr = in->daddr;
   struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &daddr);
   if (!ep) return TC_ACT_OK;

@@ -20,9 +20,15 @@
 //!   next packets would be INVALID and dropped by the policy table.
 //!
 //! Like the rest of the agent this is desired state → diff → apply: [`desired`] is pure, the
-//! maps are compared with what the kernel holds and only differences are written; the
-//! programs are attached with an atomic replace. When the agent exits it detaches them, so
-//! stale maps never outlive it; connections carry on through the kernel path.
+//! maps are compared with what the kernel holds and only differences are written ([`changes`]:
+//! removals first, and a failed write does not stop the others); the programs are attached
+//! with an atomic replace. When the agent exits it detaches them, so stale maps never outlive
+//! it; connections carry on through the kernel path.
+//!
+//! Fail-closed: a map that is full, or lacks a key, sends the packet to the kernel path (the
+//! programs return TC_ACT_OK), where policy decides. What must not happen is a stale entry
+//! that delivers what the kernel path would not: removals are written before additions, and
+//! every map is brought up to date even when another map's update failed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -76,8 +82,9 @@ pub struct Config {
 pub struct Desired {
     pub config: Config,
     pub endpoints: Vec<Endpoint>,
+    /// Other hosts' subnets: where `weft_tx` sends, and whose underlay address `weft_rx`
+    /// requires of a packet with an inner source in them.
     pub remotes: Vec<RemoteCell>,
-    pub cells: Vec<Ipv4Addr>,
 }
 
 /// A local container with what the kernel says about its host veth (index, MAC).
@@ -119,18 +126,10 @@ pub fn desired(
         .filter(|r| matches!(r.underlay_ip, IpAddr::V4(_)))
         .cloned()
         .collect();
-    let cells: BTreeSet<Ipv4Addr> = remotes
-        .iter()
-        .filter_map(|r| match r.underlay_ip {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
     Desired {
         config,
         endpoints,
         remotes,
-        cells: cells.into_iter().collect(),
     }
 }
 
@@ -176,7 +175,7 @@ pub fn remote_value(r: &RemoteCell) -> [u8; 12] {
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The map contents as (key, value) byte pairs, per map name.
-fn encoded(d: &Desired) -> [(&'static str, Entries); 4] {
+fn encoded(d: &Desired) -> [(&'static str, Entries); 3] {
     let config = BTreeMap::from([(
         0u32.to_ne_bytes().to_vec(),
         config_value(&d.config).to_vec(),
@@ -191,16 +190,10 @@ fn encoded(d: &Desired) -> [(&'static str, Entries); 4] {
         .iter()
         .map(|r| (remote_key(r.subnet).to_vec(), remote_value(r).to_vec()))
         .collect();
-    let cells = d
-        .cells
-        .iter()
-        .map(|c| (c.octets().to_vec(), 1u32.to_ne_bytes().to_vec()))
-        .collect();
     [
         ("config", config),
         ("endpoints", endpoints),
         ("remotes", remotes),
-        ("cells", cells),
     ]
 }
 
@@ -209,8 +202,34 @@ fn sizes(map: &str) -> (usize, usize) {
     match map {
         "config" => (4, 20),
         "endpoints" => (4, 20),
-        "remotes" => (8, 12),
-        _ => (4, 4),
+        _ => (8, 12),
+    }
+}
+
+/// What makes a map hold `want` instead of `have`: keys to delete, entries to write.
+/// `config` is an array: its one key is always there, only written.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub delete: Vec<Vec<u8>>,
+    pub write: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Pure: the changes for one map.
+pub fn changes(map: &str, have: &Entries, want: &Entries) -> Changes {
+    Changes {
+        delete: if map == "config" {
+            Vec::new()
+        } else {
+            have.keys()
+                .filter(|k| !want.contains_key(*k))
+                .cloned()
+                .collect()
+        },
+        write: want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -291,7 +310,7 @@ impl FastPath {
             "loading the fast path (needs a kernel with the conntrack kfuncs, 6.0 or later)",
         )?;
         let mut maps = BTreeMap::new();
-        for name in ["config", "endpoints", "remotes", "cells"] {
+        for name in ["config", "endpoints", "remotes"] {
             maps.insert(name, object.map(name)?);
         }
         Ok(FastPath {
@@ -305,10 +324,13 @@ impl FastPath {
         })
     }
 
-    /// Makes the maps hold `d` (only differences are written), then attaches the programs
-    /// where they are not yet (maps first: a program never runs on a half-filled map).
+    /// Makes the maps hold `d` (only differences are written: every map's removals first,
+    /// then the writes, each attempted even if another failed; the first failure is
+    /// returned), then attaches the programs where they are not yet (maps first: a program
+    /// never runs on maps this process has not written; a key a full map could not take
+    /// sends its packets to the kernel path).
     pub fn apply(&mut self, d: &Desired, veths: &BTreeSet<u32>) -> Result<usize> {
-        let mut changes = 0;
+        let mut plan = Vec::new();
         for (name, want) in encoded(d) {
             let map = self
                 .maps
@@ -322,19 +344,28 @@ impl FastPath {
                     have.insert(k, v);
                 }
             }
-            for (k, v) in &want {
-                if have.get(k) != Some(v) {
-                    map.update(k, v)?;
-                    changes += 1;
-                }
+            plan.push((name, map, changes(name, &have, &want)));
+        }
+        let mut done = 0;
+        let mut failed: Option<anyhow::Error> = None;
+        let mut note = |name: &str, r: weft_kernel::Result<()>| match r {
+            Ok(()) => done += 1,
+            Err(e) => {
+                tracing::warn!(map = name, error = %e, "fast path map write failed");
+                failed.get_or_insert(anyhow!("map {name}: {e}"));
             }
-            if name != "config" {
-                for k in have.keys().filter(|k| !want.contains_key(*k)) {
-                    map.delete(k)?;
-                    changes += 1;
-                }
+        };
+        for (name, map, c) in &plan {
+            for k in &c.delete {
+                note(name, map.delete(k));
             }
         }
+        for (name, map, c) in &plan {
+            for (k, v) in &c.write {
+                note(name, map.update(k, v));
+            }
+        }
+        let changes = done;
         if self.underlay != Some(d.config.underlay_ifindex) {
             hook(d.config.underlay_ifindex)
                 .attach(self.rx)
@@ -352,7 +383,10 @@ impl FastPath {
         }
         // Veths that are gone took their filters with them.
         self.veths.retain(|i| veths.contains(i));
-        Ok(changes)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(changes),
+        }
     }
 
     /// Removes the programs from every interface this process attached them to (connections
@@ -467,7 +501,6 @@ mod tests {
             "sorted, untagged as tag 0, no MAC left out"
         );
         assert_eq!(d.remotes.len(), 1, "IPv6 underlays stay on the kernel path");
-        assert_eq!(d.cells, vec![Ipv4Addr::new(198, 18, 0, 2)]);
         // Pure and deterministic: the same input gives the same maps.
         assert_eq!(d, desired(cfg(), &attached, &tags, &remotes));
     }
@@ -499,6 +532,27 @@ mod tests {
         let k = remote_key("10.255.2.0/24".parse().expect("net"));
         assert_eq!(u32::from_ne_bytes(k[0..4].try_into().expect("4")), 24);
         assert_eq!(&k[4..8], &[10, 255, 2, 0]);
+    }
+
+    #[test]
+    fn changes_remove_stale_keys_and_write_only_differences() {
+        let e = |pairs: &[(u8, u8)]| -> Entries {
+            pairs.iter().map(|(k, v)| (vec![*k], vec![*v])).collect()
+        };
+        let c = changes(
+            "remotes",
+            &e(&[(1, 1), (2, 2), (3, 3)]),
+            &e(&[(2, 2), (3, 4), (5, 5)]),
+        );
+        assert_eq!(c.delete, vec![vec![1]]);
+        assert_eq!(c.write, vec![(vec![3], vec![4]), (vec![5], vec![5])]);
+        // The config array's key is never deleted.
+        let c = changes("config", &e(&[(0, 1)]), &e(&[]));
+        assert!(c.delete.is_empty() && c.write.is_empty());
+        assert_eq!(
+            changes("endpoints", &e(&[(1, 1)]), &e(&[(1, 1)])),
+            Changes::default()
+        );
     }
 
     #[test]
