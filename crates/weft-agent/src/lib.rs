@@ -7,6 +7,8 @@
 //!
 //! - [`vtep`]: the VXLAN device (desired spec, ensure)
 //! - [`remote`]: other hosts' leases → routes, neighbours, FDB entries (plan + diff + apply)
+//! - [`policy`]: `inet weft-policy`: marking, default deny, anti-spoofing and anti-forgery,
+//!   all failing closed (desired elements + diff + one transaction)
 //! - [`nat`]: the host's nftables table (masquerade)
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
