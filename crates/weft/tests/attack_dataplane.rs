@@ -151,7 +151,6 @@ fn lab(cells: usize, fastpath: &str, agent_args: &[&str]) -> Dc {
             ("WEFT_FASTPATH".into(), fastpath.into()),
         ],
         agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
-        log: std::env::var("DPA_LOG").unwrap_or_else(|_| "info".into()),
         ..Default::default()
     });
     std::fs::write(
