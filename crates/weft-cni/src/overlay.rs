@@ -3,7 +3,9 @@
 //! /32 and a default route via 169.254.0.1, the host end of its veth; the host routes the /32
 //! to the veth. ARP is off on both ends, each holding a permanent neighbour entry for the
 //! other (MACs derived from the container's address). Traffic to other hosts' subnets leaves
-//! through the agent's VTEP; the agent marks it by app (the policy issue).
+//! through the agent's VTEP; the agent marks it by app (the policy issue). Port mappings
+//! are Cloud Foundry's netin: the host's ports table ([`crate::ports`]) DNATs them to the
+//! overlay address; the host end gets route_localnet so that 127.0.0.1 works too.
 
 use std::net::{IpAddr, Ipv4Addr};
 
