@@ -424,13 +424,12 @@ async fn undo_kernel(plan: &Plan, holder: &Holder, host: &Netlink) -> Result<(),
             err.get_or_insert(e);
         }
     }
-    for ip in plan.addresses() {
-        // Best effort: a kernel without ctnetlink has no entries to inherit either.
-        match weft_kernel::conntrack::delete_by_ip(ip) {
-            Ok(n) if n > 0 => tracing::info!(%ip, entries = n, "conntrack entries removed"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(%ip, error = %e, "could not remove conntrack entries"),
-        }
+    // Best effort: a kernel without ctnetlink has no entries to inherit either.
+    let ips = plan.addresses();
+    match weft_kernel::conntrack::delete_by_ips(&ips) {
+        Ok(n) if n > 0 => tracing::info!(?ips, entries = n, "conntrack entries removed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(?ips, error = %e, "could not remove conntrack entries"),
     }
     match err {
         Some(e) => Err(e),

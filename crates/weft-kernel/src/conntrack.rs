@@ -61,9 +61,25 @@ const RECV_BUF_LEN: usize = 64 * 1024;
 /// Deletes every conntrack entry whose original or reply tuple has `ip` as source or
 /// destination, in the calling thread's network namespace. Returns how many were deleted.
 pub fn delete_by_ip(ip: IpAddr) -> Result<usize> {
-    let doomed: Vec<Flow> = flows(ip.is_ipv6())?
+    delete_by_ips(&[ip])
+}
+
+/// [`delete_by_ip`] for several addresses with one dump: a dump walks the kernel's whole
+/// conntrack hash (shared by every namespace), whatever it returns.
+pub fn delete_by_ips(ips: &[IpAddr]) -> Result<usize> {
+    let family = match (
+        ips.iter().any(IpAddr::is_ipv4),
+        ips.iter().any(IpAddr::is_ipv6),
+    ) {
+        (false, false) => return Ok(0),
+        (true, false) => libc::AF_INET,
+        (false, true) => libc::AF_INET6,
+        (true, true) => libc::AF_UNSPEC,
+    } as u8;
+    let doomed: Vec<Flow> = Ctnetlink::open()?
+        .dump(family)?
         .into_iter()
-        .filter(|f| f.involves(ip))
+        .filter(|f| ips.iter().any(|ip| f.involves(*ip)))
         .collect();
     delete(&doomed)
 }
@@ -367,8 +383,15 @@ impl Ctnetlink {
         self.seq
     }
 
-    /// Every entry of one address family.
+    /// Every entry of one address family (AF_UNSPEC: of both). Each entry keeps the family
+    /// its message says (its nfgenmsg), which its deletion needs. A namespace that tracks
+    /// nothing (its entry count says 0, or conntrack is not loaded) is not dumped: a dump
+    /// walks the kernel's whole hash, shared by every namespace, even to return nothing.
     fn dump(&mut self, family: u8) -> Result<Vec<Flow>> {
+        let count = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count");
+        if count.map_or(true, |c| c.trim() == "0") {
+            return Ok(Vec::new());
+        }
         let seq = self.next_seq();
         let mut entries = Vec::new();
         self.transact(
@@ -376,7 +399,11 @@ impl Ctnetlink {
             &dump_request(seq, family),
             seq,
             |m| {
-                if let Some(e) = m.get(NFGENMSG_LEN..).and_then(|a| parse_entry(family, a)) {
+                let parsed = m
+                    .first()
+                    .zip(m.get(NFGENMSG_LEN..))
+                    .and_then(|(f, a)| parse_entry(*f, a));
+                if let Some(e) = parsed {
                     entries.push(e);
                 }
             },
@@ -784,7 +811,11 @@ mod tests {
         assert_eq!(delete_by_ip(ip("127.0.0.2")).expect("again"), 0);
         assert_eq!(delete_by_ip(ip("127.0.0.9")).expect("unknown"), 0);
 
-        assert_eq!(delete_by_ip(ip("::1")).expect("delete ::1"), 1);
+        // Both families in one dump.
+        assert_eq!(
+            delete_by_ips(&[ip("::1"), ip("127.0.0.9")]).expect("delete ::1 and .9"),
+            1
+        );
         assert_eq!(pairs_of(v6), vec![]);
         assert_eq!(pairs_of(v4), pairs(&[("127.0.0.3", "127.0.0.4")]));
     }
