@@ -523,10 +523,20 @@ pub fn misses_added(f: &Flow, e: &Element) -> bool {
     hits(f, &e.key) && (f.reply.src, f.reply.sport) != (Some(IpAddr::V4(e.to.0)), Some(e.to.1))
 }
 
+/// Pure: whether `c` can have left flows behind that [`forget_flows`] must look for. A
+/// removed mapping can (its flows still DNAT to the former target). An added UDP or SCTP
+/// mapping can (datagrams that hit the port before keep their entry as long as they keep
+/// coming); an added TCP one cannot: a former holder's flows went with its mapping, and a
+/// connection attempt that found nothing was reset (its next SYN makes a new entry).
+pub fn leaves_flows(c: &Change) -> bool {
+    !c.remove.is_empty() || c.add.iter().any(|e| e.key.proto != "tcp")
+}
+
 /// Forgets the conntrack entries that `c` made stale (best effort: logged, not an error;
-/// a kernel without conntrack has nothing to forget). One dump of the IPv4 table.
+/// a kernel without conntrack has nothing to forget). One dump of the IPv4 table, when
+/// [`leaves_flows`].
 pub async fn forget_flows(host: &Netlink, c: &Change) {
-    if c.is_empty() {
+    if !leaves_flows(c) {
         return;
     }
     let flows = match conntrack::flows(false) {
@@ -543,7 +553,11 @@ pub async fn forget_flows(host: &Netlink, c: &Change) {
             doomed.push(f);
             continue;
         }
-        if !c.add.iter().any(|e| misses_added(&f, e)) {
+        if !c
+            .add
+            .iter()
+            .any(|e| e.key.proto != "tcp" && misses_added(&f, e))
+        {
             continue;
         }
         let Some(dst) = f.orig.dst else { continue };
@@ -744,6 +758,23 @@ mod tests {
         assert!(!g.dnat());
         assert!(misses_added(&g, &new));
         assert!(!leads_to_removed(&g, &old));
+    }
+
+    #[test]
+    fn only_changes_that_can_leave_flows_cost_a_dump() {
+        let tcp = el(key("tcp", 8080, None), "10.88.0.2", 80, None);
+        let udp = el(key("udp", 53, None), "10.88.0.2", 53, None);
+        let add = |v: Vec<Element>| Change {
+            remove: Vec::new(),
+            add: v,
+        };
+        assert!(!leaves_flows(&Change::default()));
+        assert!(!leaves_flows(&add(vec![tcp.clone()])));
+        assert!(leaves_flows(&add(vec![tcp.clone(), udp])));
+        assert!(leaves_flows(&Change {
+            remove: vec![tcp],
+            add: Vec::new()
+        }));
     }
 
     #[test]

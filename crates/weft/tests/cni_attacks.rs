@@ -444,8 +444,21 @@ fn repeat_add_applies_or_refuses_new_port_mappings() {
     assert_eq!(py.tcp_get_eventually(&outside, "203.0.113.1", 8080), "a");
     assert_eq!(py.tcp_get_eventually(&outside, "203.0.113.1", 8081), "b");
 
-    // A repeat ADD without port mappings removes a's.
+    // A repeat ADD without port mappings removes a's, and the flows that went through it.
+    let a_ip = result_ip(&check["prevResult"]);
+    let through = |ns: &Ns| {
+        conntrack(ns, "-p tcp --orig-port-dst 8080")
+            .lines()
+            .filter(|l| l.contains(&format!("src={a_ip} ")))
+            .count()
+    };
+    assert!(through(&net.host) > 0, "no tracked flow through 8080 to a");
     net.add("a", &a);
+    assert_eq!(
+        through(&net.host),
+        0,
+        "a flow through the removed mapping is left"
+    );
     assert_eq!(py.tcp_get(&outside, "203.0.113.1", 8080), None);
     assert!(
         !port_elements(&net.host).contains("8080"),
