@@ -1,19 +1,17 @@
 //! Bridge mode, the doing half: apply a [`BridgePlan`] to the kernel, undo it, check it.
 //! Seed 003 by hand, per container: veth pair (peer created inside the container's
-//! namespace), host end on the bridge, address and routes inside, masquerade per network.
+//! namespace), host end on the bridge, address and routes inside. The network's masquerade
+//! is [`crate::firewall`]'s, host ports are [`crate::ports`]'.
 
 use std::net::IpAddr;
 
 use weft_kernel::link::{parse_mac, VethEnd};
 use weft_kernel::netns::Netns;
-use weft_kernel::nft::Nft;
 use weft_kernel::route::Route;
 use weft_kernel::{sysctl, Netlink};
 
-use crate::firewall::{self, NetworkFirewall};
 use crate::plan::BridgePlan;
 use crate::spec::{code, CniError};
-use crate::store::Lock;
 
 fn mac(s: &str) -> Option<[u8; 6]> {
     parse_mac(s)
@@ -92,102 +90,6 @@ pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
 /// the network's firewall table stay for the network's other containers.
 pub async fn teardown(plan: &BridgePlan, host: &Netlink) -> Result<(), CniError> {
     host.del_link_by_name(&plan.host_veth).await?;
-    Ok(())
-}
-
-/// The per-network firewall of a plan, if the network needs one.
-pub fn network_firewall(plan: &BridgePlan, subnets: Vec<ipnet::IpNet>) -> Option<NetworkFirewall> {
-    if !plan.ip_masq && plan.port_mappings.is_empty() {
-        return None;
-    }
-    Some(NetworkFirewall {
-        table: firewall::table_name(&plan.network),
-        subnets,
-        ip_masq: plan.ip_masq,
-    })
-}
-
-/// Writes the network's table unless it is there already with the same fingerprint. Called
-/// under the network's lock, so two first containers do not both write it.
-pub fn ensure_network_firewall(
-    nft: &mut Nft,
-    fw: &NetworkFirewall,
-    _lock: &Lock,
-) -> Result<(), CniError> {
-    nft.ensure_table("inet", &fw.table, &fw.fingerprint(), &fw.render())?;
-    Ok(())
-}
-
-/// What the network's stamp file says when the table was written in this network namespace,
-/// since this boot, with this fingerprint. A matching stamp lets ADD skip nftables entirely
-/// (no library load, no table dump) when the container has no port mappings; CHECK still
-/// compares the kernel's table with the configuration.
-pub fn firewall_stamp(fw: &NetworkFirewall) -> String {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let ns = weft_kernel::netns::Netns::current()
-        .and_then(|n| n.id())
-        .map(|(d, i)| format!("{d}:{i}"))
-        .unwrap_or_default();
-    format!("{}\n{}\n{ns}\n", fw.fingerprint(), boot.trim())
-}
-
-/// Adds the container's port mappings (one transaction; a host port already mapped fails
-/// the whole call and nothing is added).
-pub fn add_port_mappings(nft: &mut Nft, plan: &BridgePlan, table: &str) -> Result<(), CniError> {
-    if plan.port_mappings.is_empty() {
-        return Ok(());
-    }
-    let listing = nft.run(&format!("list table inet {table}"))?;
-    let missing: Vec<_> = plan
-        .port_mappings
-        .iter()
-        .filter(|(pm, to)| !firewall::listing_has_mapping(&listing, pm, *to))
-        .cloned()
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    nft.run(&firewall::render_ports_add(table, &missing))
-        .map_err(|e| match e {
-            weft_kernel::Error::Nft(m) if m.contains("File exists") => {
-                let ports: Vec<String> = missing
-                    .iter()
-                    .map(|(pm, _)| format!("{}/{}", pm.host_port, pm.protocol))
-                    .collect();
-                CniError::new(
-                    code::PORT_IN_USE,
-                    format!(
-                        "host port {} is already mapped to another container",
-                        ports.join(", ")
-                    ),
-                )
-                .with_details(m)
-            }
-            e => e.into(),
-        })?;
-    Ok(())
-}
-
-/// Removes the container's port mappings; missing elements are fine.
-pub fn del_port_mappings(nft: &mut Nft, plan: &BridgePlan, table: &str) -> Result<(), CniError> {
-    if plan.port_mappings.is_empty() {
-        return Ok(());
-    }
-    if nft
-        .run(&firewall::render_ports_del(table, &plan.port_mappings))
-        .is_ok()
-    {
-        return Ok(());
-    }
-    // Some were already gone: remove the rest one by one, ignoring absent ones.
-    for pm in &plan.port_mappings {
-        let script = firewall::render_ports_del(table, std::slice::from_ref(pm));
-        match nft.run(&script) {
-            Ok(_) => {}
-            Err(weft_kernel::Error::Nft(m)) if m.contains("No such file") => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
     Ok(())
 }
 

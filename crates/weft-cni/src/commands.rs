@@ -1,9 +1,14 @@
 //! The six CNI commands, in the order the spec describes them. Each reads like its steps:
-//! decide (config, allocation, plan; under the network's lock), then do (kernel), and undo
-//! exactly what was decided when doing fails.
+//! decide (config, allocation, plan, host ports; under the network's lock), then do
+//! (kernel), and undo exactly what was decided when doing fails.
+//!
+//! An attachment is (container id, interface name) in one network namespace: ADD into the
+//! plugin's own namespace is refused, a repeat ADD into another namespace than the
+//! recorded one is refused (while that one exists), and a repeat ADD applies the port
+//! mappings it asks for (or refuses them), never ignores them.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::Value;
 use weft_kernel::netns::Netns;
@@ -12,10 +17,12 @@ use weft_kernel::Netlink;
 
 use crate::bridge;
 use crate::config::{self, Mode, NetworkConf};
+use crate::firewall::{self, NetworkFirewall};
 use crate::ipam;
 use crate::lease::HostLease;
 use crate::overlay;
 use crate::plan::{self, Plan};
+use crate::ports::{self, Change, Element, Holder, Key, Reserved};
 use crate::spec::{self, code, CniError, CniResult, Command, Env};
 use crate::store::{Lock, NetworkStore, Owner};
 
@@ -71,6 +78,162 @@ fn open_netns(path: &str) -> Result<Netns, CniError> {
     Netns::open(path).map_err(|e| CniError::new(code::CONTAINER_UNKNOWN, format!("CNI_NETNS: {e}")))
 }
 
+/// The container's namespace must not be the plugin's own (the host's): compared by
+/// namespace identity, not by path (`/proc/self/ns/net` names it too).
+fn refuse_own_netns(ns: &Netns, path: &str) -> Result<(), CniError> {
+    if ns.same_as(&Netns::current()?)? {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!("CNI_NETNS: {path} is the plugin's own (the host's) network namespace, not a container's"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a recorded attachment's namespace stands, seen from CNI_NETNS.
+enum Recorded {
+    /// The same namespace (by identity; the path may differ).
+    Same,
+    /// Another namespace that exists: a different container, not to be taken over.
+    Elsewhere,
+    /// Its namespace is gone (the container died without DEL): its veth went with it.
+    Gone,
+}
+
+fn recorded_netns(plan: &Plan, env_path: &str, ns: &Netns) -> Result<Recorded, CniError> {
+    if plan.netns() == env_path {
+        return Ok(Recorded::Same);
+    }
+    match Netns::open(plan.netns()) {
+        Ok(r) if r.same_as(ns)? => Ok(Recorded::Same),
+        Ok(_) => Ok(Recorded::Elsewhere),
+        Err(weft_kernel::Error::Invalid(_)) => Ok(Recorded::Gone),
+        Err(e) if e.is_not_found() => Ok(Recorded::Gone),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The network's state: its own address space in bridge mode, the lease's in overlay mode.
+fn open_store(conf: &NetworkConf) -> Result<NetworkStore, CniError> {
+    match &conf.mode {
+        Mode::Bridge => NetworkStore::open(&conf.data_dir, &conf.network),
+        Mode::Overlay { lease_file } => {
+            NetworkStore::open_on_lease(&conf.data_dir, &conf.network, lease_file)
+        }
+    }
+}
+
+/// Overlay mode: the host's lease, whose range replaces the configuration's.
+fn with_lease(conf: &NetworkConf) -> Result<(NetworkConf, Option<HostLease>), CniError> {
+    let mut conf = conf.clone();
+    let lease = match &conf.mode {
+        Mode::Bridge => None,
+        Mode::Overlay { lease_file } => {
+            let l = HostLease::read(lease_file)?;
+            conf.range_sets = vec![vec![l.range()]];
+            Some(l)
+        }
+    };
+    Ok((conf, lease))
+}
+
+fn holder_of(network: &str, owner: &Owner) -> Holder {
+    Holder::new(network, &owner.container_id, &owner.ifname)
+}
+
+/// The host-port elements a plan asks for.
+fn wanted(plan: &Plan, holder: &Holder) -> Vec<Element> {
+    plan.port_mappings()
+        .iter()
+        .filter_map(|(pm, to)| Element::of(pm, *to, holder))
+        .collect()
+}
+
+/// The container's IPv4 addresses: elements of older versions (no holder) that lead there
+/// are its.
+fn legacy_targets(plan: &Plan) -> Vec<Ipv4Addr> {
+    plan.addresses()
+        .into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// Host ports weft keeps for itself: the VTEP's UDP port (a container mapping it would
+/// receive the overlay's packets, and could forge them). Overlay mode: the lease's VTEP
+/// (VXLAN's port while the agent has not made it yet); bridge mode on a host that also runs
+/// the agent: the VTEP of the default name, if there is one.
+async fn reserved_ports(
+    lease: Option<&HostLease>,
+    host: &Netlink,
+) -> Result<Vec<Reserved>, CniError> {
+    let (vtep, fallback) = match lease {
+        Some(l) => (l.vtep.as_str(), Some(weft_kernel::link::VXLAN_PORT)),
+        None => (config::DEFAULT_VTEP, None),
+    };
+    let port = host.vxlan_port(vtep).await?.or(fallback);
+    Ok(port
+        .map(|port| Reserved {
+            key: Key {
+                proto: "udp".into(),
+                port,
+                host_ip: None,
+            },
+            what: format!("the overlay's VXLAN port (VTEP {vtep})"),
+        })
+        .into_iter()
+        .collect())
+}
+
+/// The per-network table an attachment needs, if any: masquerade (ipMasq) and hairpin for
+/// port mappings.
+fn network_firewall(plan: &Plan, conf: &NetworkConf) -> Option<NetworkFirewall> {
+    let table = firewall::table_name(plan.network());
+    match plan {
+        Plan::Bridge(p) if p.ip_masq || !p.port_mappings.is_empty() => Some(NetworkFirewall {
+            table,
+            subnets: subnets(conf),
+            ip_masq: p.ip_masq,
+            forward: true,
+        }),
+        Plan::Overlay(p) if !p.port_mappings.is_empty() => Some(NetworkFirewall {
+            table,
+            subnets: vec![p.subnet.into()],
+            ip_masq: false,
+            forward: false,
+        }),
+        _ => None,
+    }
+}
+
+/// Writes the network's table unless its stamp says it is there. Called under the
+/// network's lock, so two first containers do not both write it.
+fn ensure_network_firewall(
+    plan: &Plan,
+    conf: &NetworkConf,
+    store: &NetworkStore,
+    _lock: &Lock,
+) -> Result<(), CniError> {
+    let Some(fw) = network_firewall(plan, conf) else {
+        return Ok(());
+    };
+    let stamp_path = store.dir().join("firewall");
+    let stamp = fw.stamp();
+    if std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
+        return Ok(());
+    }
+    let mut nft = Nft::new()?;
+    if !nft.table_matches("inet", &fw.table, &fw.fingerprint())? {
+        // An older version's table of this network may hold host ports, which rewriting it
+        // would drop: they move to the host's table first.
+        ports::adopt_older()?;
+        nft.run(&fw.render())?;
+    }
+    crate::store::write_atomic(&stamp_path, stamp.as_bytes())
+}
+
 /// Decides the plan of a new attachment (under the lock): allocate, compute, record.
 fn decide(
     conf: &NetworkConf,
@@ -105,7 +268,9 @@ fn decide(
     Ok(plan)
 }
 
-/// ADD: allocate, record the plan, apply it; on failure undo and release.
+/// ADD: allocate, record the plan, claim its host ports, apply it; on failure undo and
+/// release. A repeat ADD of a recorded attachment in the same namespace applies the port
+/// mappings asked for now, and what is missing in the kernel.
 async fn add(env: &Env, conf: &NetworkConf) -> Result<Value, CniError> {
     let prev = conf
         .prev_result
@@ -113,55 +278,110 @@ async fn add(env: &Env, conf: &NetworkConf) -> Result<Value, CniError> {
         .map(CniResult::from_prev)
         .transpose()?;
     let ns = open_netns(&env.netns)?;
-    let mut conf = conf.clone();
-    let lease = match &conf.mode {
-        Mode::Bridge => None,
-        Mode::Overlay { lease_file } => {
-            let l = HostLease::read(lease_file)?;
-            conf.range_sets = vec![vec![l.range()]];
-            Some(l)
-        }
-    };
-    let store = NetworkStore::open(&conf.data_dir, &conf.network)?;
+    refuse_own_netns(&ns, &env.netns)?;
+    let (conf, lease) = with_lease(conf)?;
+    if !conf.port_mappings.is_empty()
+        && !conf
+            .range_sets
+            .iter()
+            .flatten()
+            .any(|r| r.subnet.addr().is_ipv4())
+    {
+        return Err(CniError::new(
+            code::UNSUPPORTED_FIELD,
+            "runtimeConfig.portMappings: port mappings lead to an IPv4 address; the network has none",
+        ));
+    }
+    let store = open_store(&conf)?;
     let owner = Owner::new(&env.container_id, &env.ifname);
+    let holder = holder_of(&conf.network, &owner);
     let host = Netlink::current()?;
-
-    let (plan, fresh) = {
-        let lock = store.lock()?;
-        let (plan, fresh) = match store.read_record::<Plan>(&owner)? {
-            Some(p) => (p, false),
-            None => (
-                decide(&conf, lease.as_ref(), env, &store, &lock, &owner)?,
-                true,
-            ),
-        };
-        if let Plan::Bridge(bp) = &plan {
-            if let Some(fw) = bridge::network_firewall(bp, subnets(&conf)) {
-                let stamp_path = store.dir().join("firewall");
-                let stamp = bridge::firewall_stamp(&fw);
-                let table_ok =
-                    std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());
-                let r = if table_ok && bp.port_mappings.is_empty() {
-                    Ok(())
-                } else {
-                    Nft::new().map_err(CniError::from).and_then(|mut nft| {
-                        if !table_ok {
-                            bridge::ensure_network_firewall(&mut nft, &fw, &lock)?;
-                            crate::store::write_atomic(&stamp_path, stamp.as_bytes())?;
-                        }
-                        bridge::add_port_mappings(&mut nft, bp, &fw.table)
-                    })
-                };
-                if let Err(e) = r {
-                    if fresh {
-                        release_all(&store, &lock, &owner, &plan);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        (plan, fresh)
+    let reserved = if conf.port_mappings.is_empty() {
+        Vec::new()
+    } else {
+        reserved_ports(lease.as_ref(), &host).await?
     };
+
+    let (plan, fresh, moved) = {
+        let lock = store.lock()?;
+        let recorded = match store.read_record::<Plan>(&owner)? {
+            None => None,
+            Some(p) => match recorded_netns(&p, &env.netns, &ns)? {
+                Recorded::Same => Some(p),
+                Recorded::Elsewhere => {
+                    return Err(CniError::new(
+                        code::INVALID_ENV,
+                        format!(
+                            "CNI_NETNS: container {} interface {} of network {} is attached in \
+                             another network namespace ({}); DEL it first",
+                            env.container_id,
+                            env.ifname,
+                            conf.network,
+                            p.netns()
+                        ),
+                    ))
+                }
+                Recorded::Gone => {
+                    tracing::info!(container = %env.container_id, ifname = %env.ifname, old = %p.netns(),
+                        "replacing an attachment whose network namespace is gone");
+                    if let Err(e) = undo_kernel(&p, &holder, &host).await {
+                        tracing::warn!(error = %e, "undoing the stale attachment");
+                    }
+                    release_all(&store, &lock, &owner, &p);
+                    None
+                }
+            },
+        };
+        let (plan, fresh, moved) = match recorded {
+            Some(mut plan) => {
+                let mut moved = Change::default();
+                let asked: Vec<_> = conf.port_mappings.clone();
+                let had: Vec<_> = plan.port_mappings().into_iter().map(|(pm, _)| pm).collect();
+                if asked != had || !asked.is_empty() {
+                    let mut next = plan.clone();
+                    next.set_port_mappings(&asked);
+                    moved = ports::sync(
+                        &holder,
+                        &legacy_targets(&plan),
+                        &wanted(&next, &holder),
+                        &reserved,
+                    )?;
+                    if next != plan {
+                        store.write_record(&owner, &next)?;
+                        plan = next;
+                    }
+                }
+                (plan, false, moved)
+            }
+            None => {
+                let plan = decide(&conf, lease.as_ref(), env, &store, &lock, &owner)?;
+                let want = wanted(&plan, &holder);
+                let moved = if want.is_empty() {
+                    Change::default()
+                } else {
+                    match ports::sync(&holder, &[], &want, &reserved) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            release_all(&store, &lock, &owner, &plan);
+                            return Err(e);
+                        }
+                    }
+                };
+                (plan, true, moved)
+            }
+        };
+        if let Err(e) = ensure_network_firewall(&plan, &conf, &store, &lock) {
+            if fresh {
+                if !moved.add.is_empty() {
+                    let _ = ports::sync(&holder, &[], &[], &[]);
+                }
+                release_all(&store, &lock, &owner, &plan);
+            }
+            return Err(e);
+        }
+        (plan, fresh, moved)
+    };
+    ports::forget_flows(&host, &moved).await;
 
     let applied = match &plan {
         Plan::Bridge(p) => bridge::apply(p, &host, &ns).await,
@@ -169,7 +389,7 @@ async fn add(env: &Env, conf: &NetworkConf) -> Result<Value, CniError> {
     };
     if let Err(e) = applied {
         if fresh {
-            if let Err(u) = undo(&store, &owner, &plan, &host).await {
+            if let Err(u) = undo(&store, &owner, &holder, &plan, &host).await {
                 tracing::warn!(error = %u, "ADD failed and its undo failed too; GC will finish it");
             }
         }
@@ -191,29 +411,41 @@ fn release_all(store: &NetworkStore, lock: &Lock, owner: &Owner, plan: &Plan) {
     let _ = store.remove_record(owner);
 }
 
-/// Undoes an attachment completely: kernel objects, port mappings, addresses, record.
+/// Undoes the kernel side of an attachment: its links, its host ports, and the conntrack
+/// entries of its addresses (a later container with the same address starts clean; a TCP
+/// entry would otherwise live for days).
+async fn undo_kernel(plan: &Plan, holder: &Holder, host: &Netlink) -> Result<(), CniError> {
+    let mut err = match plan {
+        Plan::Bridge(p) => bridge::teardown(p, host).await.err(),
+        Plan::Overlay(p) => overlay::teardown(p, host).await.err(),
+    };
+    if !plan.port_mappings().is_empty() {
+        if let Err(e) = ports::sync(holder, &legacy_targets(plan), &[], &[]) {
+            err.get_or_insert(e);
+        }
+    }
+    // Best effort: a kernel without ctnetlink has no entries to inherit either.
+    let ips = plan.addresses();
+    match weft_kernel::conntrack::delete_by_ips(&ips) {
+        Ok(n) if n > 0 => tracing::info!(?ips, entries = n, "conntrack entries removed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(?ips, error = %e, "could not remove conntrack entries"),
+    }
+    match err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Undoes an attachment completely: kernel objects, host ports, flows, addresses, record.
 async fn undo(
     store: &NetworkStore,
     owner: &Owner,
+    holder: &Holder,
     plan: &Plan,
     host: &Netlink,
 ) -> Result<(), CniError> {
-    let first_err = match plan {
-        Plan::Bridge(p) => {
-            let mut err = bridge::teardown(p, host).await.err();
-            if !p.port_mappings.is_empty() {
-                let table = crate::firewall::table_name(&p.network);
-                if let Err(e) = Nft::new()
-                    .map_err(CniError::from)
-                    .and_then(|mut n| bridge::del_port_mappings(&mut n, p, &table))
-                {
-                    err.get_or_insert(e);
-                }
-            }
-            err
-        }
-        Plan::Overlay(p) => overlay::teardown(p, host).await.err(),
-    };
+    let first_err = undo_kernel(plan, holder, host).await.err();
     let lock = store.lock()?;
     release_all(store, &lock, owner, plan);
     match first_err {
@@ -228,14 +460,24 @@ async fn del(env: &Env, conf: &NetworkConf) -> Result<(), CniError> {
     if !conf.data_dir.join(&conf.network).exists() {
         return Ok(());
     }
-    let store = NetworkStore::open(&conf.data_dir, &conf.network)?;
+    let store = open_store(conf)?;
     let owner = Owner::new(&env.container_id, &env.ifname);
     let host = Netlink::current()?;
     match store.read_record::<Plan>(&owner)? {
-        Some(plan) => undo(&store, &owner, &plan, &host).await,
+        Some(plan) => {
+            undo(
+                &store,
+                &owner,
+                &holder_of(&conf.network, &owner),
+                &plan,
+                &host,
+            )
+            .await
+        }
         None => {
             // No record (an ADD killed before writing it, or DEL twice): remove what could
-            // exist by name and any address still held by this attachment.
+            // exist by name and any address still held by this attachment. (Host ports are
+            // claimed only after the record is written.)
             host.del_link_by_name(&plan::host_veth_name(
                 &conf.network,
                 &env.container_id,
@@ -243,7 +485,7 @@ async fn del(env: &Env, conf: &NetworkConf) -> Result<(), CniError> {
             ))
             .await?;
             let lock = store.lock()?;
-            for (ip, o) in store.allocations()? {
+            for (ip, o) in store.own_allocations()? {
                 if o == owner {
                     store.release(&lock, ip, &owner)?;
                 }
@@ -253,7 +495,7 @@ async fn del(env: &Env, conf: &NetworkConf) -> Result<(), CniError> {
     }
 }
 
-/// CHECK: the attachment exists and the kernel matches its plan.
+/// CHECK: the attachment exists in this namespace and the kernel matches its plan.
 async fn check(env: &Env, conf: &NetworkConf) -> Result<(), CniError> {
     let prev = conf
         .prev_result
@@ -265,7 +507,7 @@ async fn check(env: &Env, conf: &NetworkConf) -> Result<(), CniError> {
             )
         })
         .and_then(CniResult::from_prev)?;
-    let store = NetworkStore::open(&conf.data_dir, &conf.network)?;
+    let store = open_store(conf)?;
     let owner = Owner::new(&env.container_id, &env.ifname);
     let plan = store.read_record::<Plan>(&owner)?.ok_or_else(|| {
         CniError::new(
@@ -276,45 +518,53 @@ async fn check(env: &Env, conf: &NetworkConf) -> Result<(), CniError> {
             ),
         )
     })?;
+    let mismatch = |m: String| CniError::new(code::CHECK_MISMATCH, m);
     for ip in plan.addresses() {
         if !prev.ips.iter().any(|c| c.address.addr() == ip) {
-            return Err(CniError::new(
-                code::CHECK_MISMATCH,
-                format!("prevResult does not list address {ip}"),
-            ));
+            return Err(mismatch(format!("prevResult does not list address {ip}")));
         }
     }
     let ns = open_netns(&env.netns)?;
+    if !matches!(recorded_netns(&plan, &env.netns, &ns)?, Recorded::Same) {
+        return Err(mismatch(format!(
+            "the attachment is in network namespace {}, not in {}",
+            plan.netns(),
+            env.netns
+        )));
+    }
     let host = Netlink::current()?;
     match &plan {
-        Plan::Overlay(p) => overlay::check(p, &host, &ns).await,
-        Plan::Bridge(p) => {
-            bridge::check(p, &host, &ns).await?;
-            if let Some(fw) = bridge::network_firewall(p, subnets(conf)) {
-                let listing = Nft::new()
-                    .and_then(|mut n| n.run(&format!("list table inet {}", fw.table)))
-                    .map_err(|e| {
-                        CniError::new(
-                            code::CHECK_MISMATCH,
-                            format!("firewall table {}: {e}", fw.table),
-                        )
-                    })?;
-                for (pm, to) in &p.port_mappings {
-                    if !crate::firewall::listing_has_mapping(&listing, pm, *to) {
-                        return Err(CniError::new(
-                            code::CHECK_MISMATCH,
-                            format!("port mapping {}/{} is missing", pm.host_port, pm.protocol),
-                        ));
-                    }
-                }
-            }
-            Ok(())
+        Plan::Overlay(p) => overlay::check(p, &host, &ns).await?,
+        Plan::Bridge(p) => bridge::check(p, &host, &ns).await?,
+    }
+    let holder = holder_of(&conf.network, &owner);
+    let want = wanted(&plan, &holder);
+    if !want.is_empty() {
+        let held = ports::held(&holder)?;
+        if let Some(w) = want.iter().find(|w| !held.contains(w)) {
+            return Err(mismatch(format!(
+                "port mapping {} -> {}:{} is missing",
+                w.key, w.to.0, w.to.1
+            )));
         }
     }
+    if let Some(fw) = network_firewall(&plan, conf) {
+        let ok = Nft::new()
+            .and_then(|mut n| n.table_matches("inet", &fw.table, &fw.fingerprint()))
+            .map_err(|e| mismatch(format!("firewall table {}: {e}", fw.table)))?;
+        if !ok {
+            return Err(mismatch(format!(
+                "firewall table {} is missing or differs from the configuration",
+                fw.table
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// GC: remove every attachment of this network that the runtime does not list as valid,
-/// addresses held by no attachment, and weft links of this network that belong to none.
+/// addresses held by no attachment, host ports held by no kept attachment, and weft links
+/// of this network that belong to none.
 async fn gc(conf: &NetworkConf) -> Result<(), CniError> {
     let valid: HashSet<Owner> = conf
         .valid_attachments
@@ -325,7 +575,7 @@ async fn gc(conf: &NetworkConf) -> Result<(), CniError> {
     if !conf.data_dir.join(&conf.network).exists() {
         return Ok(());
     }
-    let store = NetworkStore::open(&conf.data_dir, &conf.network)?;
+    let store = open_store(conf)?;
     let host = Netlink::current()?;
     let mut kept: HashSet<String> = HashSet::new();
     let mut kept_owners: HashSet<Owner> = HashSet::new();
@@ -336,18 +586,26 @@ async fn gc(conf: &NetworkConf) -> Result<(), CniError> {
             kept_owners.insert(owner);
         } else {
             tracing::info!(container = %owner.container_id, ifname = %owner.ifname, "gc: removing stale attachment");
-            undo(&store, &owner, &plan, &host).await?;
+            let holder = holder_of(&conf.network, &owner);
+            undo(&store, &owner, &holder, &plan, &host).await?;
         }
     }
     {
         let lock = store.lock()?;
-        for (ip, owner) in store.allocations()? {
+        // Overlay mode: the lease's space is shared; only this network's addresses.
+        for (ip, owner) in store.own_allocations()? {
             if !kept_owners.contains(&owner) && !valid.contains(&owner) {
                 tracing::info!(%ip, container = %owner.container_id, "gc: releasing orphaned address");
                 store.release(&lock, ip, &owner)?;
             }
         }
     }
+    let keep: HashSet<Holder> = kept_owners
+        .iter()
+        .chain(valid.iter())
+        .map(|o| holder_of(&conf.network, o))
+        .collect();
+    ports::prune(&conf.network, &keep)?;
     let prefix = plan::alias_prefix(&conf.network);
     for l in host.links().await? {
         if l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix)) && !kept.contains(&l.name) {
@@ -366,13 +624,8 @@ async fn gc(conf: &NetworkConf) -> Result<(), CniError> {
 /// every range set; overlay: in the host's lease, which must exist).
 fn status(conf: &NetworkConf) -> Result<(), CniError> {
     let unavailable = |m: String| CniError::new(code::NOT_AVAILABLE, m);
-    let mut conf = conf.clone();
-    if let Mode::Overlay { lease_file } = &conf.mode {
-        let l = HostLease::read(lease_file).map_err(|e| unavailable(e.msg))?;
-        conf.range_sets = vec![vec![l.range()]];
-    }
-    let store =
-        NetworkStore::open(&conf.data_dir, &conf.network).map_err(|e| unavailable(e.msg))?;
+    let (conf, _) = with_lease(conf).map_err(|e| unavailable(e.msg))?;
+    let store = open_store(&conf).map_err(|e| unavailable(e.msg))?;
     drop(store.lock().map_err(|e| unavailable(e.msg))?);
     for (i, set) in conf.range_sets.iter().enumerate() {
         if ipam::free_count(&store, set)? == 0 {

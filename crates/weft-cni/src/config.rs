@@ -173,6 +173,14 @@ pub struct PortMapping {
     pub host_ip: Option<IpAddr>,
 }
 
+impl PortMapping {
+    /// Do both map the same host port (protocol, port and address)?
+    pub fn same_host_port(&self, other: &PortMapping) -> bool {
+        (self.protocol.as_str(), self.host_port, self.host_ip)
+            == (other.protocol.as_str(), other.host_port, other.host_ip)
+    }
+}
+
 /// How containers of the network are connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -182,6 +190,9 @@ pub enum Mode {
     /// host's overlay lease, which the agent writes to `lease_file`.
     Overlay { lease_file: PathBuf },
 }
+
+/// The name `weft agent` gives its VTEP unless told otherwise (`--vtep`).
+pub const DEFAULT_VTEP: &str = "weft.vtep";
 
 /// Default lease file of overlay mode.
 pub const DEFAULT_LEASE_FILE: &str = "/run/weft/lease.json";
@@ -450,16 +461,10 @@ impl NetworkConf {
         if nc.name.is_empty() {
             return Err(invalid("name", "missing"));
         }
-        if !nc
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
-            return Err(invalid(
-                "name",
-                format!("{:?} may hold only letters, digits, '_', '.', '-'", nc.name),
-            ));
-        }
+        // The name becomes a directory under dataDir, a table name and part of aliases:
+        // nothing that escapes (`..`) or needs quoting.
+        crate::spec::valid_name(&nc.name, crate::spec::MAX_NETWORK_NAME)
+            .map_err(|e| invalid("name", e))?;
         let mode = match nc.mode.as_deref() {
             None | Some("bridge") => Mode::Bridge,
             Some("overlay") => Mode::Overlay {
@@ -574,12 +579,29 @@ impl NetworkConf {
                     Some(ip)
                 }
             };
-            port_mappings.push(PortMapping {
+            let pm = PortMapping {
                 host_port: port("hostPort", pm.host_port)?,
                 container_port: port("containerPort", pm.container_port)?,
                 protocol,
                 host_ip,
-            });
+            };
+            // The same mapping twice is one; the same host port to two places is a mistake.
+            match port_mappings
+                .iter()
+                .find(|d: &&PortMapping| d.same_host_port(&pm))
+            {
+                Some(d) if *d == pm => {}
+                Some(d) => {
+                    return Err(invalid(
+                        &f("hostPort"),
+                        format!(
+                            "{}/{} is mapped twice (to container ports {} and {})",
+                            pm.host_port, pm.protocol, d.container_port, pm.container_port
+                        ),
+                    ))
+                }
+                None => port_mappings.push(pm),
+            }
         }
         // Static addresses: runtimeConfig.ips (capability "ips"), args.cni.ips, CNI_ARGS IP=.
         let mut requested = Vec::new();
@@ -681,6 +703,50 @@ mod tests {
         assert!(e.msg.contains("host bits"), "{}", e.msg);
         let e = parse_netconf(b"{not json").unwrap_err();
         assert_eq!(e.code, code::DECODE_FAILURE);
+    }
+
+    #[test]
+    fn network_names_cannot_escape_or_need_quoting() {
+        for bad in ["..", ".", ".x", "-x", "a/b", "a b", "a\"b", "%d"] {
+            let j = format!(
+                r#"{{"cniVersion":"1.0.0","name":{},"type":"weft-cni","ipam":{{"subnet":"10.88.0.0/24"}}}}"#,
+                serde_json::to_string(bad).unwrap()
+            );
+            let e = conf(&j).unwrap_err();
+            assert!(e.msg.starts_with("name:"), "{bad:?}: {}", e.msg);
+        }
+        let long = "n".repeat(crate::spec::MAX_NETWORK_NAME + 1);
+        let j = format!(
+            r#"{{"cniVersion":"1.0.0","name":"{long}","type":"weft-cni","ipam":{{"subnet":"10.88.0.0/24"}}}}"#
+        );
+        assert!(conf(&j).unwrap_err().msg.starts_with("name:"));
+        let ok = conf(
+            r#"{"cniVersion":"1.0.0","name":"net_1.a-b","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"}}"#,
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn duplicate_port_mappings() {
+        let c = conf(
+            r#"{"cniVersion":"1.1.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"},
+               "runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80},
+                                                {"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+                                                {"hostPort":8080,"containerPort":81,"hostIP":"127.0.0.1"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.port_mappings.len(), 2);
+        let e = conf(
+            r#"{"cniVersion":"1.1.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"},
+               "runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80},
+                                                {"hostPort":8080,"containerPort":81}]}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.msg.starts_with("runtimeConfig.portMappings[1].hostPort"),
+            "{}",
+            e.msg
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`store`], [`ipam`]: state on disk and address allocation
 //! - [`plan`]: what one container's network should be (pure)
 //! - [`bridge`], [`firewall`]: bridge mode, applying and undoing a plan (kernel, nftables)
+//! - [`ports`]: host ports of every network on the host, one registry (nftables)
 //! - [`overlay`], [`lease`]: overlay mode (routed /32 veth, address from the host's lease)
 //! - [`commands`]: ADD, DEL, CHECK, GC, STATUS, VERSION
 
@@ -16,6 +17,7 @@ pub mod ipam;
 pub mod lease;
 pub mod overlay;
 pub mod plan;
+pub mod ports;
 pub mod spec;
 pub mod store;
 pub mod veth;

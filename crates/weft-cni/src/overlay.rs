@@ -3,7 +3,9 @@
 //! /32 and a default route via 169.254.0.1, the host end of its veth; the host routes the /32
 //! to the veth. ARP is off on both ends, each holding a permanent neighbour entry for the
 //! other (MACs derived from the container's address). Traffic to other hosts' subnets leaves
-//! through the agent's VTEP; the agent marks it by app (the policy issue).
+//! through the agent's VTEP; the agent marks it by app (the policy issue). Port mappings
+//! are Cloud Foundry's netin: the host's ports table ([`crate::ports`]) DNATs them to the
+//! overlay address; the host end gets route_localnet so that 127.0.0.1 works too.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -15,7 +17,7 @@ use weft_kernel::netns::Netns;
 use weft_kernel::route::Route;
 use weft_kernel::{sysctl, Netlink};
 
-use crate::config::NetworkConf;
+use crate::config::{NetworkConf, PortMapping};
 use crate::lease::{HostLease, GATEWAY};
 use crate::plan::{alias_prefix, host_veth_name, mac_from_ip};
 use crate::spec::{code, CniError, CniResult, Interface, IpConfig, RouteSpec};
@@ -38,6 +40,9 @@ pub struct OverlayPlan {
     pub mtu: u32,
     /// The app the container belongs to (policies name apps; the agent marks by it).
     pub app_id: Option<String>,
+    /// Host ports leading to the container (Cloud Foundry's netin; see [`crate::ports`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
 }
 
 /// Computes the plan of one attachment from the lease and the allocated address.
@@ -66,6 +71,7 @@ pub fn plan(
         subnet: lease.subnet,
         mtu: conf.mtu.unwrap_or(lease.mtu),
         app_id: conf.app_id.clone(),
+        port_mappings: conf.port_mappings.clone(),
     }
 }
 
@@ -152,6 +158,14 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
 
     // Host end: 169.254.0.1/32, the container's /32 routed to it, its MAC pinned.
     host.add_address(hv.index, host_net(GATEWAY)).await?;
+    if !plan.port_mappings.is_empty() {
+        // The host's own connections to 127.0.0.1 are DNAT'd out through this link; the
+        // ports table keeps loopback destinations from coming in through it.
+        sysctl::set_path(
+            &sysctl::ipv4_conf_path(&plan.host_veth, "route_localnet"),
+            "1",
+        )?;
+    }
     if !hv.up {
         host.set_up(hv.index).await?;
     }
@@ -199,16 +213,9 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
     Ok(())
 }
 
-/// Removes the veth pair (its routes and neighbours go with it) and the conntrack entries of
-/// the container's address, so a later container with the same address starts clean.
+/// Removes the veth pair (its routes and neighbours go with it).
 pub async fn teardown(plan: &OverlayPlan, host: &Netlink) -> Result<(), CniError> {
     host.del_link_by_name(&plan.host_veth).await?;
-    // Best effort: a kernel without ctnetlink has no entries to inherit either.
-    match weft_kernel::conntrack::delete_by_ip(plan.ip.into()) {
-        Ok(n) if n > 0 => tracing::info!(ip = %plan.ip, entries = n, "conntrack entries removed"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(ip = %plan.ip, error = %e, "could not remove conntrack entries"),
-    }
     Ok(())
 }
 

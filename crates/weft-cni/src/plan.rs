@@ -284,6 +284,34 @@ impl Plan {
             Plan::Overlay(p) => p.result(),
         }
     }
+    /// The container's port mappings, each with the address it leads to.
+    pub fn port_mappings(&self) -> Vec<(PortMapping, IpAddr)> {
+        match self {
+            Plan::Bridge(p) => p.port_mappings.clone(),
+            Plan::Overlay(p) => p
+                .port_mappings
+                .iter()
+                .map(|pm| (pm.clone(), IpAddr::V4(p.ip)))
+                .collect(),
+        }
+    }
+    /// Replaces the port mappings (a repeat ADD that asks for others). In bridge mode they
+    /// lead to the first IPv4 address; without one there are none.
+    pub fn set_port_mappings(&mut self, pms: &[PortMapping]) {
+        match self {
+            Plan::Bridge(p) => {
+                let v4 = p
+                    .addresses
+                    .iter()
+                    .map(|(n, _)| n.addr())
+                    .find(IpAddr::is_ipv4);
+                p.port_mappings = v4
+                    .map(|ip| pms.iter().map(|pm| (pm.clone(), ip)).collect())
+                    .unwrap_or_default();
+            }
+            Plan::Overlay(p) => p.port_mappings = pms.to_vec(),
+        }
+    }
 }
 
 #[cfg(test)]

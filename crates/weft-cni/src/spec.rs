@@ -107,12 +107,53 @@ pub struct Env {
     pub args: BTreeMap<String, String>,
 }
 
+/// The longest container id accepted: the id is part of the attachment's record name and
+/// of its host interface's alias (IFALIASZ), which must not overflow. Runtimes use 64 hex
+/// digits (containerd, CRI-O, podman) or a GUID (Cloud Foundry).
+pub const MAX_CONTAINER_ID: usize = 128;
+/// The longest network name accepted: it names a directory, a bridge table, an alias.
+pub const MAX_NETWORK_NAME: usize = 64;
+
+/// Spec (container ids and network names): "Must start with an alphanumeric character,
+/// optionally followed by any combination of one or more alphanumeric characters,
+/// underscore, dot or hyphen" — so never `.`, `..`, a `/`, a `%` or white space — and at
+/// most `max` bytes. `Err` says why.
+pub fn valid_name(id: &str, max: usize) -> Result<(), String> {
+    let mut chars = id.chars();
+    if !matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err(format!(
+            "{id:?} must start with a letter or digit and hold only letters, digits, '_', '.', '-'"
+        ));
+    }
+    if id.len() > max {
+        return Err(format!(
+            "{} characters, at most {max} are allowed",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Spec: "Must start with an alphanumeric character, optionally followed by any combination of
 /// one or more alphanumeric characters, underscore, dot or hyphen."
 pub fn valid_container_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    valid_name(id, MAX_CONTAINER_ID).is_ok()
+}
+
+/// The container's interface name (CNI_IFNAME): what the kernel takes as a name as it is
+/// (at most 15 bytes, IFNAMSIZ; no `%`, which the kernel expands into the next free
+/// `eth0`, `eth1`...), restricted to the characters of [`valid_name`] so that it is safe in a
+/// file name, an alias and an nftables comment.
+pub fn valid_ifname(name: &str) -> Result<(), String> {
+    if name.contains('%') {
+        return Err(format!(
+            "{name:?} holds '%', which the kernel expands into the next free name"
+        ));
+    }
+    valid_name(name, 15).map_err(|e| format!("interface name {e}"))?;
+    weft_kernel::link::validate_ifname(name)
 }
 
 impl Env {
@@ -136,16 +177,13 @@ impl Env {
             if container_id.is_empty() {
                 return Err(invalid("CNI_CONTAINERID", "not set"));
             }
-            if !valid_container_id(&container_id) {
-                return Err(invalid(
-                    "CNI_CONTAINERID",
-                    &format!("{container_id:?} must start with a letter or digit and hold only letters, digits, '_', '.', '-'"),
-                ));
+            if let Err(why) = valid_name(&container_id, MAX_CONTAINER_ID) {
+                return Err(invalid("CNI_CONTAINERID", &why));
             }
             if ifname.is_empty() {
                 return Err(invalid("CNI_IFNAME", "not set"));
             }
-            if let Err(why) = weft_kernel::link::validate_ifname(&ifname) {
+            if let Err(why) = valid_ifname(&ifname) {
                 return Err(invalid("CNI_IFNAME", &why));
             }
             // DEL may come after the namespace is gone: an empty CNI_NETNS is allowed there.
@@ -394,6 +432,23 @@ mod tests {
             ("CNI_IFNAME", "eth0"),
         ]);
         assert!(e.unwrap_err().msg.starts_with("CNI_CONTAINERID"));
+        for bad in ["eth%d", "%d", "e th", "eth\"0", "-eth", "ethé"] {
+            let mut v = base.to_vec();
+            v.push(("CNI_IFNAME", bad));
+            let e = env(&v).unwrap_err();
+            assert!(e.msg.starts_with("CNI_IFNAME"), "{bad:?}: {}", e.msg);
+        }
+        let long = "c".repeat(MAX_CONTAINER_ID + 1);
+        let e = env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", long.as_str()),
+            ("CNI_NETNS", "/x"),
+            ("CNI_IFNAME", "eth0"),
+        ]);
+        assert!(e.unwrap_err().msg.starts_with("CNI_CONTAINERID"));
+        for ok in ["eth0", "net1", "e.1", "veth_a-b"] {
+            assert_eq!(valid_ifname(ok), Ok(()), "{ok}");
+        }
         assert!(env(&[("CNI_COMMAND", "FROB")])
             .unwrap_err()
             .msg

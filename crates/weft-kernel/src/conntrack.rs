@@ -1,8 +1,9 @@
 //! Connection tracking entries, through ctnetlink (a `NETLINK_NETFILTER` socket).
 //!
-//! weft only needs to forget the flows of an address that goes away, so that an IP handed
-//! to the next container does not inherit stale (NAT) state: what `conntrack -D -s IP` and
-//! `conntrack -D -d IP` do, without spawning `conntrack`.
+//! weft forgets the flows that must not outlive what they were made for, so that an IP
+//! handed to the next container, or a host port mapped to another container, does not
+//! inherit stale (NAT) state: what `conntrack -D -s IP` and `conntrack -D -d IP` do, without
+//! spawning `conntrack`. [`flows`] dumps the table, the caller picks, [`delete`] removes.
 //!
 //! The messages are small enough to build and parse by hand: a `nlmsghdr`, a `nfgenmsg`
 //! and netlink attributes (NLAs), each 4-byte aligned, nested ones flagged `NLA_F_NESTED`.
@@ -43,57 +44,91 @@ const CTA_ID: u16 = 12;
 const CTA_ZONE: u16 = 18;
 // enum ctattr_tuple
 const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
 // enum ctattr_ip
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
 const CTA_IP_V6_SRC: u16 = 3;
 const CTA_IP_V6_DST: u16 = 4;
+// enum ctattr_l4proto
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
 
 /// Big enough for any datagram of a dump: the kernel fills at most 32 KiB per batch.
 const RECV_BUF_LEN: usize = 64 * 1024;
 
 /// Deletes every conntrack entry whose original or reply tuple has `ip` as source or
 /// destination, in the calling thread's network namespace. Returns how many were deleted.
-///
-/// The table is dumped first, then the matching entries are deleted one by one, each by its
-/// original tuple, zone and id; an entry that vanished in between (ENOENT) is not an error
-/// and not counted.
 pub fn delete_by_ip(ip: IpAddr) -> Result<usize> {
-    let family = family_of(ip);
-    let mut ct = Ctnetlink::open()?;
-    let doomed: Vec<Entry> = ct
+    delete_by_ips(&[ip])
+}
+
+/// [`delete_by_ip`] for several addresses with one dump: a dump walks the kernel's whole
+/// conntrack hash (shared by every namespace), whatever it returns.
+pub fn delete_by_ips(ips: &[IpAddr]) -> Result<usize> {
+    let family = match (
+        ips.iter().any(IpAddr::is_ipv4),
+        ips.iter().any(IpAddr::is_ipv6),
+    ) {
+        (false, false) => return Ok(0),
+        (true, false) => libc::AF_INET,
+        (false, true) => libc::AF_INET6,
+        (true, true) => libc::AF_UNSPEC,
+    } as u8;
+    let doomed: Vec<Flow> = Ctnetlink::open()?
         .dump(family)?
         .into_iter()
-        .filter(|e| e.involves(ip))
+        .filter(|f| ips.iter().any(|ip| f.involves(*ip)))
         .collect();
+    delete(&doomed)
+}
+
+/// Every entry of one address family (IPv4, or IPv6 when `v6`) in the calling thread's
+/// network namespace.
+pub fn flows(v6: bool) -> Result<Vec<Flow>> {
+    let family = if v6 {
+        libc::AF_INET6 as u8
+    } else {
+        libc::AF_INET as u8
+    };
+    Ctnetlink::open()?.dump(family)
+}
+
+/// Deletes these entries, each by its original tuple, zone and id (so a newer entry that
+/// took over the same tuple since the dump is left alone). An entry that is gone already
+/// (ENOENT) is not an error and not counted.
+pub fn delete(flows: &[Flow]) -> Result<usize> {
+    if flows.is_empty() {
+        return Ok(0);
+    }
+    let mut ct = Ctnetlink::open()?;
     let mut deleted = 0;
-    for e in &doomed {
-        if ct.delete(family, e)? {
+    for f in flows {
+        if ct.delete(f)? {
             deleted += 1;
         }
     }
     Ok(deleted)
 }
 
-fn family_of(ip: IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => libc::AF_INET as u8,
-        IpAddr::V6(_) => libc::AF_INET6 as u8,
-    }
+/// One direction of a connection: addresses, and ports for TCP, UDP and SCTP.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
 }
 
-/// Source and destination address of one direction of a connection.
+/// One conntrack entry: what a caller decides on, and what names it for deletion.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Tuple {
-    src: Option<IpAddr>,
-    dst: Option<IpAddr>,
-}
-
-/// What we keep of one conntrack entry.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Entry {
-    orig: Tuple,
-    reply: Tuple,
+pub struct Flow {
+    /// IP protocol number (6 TCP, 17 UDP, 132 SCTP, ...).
+    pub proto: Option<u8>,
+    pub orig: Tuple,
+    pub reply: Tuple,
+    family: u8,
     /// CTA_TUPLE_ORIG's payload as the kernel sent it (addresses, protocol, ports, maybe a
     /// tuple zone): sent back verbatim, it names exactly this entry.
     orig_raw: Vec<u8>,
@@ -104,9 +139,16 @@ struct Entry {
     id: Option<Vec<u8>>,
 }
 
-impl Entry {
-    fn involves(&self, ip: IpAddr) -> bool {
+impl Flow {
+    /// Has `ip` as source or destination in either direction?
+    pub fn involves(&self, ip: IpAddr) -> bool {
         [self.orig.src, self.orig.dst, self.reply.src, self.reply.dst].contains(&Some(ip))
+    }
+
+    /// Was the destination rewritten (the answer comes from elsewhere than the original
+    /// destination: DNAT)?
+    pub fn dnat(&self) -> bool {
+        (self.reply.src, self.reply.sport) != (self.orig.dst, self.orig.dport)
     }
 }
 
@@ -178,7 +220,7 @@ fn dump_request(seq: u32, family: u8) -> Vec<u8> {
 
 /// The request deleting `e`. It always carries CTA_TUPLE_ORIG: a delete without a tuple
 /// would flush the whole table.
-fn delete_request(seq: u32, family: u8, e: &Entry) -> Vec<u8> {
+fn delete_request(seq: u32, e: &Flow) -> Vec<u8> {
     let mut attrs = Vec::new();
     push_nla(&mut attrs, CTA_TUPLE_ORIG | NLA_F_NESTED, &e.orig_raw);
     if let Some(zone) = &e.zone {
@@ -191,47 +233,69 @@ fn delete_request(seq: u32, family: u8, e: &Entry) -> Vec<u8> {
         IPCTNL_MSG_CT_DELETE,
         NLM_F_REQUEST | NLM_F_ACK,
         seq,
-        family,
+        e.family,
         &attrs,
     )
 }
 
-/// Parses a CTA_TUPLE_ORIG / CTA_TUPLE_REPLY payload; unknown or odd-sized parts are skipped.
-fn parse_tuple(buf: &[u8]) -> Tuple {
+/// Parses a CTA_TUPLE_ORIG / CTA_TUPLE_REPLY payload into the tuple and the protocol;
+/// unknown or odd-sized parts are skipped.
+fn parse_tuple(buf: &[u8]) -> (Tuple, Option<u8>) {
     let mut t = Tuple::default();
-    for (kind, ip) in nlas(buf) {
-        if kind != CTA_TUPLE_IP {
-            continue;
-        }
-        for (kind, addr) in nlas(ip) {
-            let addr = match kind {
-                CTA_IP_V4_SRC | CTA_IP_V4_DST => <[u8; 4]>::try_from(addr).ok().map(IpAddr::from),
-                CTA_IP_V6_SRC | CTA_IP_V6_DST => <[u8; 16]>::try_from(addr).ok().map(IpAddr::from),
-                _ => None,
-            };
-            let Some(addr) = addr else { continue };
-            match kind {
-                CTA_IP_V4_SRC | CTA_IP_V6_SRC => t.src = Some(addr),
-                _ => t.dst = Some(addr),
+    let mut proto = None;
+    for (kind, part) in nlas(buf) {
+        match kind {
+            CTA_TUPLE_IP => {
+                for (kind, addr) in nlas(part) {
+                    let addr = match kind {
+                        CTA_IP_V4_SRC | CTA_IP_V4_DST => {
+                            <[u8; 4]>::try_from(addr).ok().map(IpAddr::from)
+                        }
+                        CTA_IP_V6_SRC | CTA_IP_V6_DST => {
+                            <[u8; 16]>::try_from(addr).ok().map(IpAddr::from)
+                        }
+                        _ => None,
+                    };
+                    let Some(addr) = addr else { continue };
+                    match kind {
+                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => t.src = Some(addr),
+                        _ => t.dst = Some(addr),
+                    }
+                }
             }
+            CTA_TUPLE_PROTO => {
+                for (kind, v) in nlas(part) {
+                    let port = <[u8; 2]>::try_from(v).ok().map(u16::from_be_bytes);
+                    match kind {
+                        CTA_PROTO_NUM if v.len() == 1 => proto = Some(v[0]),
+                        CTA_PROTO_SRC_PORT => t.sport = port,
+                        CTA_PROTO_DST_PORT => t.dport = port,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    t
+    (t, proto)
 }
 
-/// Parses the attributes of one conntrack message (after the nfgenmsg); None without an
-/// original tuple, which we could not delete by anyway.
-fn parse_entry(attrs: &[u8]) -> Option<Entry> {
-    let mut e = Entry::default();
+/// Parses the attributes of one conntrack message of `family` (after the nfgenmsg); None
+/// without an original tuple, which we could not delete by anyway.
+fn parse_entry(family: u8, attrs: &[u8]) -> Option<Flow> {
+    let mut e = Flow {
+        family,
+        ..Flow::default()
+    };
     let mut has_orig = false;
     for (kind, payload) in nlas(attrs) {
         match kind {
             CTA_TUPLE_ORIG => {
-                e.orig = parse_tuple(payload);
+                (e.orig, e.proto) = parse_tuple(payload);
                 e.orig_raw = payload.to_vec();
                 has_orig = true;
             }
-            CTA_TUPLE_REPLY => e.reply = parse_tuple(payload),
+            CTA_TUPLE_REPLY => e.reply = parse_tuple(payload).0,
             CTA_ZONE if payload.len() == 2 => e.zone = Some(payload.to_vec()),
             CTA_ID if payload.len() == 4 => e.id = Some(payload.to_vec()),
             _ => {}
@@ -319,8 +383,15 @@ impl Ctnetlink {
         self.seq
     }
 
-    /// Every entry of one address family.
-    fn dump(&mut self, family: u8) -> Result<Vec<Entry>> {
+    /// Every entry of one address family (AF_UNSPEC: of both). Each entry keeps the family
+    /// its message says (its nfgenmsg), which its deletion needs. A namespace that tracks
+    /// nothing (its entry count says 0, or conntrack is not loaded) is not dumped: a dump
+    /// walks the kernel's whole hash, shared by every namespace, even to return nothing.
+    fn dump(&mut self, family: u8) -> Result<Vec<Flow>> {
+        let count = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count");
+        if count.map_or(true, |c| c.trim() == "0") {
+            return Ok(Vec::new());
+        }
         let seq = self.next_seq();
         let mut entries = Vec::new();
         self.transact(
@@ -328,7 +399,11 @@ impl Ctnetlink {
             &dump_request(seq, family),
             seq,
             |m| {
-                if let Some(e) = m.get(NFGENMSG_LEN..).and_then(parse_entry) {
+                let parsed = m
+                    .first()
+                    .zip(m.get(NFGENMSG_LEN..))
+                    .and_then(|(f, a)| parse_entry(*f, a));
+                if let Some(e) = parsed {
                     entries.push(e);
                 }
             },
@@ -337,11 +412,11 @@ impl Ctnetlink {
     }
 
     /// Deletes one entry; false if it was already gone.
-    fn delete(&mut self, family: u8, e: &Entry) -> Result<bool> {
+    fn delete(&mut self, e: &Flow) -> Result<bool> {
         let seq = self.next_seq();
         match self.transact(
             "delete conntrack entry",
-            &delete_request(seq, family, e),
+            &delete_request(seq, e),
             seq,
             |_| {},
         ) {
@@ -502,11 +577,15 @@ mod tests {
         let Msg::Data(payload) = msgs[0].1 else {
             panic!("not data: {:?}", msgs[0]);
         };
-        let e = parse_entry(&payload[NFGENMSG_LEN..]).expect("entry");
+        let e = parse_entry(2, &payload[NFGENMSG_LEN..]).expect("entry");
         assert_eq!(e.orig.src, Some(ip("10.0.0.1")));
         assert_eq!(e.orig.dst, Some(ip("192.0.2.1")));
         assert_eq!(e.reply.src, Some(ip("10.88.0.5")));
         assert_eq!(e.reply.dst, Some(ip("10.0.0.1")));
+        assert_eq!(e.proto, Some(17));
+        assert_eq!((e.orig.sport, e.orig.dport), (Some(4000), Some(80)));
+        assert_eq!((e.reply.sport, e.reply.dport), (Some(80), Some(4000)));
+        assert!(e.dnat());
         assert_eq!(e.orig_raw, orig[NLA_HDRLEN..]);
         assert_eq!(e.zone.as_deref(), Some(&[0u8, 3][..]));
         assert_eq!(e.id.as_deref(), Some(&[1u8, 2, 3, 4][..]));
@@ -524,7 +603,7 @@ mod tests {
             tuple(CTA_TUPLE_REPLY, ip("fd00::2"), ip("fd00::1"), 2, 1),
         ]
         .concat();
-        let e = parse_entry(&attrs).expect("entry");
+        let e = parse_entry(10, &attrs).expect("entry");
         assert_eq!(e.orig.src, Some(ip("fd00::1")));
         assert_eq!(e.reply.src, Some(ip("fd00::2")));
         assert_eq!((&e.zone, &e.id), (&None, &None));
@@ -534,13 +613,14 @@ mod tests {
     #[test]
     fn entry_without_original_tuple_is_skipped() {
         let attrs = tuple(CTA_TUPLE_REPLY, ip("10.0.0.2"), ip("10.0.0.1"), 2, 1);
-        assert_eq!(parse_entry(&attrs), None);
+        assert_eq!(parse_entry(2, &attrs), None);
     }
 
     #[test]
     fn delete_request_resends_tuple_zone_and_id() {
         let orig = tuple(CTA_TUPLE_ORIG, ip("10.0.0.1"), ip("10.0.0.2"), 5, 6);
         let e = parse_entry(
+            libc::AF_INET as u8,
             &[
                 orig.clone(),
                 nla(CTA_ZONE | NLA_F_NET_BYTEORDER, &[0, 9]),
@@ -549,7 +629,7 @@ mod tests {
             .concat(),
         )
         .expect("entry");
-        let m = delete_request(42, libc::AF_INET as u8, &e);
+        let m = delete_request(42, &e);
         assert_eq!(&m[0..4], &(m.len() as u32).to_ne_bytes());
         assert_eq!(&m[4..6], &0x0102u16.to_ne_bytes()); // CTNETLINK << 8 | CT_DELETE
         assert_eq!(&m[6..8], &0x0005u16.to_ne_bytes()); // REQUEST | ACK
@@ -601,11 +681,11 @@ mod tests {
         for cut in 0..=d.len() {
             for (_, m) in messages(&d[..cut]) {
                 if let Msg::Data(p) = m {
-                    let _ = p.get(NFGENMSG_LEN..).and_then(parse_entry);
+                    let _ = p.get(NFGENMSG_LEN..).and_then(|a| parse_entry(2, a));
                 }
             }
             // Attribute parsing directly on arbitrary slices, including bad lengths.
-            let _ = parse_entry(&d[cut..]);
+            let _ = parse_entry(2, &d[cut..]);
             let _ = parse_tuple(&d[..cut]);
         }
         // Lengths pointing past the end or below the header size.
@@ -634,7 +714,7 @@ mod tests {
     }
 
     /// (source, destination) of the original tuple of every entry of `family`, sorted.
-    fn flows(family: u8) -> Vec<(IpAddr, IpAddr)> {
+    fn pairs_of(family: u8) -> Vec<(IpAddr, IpAddr)> {
         let mut ct = Ctnetlink::open().expect("open ctnetlink");
         let mut f: Vec<_> = ct
             .dump(family)
@@ -696,7 +776,7 @@ mod tests {
             v
         };
         assert_eq!(
-            flows(v4),
+            pairs_of(v4),
             pairs(&[
                 ("127.0.0.1", "127.0.0.2"),
                 ("127.0.0.1", "127.0.0.5"),
@@ -704,21 +784,39 @@ mod tests {
                 ("127.0.0.3", "127.0.0.4"),
             ])
         );
-        assert_eq!(flows(v6), pairs(&[("::1", "::1")]));
+        assert_eq!(pairs_of(v6), pairs(&[("::1", "::1")]));
+
+        // The live dump has protocol and ports; the NAT'd flow shows as DNAT.
+        let nat = super::flows(false)
+            .expect("flows")
+            .into_iter()
+            .find(|f| f.orig.dst == Some(ip("127.0.0.5")))
+            .expect("the DNAT'd flow");
+        assert_eq!((nat.proto, nat.orig.dport), (Some(17), Some(5000)));
+        assert_eq!(nat.reply.src, Some(ip("127.0.0.6")));
+        assert!(nat.dnat());
+        assert!(!super::flows(false)
+            .expect("flows")
+            .iter()
+            .any(|f| f.orig.dst == Some(ip("127.0.0.2")) && f.dnat()));
 
         // Found through the reply tuple only (127.0.0.6 answers for 127.0.0.5).
         assert_eq!(delete_by_ip(ip("127.0.0.6")).expect("delete .6"), 1);
         // As destination of one entry and source of another.
         assert_eq!(delete_by_ip(ip("127.0.0.2")).expect("delete .2"), 2);
-        assert_eq!(flows(v4), pairs(&[("127.0.0.3", "127.0.0.4")]));
-        assert_eq!(flows(v6), pairs(&[("::1", "::1")]));
+        assert_eq!(pairs_of(v4), pairs(&[("127.0.0.3", "127.0.0.4")]));
+        assert_eq!(pairs_of(v6), pairs(&[("::1", "::1")]));
 
         // Nothing left for that address; an unknown one deletes nothing.
         assert_eq!(delete_by_ip(ip("127.0.0.2")).expect("again"), 0);
         assert_eq!(delete_by_ip(ip("127.0.0.9")).expect("unknown"), 0);
 
-        assert_eq!(delete_by_ip(ip("::1")).expect("delete ::1"), 1);
-        assert_eq!(flows(v6), vec![]);
-        assert_eq!(flows(v4), pairs(&[("127.0.0.3", "127.0.0.4")]));
+        // Both families in one dump.
+        assert_eq!(
+            delete_by_ips(&[ip("::1"), ip("127.0.0.9")]).expect("delete ::1 and .9"),
+            1
+        );
+        assert_eq!(pairs_of(v6), vec![]);
+        assert_eq!(pairs_of(v4), pairs(&[("127.0.0.3", "127.0.0.4")]));
     }
 }

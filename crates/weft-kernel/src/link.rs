@@ -22,6 +22,9 @@ pub struct Link {
     pub master: Option<u32>,
     /// For a veth: the peer's index, in the peer's namespace.
     pub peer_index: Option<u32>,
+    /// For a veth whose peer is in another namespace: that namespace's id as this one knows
+    /// it (see [`Netlink::nsid_of`]); `None` when the peer is in the same namespace.
+    pub link_netnsid: Option<i32>,
     /// The link's alias (`ip link set NAME alias ...`); weft tags the links it owns with it.
     pub alias: Option<String>,
 }
@@ -37,6 +40,7 @@ impl Link {
             up: msg.header.flags.contains(LinkFlags::Up),
             master: None,
             peer_index: None,
+            link_netnsid: None,
             alias: None,
         };
         for attr in &msg.attributes {
@@ -45,6 +49,7 @@ impl Link {
                 LinkAttribute::Mtu(m) => l.mtu = *m,
                 LinkAttribute::Controller(m) => l.master = Some(*m),
                 LinkAttribute::Link(p) => l.peer_index = Some(*p),
+                LinkAttribute::LinkNetNsId(id) if *id >= 0 => l.link_netnsid = Some(*id),
                 LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
                 LinkAttribute::Address(a) if a.len() == 6 => {
                     let mut mac = [0u8; 6];
@@ -100,12 +105,13 @@ pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
     if name == "." || name == ".." {
         return Err(format!("interface name {name:?} is not allowed"));
     }
+    // '%' too: the kernel expands "eth%d" into the next free name instead of taking it.
     if name
         .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        .any(|c| matches!(c, '/' | ':' | '%') || c.is_whitespace() || c.is_control())
     {
         return Err(format!(
-            "interface name {name:?} contains '/', ':' or white space"
+            "interface name {name:?} contains '/', ':', '%' or white space"
         ));
     }
     Ok(())
@@ -142,6 +148,14 @@ impl Netlink {
 
     /// The link called `name`, or `None`.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        Ok(self
+            .link_message_by_name(name)
+            .await?
+            .map(|m| Link::from_message(&m)))
+    }
+
+    /// The kernel's message for the link called `name`, or `None`.
+    async fn link_message_by_name(&self, name: &str) -> Result<Option<LinkMessage>> {
         let mut s = self
             .handle()
             .link()
@@ -149,7 +163,7 @@ impl Netlink {
             .match_name(name.to_string())
             .execute();
         match s.try_next().await {
-            Ok(m) => Ok(m.map(|m| Link::from_message(&m))),
+            Ok(m) => Ok(m),
             Err(e) => {
                 let e = Error::netlink(format!("get link {name}"), e);
                 if e.is_not_found() {
@@ -174,6 +188,63 @@ impl Netlink {
                 }
             }
         }
+    }
+
+    /// The id this namespace gives `ns` (what a veth's [`Link::link_netnsid`] says when its
+    /// peer is there), or `None` if it has not given it one (then no link of this namespace
+    /// has a peer there).
+    pub async fn nsid_of(&self, ns: &Netns) -> Result<Option<i32>> {
+        use futures::StreamExt;
+        use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+        use netlink_packet_route::RouteNetlinkMessage;
+        use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+
+        let mut msg = NsidMessage::default();
+        msg.attributes = vec![NsidAttribute::Fd(ns.raw_fd() as u32)];
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+        req.header.flags = NLM_F_REQUEST;
+        let op = || format!("get the id of namespace {}", ns.path().display());
+        let mut answers = self
+            .handle()
+            .clone()
+            .request(req)
+            .map_err(|e| Error::netlink(op(), e))?;
+        while let Some(m) = answers.next().await {
+            match m.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(Error::netlink(op(), rtnetlink::Error::NetlinkError(e)))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                    return Ok(m.attributes.iter().find_map(|a| match a {
+                        NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                        _ => None,
+                    }));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The UDP port of the VXLAN device `name`, or `None` if there is no such device (or it
+    /// is not VXLAN).
+    pub async fn vxlan_port(&self, name: &str) -> Result<Option<u16>> {
+        use netlink_packet_route::link::InfoVxlan;
+        let msg = self.link_message_by_name(name).await?;
+        let port = msg
+            .into_iter()
+            .flat_map(|m| m.attributes)
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.into_iter().find_map(|i| match i {
+                    LinkInfo::Data(InfoData::Vxlan(v)) => v.into_iter().find_map(|x| match x {
+                        InfoVxlan::Port(p) => Some(p),
+                        _ => None,
+                    }),
+                    _ => None,
+                }),
+                _ => None,
+            });
+        Ok(port)
     }
 
     /// Creates a veth pair whose `peer` end is created directly inside `peer_ns` (no move
@@ -356,6 +427,9 @@ impl Netlink {
         }
     }
 }
+
+/// VXLAN's IANA port (what weft's VTEP uses unless told otherwise).
+pub const VXLAN_PORT: u16 = 4789;
 
 /// A VXLAN device as weft's VTEP uses it: unicast only (no multicast group, no learning),
 /// group-based policy (GBP) on so a 16-bit mark rides in every packet.

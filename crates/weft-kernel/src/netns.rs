@@ -64,6 +64,29 @@ impl Netns {
         Ok((m.dev(), m.ino()))
     }
 
+    /// Do both handles refer to the same namespace (by (dev, ino), not by path)?
+    pub fn same_as(&self, other: &Netns) -> Result<bool> {
+        Ok(self.id()? == other.id()?)
+    }
+
+    /// Takes an exclusive flock(2) on the namespace itself (its nsfs inode), blocking until
+    /// it is free: every process that locks the same namespace, through whatever path,
+    /// contends for the same lock, and no file is left anywhere when it is released (on
+    /// drop) or when the holder dies.
+    pub fn lock(self) -> Result<NetnsLock> {
+        loop {
+            // SAFETY: flock on an fd we own.
+            let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(NetnsLock { _ns: self });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("lock {}", self.path.display()), e));
+            }
+        }
+    }
+
     /// Runs `f` with the calling thread inside this namespace and always returns it to the
     /// namespace it was in (the shape of the CNI plugins' `ns.Do`).
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
@@ -84,6 +107,12 @@ impl Netns {
         setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|e| Error::io(format!("setns {}", self.path.display()), e.into()))
     }
+}
+
+/// An exclusive lock on a network namespace ([`Netns::lock`]); released on drop.
+#[derive(Debug)]
+pub struct NetnsLock {
+    _ns: Netns,
 }
 
 impl AsFd for Netns {

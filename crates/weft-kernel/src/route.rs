@@ -68,6 +68,29 @@ fn build(route: &Route) -> Result<RouteMessage> {
 }
 
 impl Netlink {
+    /// Is `ip` an address of this namespace (the kernel's route lookup says local)?
+    pub async fn is_local(&self, ip: IpAddr) -> Result<bool> {
+        use netlink_packet_route::route::RouteType;
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(ip, if ip.is_ipv4() { 32 } else { 128 })
+            .map_err(|e| Error::Invalid(format!("route lookup of {ip}: {e}")))?
+            .build();
+        let mut s = self.handle().route().get(msg).execute();
+        match s.try_next().await {
+            Ok(Some(r)) => Ok(r.header.kind == RouteType::Local),
+            Ok(None) => Ok(false),
+            Err(e) => {
+                let e = Error::netlink(format!("route lookup of {ip}"), e);
+                // No route at all (ENETUNREACH and the like): not local.
+                if e.errno().is_some() {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// Adds or replaces a route (idempotent).
     pub async fn replace_route(&self, route: &Route) -> Result<()> {
         let msg = build(route)?;

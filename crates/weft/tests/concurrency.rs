@@ -1,5 +1,5 @@
-//! 100 ADDs at once into 100 namespaces: no duplicate address, all reachable; then 100 DELs
-//! at once: nothing left.
+//! 200 ADDs at once into 200 namespaces: no duplicate address, all reachable; then 200 DELs
+//! at once: nothing left. The same across two overlay networks that share the host's lease.
 
 mod common;
 
@@ -10,8 +10,8 @@ use common::*;
 use serde_json::json;
 
 #[test]
-fn hundred_parallel_adds_and_dels() {
-    const N: usize = 100;
+fn two_hundred_parallel_adds_and_dels() {
+    const N: usize = 200;
     let net = Arc::new(Net::new(
         "par",
         json!({ "cniVersion": "1.1.0", "bridge": "wbr0", "ipMasq": true, "ipam": { "subnet": "10.220.0.0/16" } }),
@@ -73,4 +73,61 @@ fn hundred_parallel_adds_and_dels() {
             c.name
         );
     }
+}
+
+/// Two overlay networks on one host take their addresses from the same lease: 100 ADDs into
+/// each, all 200 at once, hand out 200 different addresses (issue 14: each network used to
+/// allocate on its own and both handed out the lease's first addresses).
+#[test]
+fn two_overlay_networks_sharing_a_lease_never_share_an_address() {
+    const PER_NET: usize = 100;
+    let net = Arc::new(Net::overlay("ovpar", "10.255.40.0/24"));
+    let lease = net.conf["leaseFile"].clone();
+    let other = Arc::new(net.sibling(
+        "second",
+        json!({ "cniVersion": "1.1.0", "mode": "overlay", "leaseFile": lease }),
+    ));
+    let cs: Arc<Vec<Ns>> = Arc::new((0..2 * PER_NET).map(|_| Ns::new("c")).collect());
+    let adds: Vec<_> = (0..2 * PER_NET)
+        .map(|i| {
+            let (net, other, cs) = (net.clone(), other.clone(), cs.clone());
+            std::thread::spawn(move || {
+                let conf = if i % 2 == 0 { &net.conf } else { &*other };
+                let r = net.call_conf("ADD", &format!("ctr{i}"), &cs[i].path(), "eth0", conf);
+                assert!(r.ok, "ADD ctr{i}: {:?} {}", r.json, r.stderr);
+                result_ip(&r.json)
+            })
+        })
+        .collect();
+    let ips: Vec<String> = adds
+        .into_iter()
+        .map(|h| h.join().expect("ADD thread"))
+        .collect();
+    let distinct: HashSet<&String> = ips.iter().collect();
+    let mut dup: Vec<&String> = ips
+        .iter()
+        .filter(|ip| ips.iter().filter(|o| o == ip).count() > 1)
+        .collect();
+    dup.sort();
+    dup.dedup();
+    eprintln!(
+        "attack: 2 x {PER_NET} overlay ADDs on one lease: {} distinct addresses, {} handed out twice (first: {:?})",
+        distinct.len(),
+        dup.len(),
+        dup.iter().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        distinct.len(),
+        2 * PER_NET,
+        "duplicate addresses handed out: {dup:?}"
+    );
+    for (i, ip) in ips.iter().enumerate().step_by(17) {
+        assert!(ping_ok(&net.host, ip), "container {i} at {ip} unreachable");
+    }
+    for i in 0..2 * PER_NET {
+        let conf = if i % 2 == 0 { &net.conf } else { &*other };
+        let r = net.call_conf("DEL", &format!("ctr{i}"), &cs[i].path(), "eth0", conf);
+        assert!(r.ok, "DEL ctr{i}: {:?}", r.json);
+    }
+    assert!(net.host_links().is_empty(), "{:?}", net.host_links());
 }

@@ -473,9 +473,13 @@ fn seed003_bridge_masquerade_port_mappings() {
 
     // Port mapping: host 8080 -> webapp:80 from everywhere.
     let _web_server = serve(&webapp, &dir, 80, "webapp");
-    let map = host.ok(&format!("nft list map inet {table} pm_any"));
+    // Host ports of every network live in the host's one table, each naming its holder.
+    let map = host.ok("nft list map inet weft-ports pm_any");
     assert!(
-        map.contains(&format!("tcp . 8080 : {ip_web} . 80")),
+        map.contains(&format!(
+            "tcp . 8080 comment \"{}/{cid_web}/eth0\" : {ip_web} . 80",
+            net.conf["name"].as_str().unwrap_or_default()
+        )),
         "no mapping element for 8080: {map}"
     );
     // From the internet: DNAT only, the container sees the real client.
@@ -500,7 +504,7 @@ fn seed003_bridge_masquerade_port_mappings() {
     // DEL removes the mapping: no element, and the port no longer leads anywhere.
     let r = net.call_conf("DEL", &cid_web, &webapp.path(), "eth0", &pm_conf);
     assert!(r.ok, "DEL webapp: {:?} {}", r.json, r.stderr);
-    let map = host.ok(&format!("nft list map inet {table} pm_any"));
+    let map = host.ok("nft list map inet weft-ports pm_any");
     assert!(!map.contains("8080"), "mapping left after DEL: {map}");
     assert!(
         http(&inet, "http://203.0.113.1:8080/").is_none(),

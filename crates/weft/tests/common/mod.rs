@@ -302,6 +302,34 @@ impl Net {
         assert!(r.ok, "DEL {cid}: {:?} {}", r.json, r.stderr);
     }
 
+    /// Another network on the same host namespace: `conf` gets its own `name`
+    /// (`<host>-<suffix>`), `type` and `dataDir` (a directory under this network's, so it
+    /// goes with it). Call it with [`Net::call_conf`].
+    pub fn sibling(&self, suffix: &str, mut conf: Value) -> Value {
+        let dir = self.data.path.join(suffix);
+        std::fs::create_dir_all(&dir).expect("create sibling data dir");
+        conf["name"] = Value::String(format!("{}-{suffix}", self.host.name));
+        conf["type"] = Value::String("weft-cni".into());
+        conf["dataDir"] = Value::String(dir.display().to_string());
+        if conf.get("cniVersion").is_none() {
+            conf["cniVersion"] = Value::String("1.1.0".into());
+        }
+        conf
+    }
+
+    /// An overlay-mode network on a fresh host namespace, without an agent: the test writes
+    /// the lease file the agent would (`subnet`, e.g. `10.255.7.0/24`, of 10.255.0.0/16),
+    /// into this network's data directory.
+    pub fn overlay(tag: &str, subnet: &str) -> Net {
+        let mut net = Net::new(
+            tag,
+            serde_json::json!({ "cniVersion": "1.1.0", "mode": "overlay" }),
+        );
+        let lease = write_lease(&net.data.path, subnet);
+        net.conf["leaseFile"] = Value::String(lease.display().to_string());
+        net
+    }
+
     /// The network's state directory.
     pub fn state_dir(&self) -> PathBuf {
         self.data
@@ -309,9 +337,18 @@ impl Net {
             .join(self.conf["name"].as_str().unwrap_or_default())
     }
 
+    /// Where the network's addresses are held: its state directory, or in overlay mode the
+    /// lease's (`<leaseFile>.ipam`).
+    pub fn ip_space(&self) -> PathBuf {
+        match self.conf["leaseFile"].as_str() {
+            Some(lease) => PathBuf::from(format!("{lease}.ipam")),
+            None => self.state_dir(),
+        }
+    }
+
     /// Address files currently held in the IPAM store.
     pub fn allocated(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.state_dir().join("ips"))
+        let mut v: Vec<String> = std::fs::read_dir(self.ip_space().join("ips"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -333,6 +370,33 @@ impl Net {
             .filter(|n| n.starts_with("weft") && n.len() == 14)
             .collect()
     }
+}
+
+/// Writes a host lease file as the agent does (`<dir>/lease.json`) and returns its path.
+pub fn write_lease(dir: &Path, subnet: &str) -> PathBuf {
+    let path = dir.join("lease.json");
+    let lease = serde_json::json!({
+        "host": "test-host",
+        "subnet": subnet,
+        "overlay": "10.255.0.0/16",
+        "vtep": "weft.vtep",
+        "mtu": 1450,
+    });
+    std::fs::write(&path, lease.to_string()).expect("write lease file");
+    path
+}
+
+/// An "outside" namespace joined to `host` by a veth: the host is 203.0.113.1/24, the
+/// outside 203.0.113.2/24 (a documentation range, only on this link).
+pub fn outside_of(host: &Ns) -> Ns {
+    let out = Ns::new("out");
+    host.ok(&format!(
+        "ip link add wout0 type veth peer name wout1 netns {o} && \
+         ip addr add 203.0.113.1/24 dev wout0 && ip link set wout0 up",
+        o = out.name
+    ));
+    out.ok("ip link set lo up && ip addr add 203.0.113.2/24 dev wout1 && ip link set wout1 up");
+    out
 }
 
 /// The first IPv4 address of an ADD result, without prefix.
