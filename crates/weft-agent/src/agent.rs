@@ -32,7 +32,8 @@ pub struct AgentArgs {
     /// The underlay interface; default: the interface holding --underlay-ip
     #[arg(long)]
     pub underlay_dev: Option<String>,
-    /// The name this host's lease is held under (default: the host name)
+    /// The name this host's lease is held under (default: the host its client certificate
+    /// names, else the host name)
     #[arg(long, env = "WEFT_HOST")]
     pub host: Option<String>,
     /// VXLAN network identifier
@@ -186,26 +187,19 @@ pub fn tags_file(lease_file: &std::path::Path) -> PathBuf {
 }
 
 impl Agent {
-    /// Claims the apps of this host's containers at the controller (which gives each a tag)
-    /// and publishes app → tag for `weft containers` (and, later, for marking).
+    /// Claims the apps of this host's containers at the controller (which gives each a tag):
+    /// the claim set is exactly the apps this host runs, so apps it no longer runs are
+    /// dropped. Publishes app → tag for `weft containers` (and, later, for marking).
     async fn claim_local_apps(&mut self) -> Result<()> {
-        let apps: std::collections::BTreeSet<String> = self
+        let apps: Vec<String> = self
             .containers
             .iter()
             .filter_map(|c| c.app.clone())
+            .collect::<BTreeSet<String>>()
+            .into_iter()
             .collect();
-        let mut tags = BTreeMap::new();
-        for app in apps {
-            match self.tags.get(&app) {
-                Some(t) => {
-                    tags.insert(app, *t);
-                }
-                None => {
-                    let a = self.client.claim_app(&app).await?;
-                    tags.insert(app, a.tag);
-                }
-            }
-        }
+        let claimed = self.client.set_claims(&self.host, &apps).await?;
+        let tags: BTreeMap<String, u16> = claimed.apps.into_iter().map(|a| (a.id, a.tag)).collect();
         if tags != self.tags {
             self.tags = tags;
             let bytes = serde_json::to_vec_pretty(&self.tags)?;
@@ -213,6 +207,31 @@ impl Agent {
                 .map_err(|e| anyhow!("writing tags: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Reads when the client certificate expires: a warning under 30 days, an error once
+    /// expired, and the metric `weft_agent_certificate_expiry_seconds`.
+    fn check_certificate(&self) {
+        let Some(cert) = &self.args.cert else {
+            return;
+        };
+        match weft_controller::tls::not_after(cert) {
+            Ok(not_after) => {
+                let left = not_after - unix_now();
+                let days = left / 86_400;
+                if left <= 0 {
+                    tracing::error!(cert = %cert.display(), "the client certificate has expired: the controller will refuse this agent");
+                } else if days < CERT_WARN_DAYS {
+                    tracing::warn!(cert = %cert.display(), days, "the client certificate expires soon: replace the file (it is re-read, no restart needed)");
+                }
+                if let Ok(mut v) = self.view.lock() {
+                    v.cert_not_after = Some(not_after);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(cert = %cert.display(), error = %format!("{e:#}"), "cannot read the client certificate's expiry")
+            }
+        }
     }
 
     /// Sets up (or adopts) the VTEP and NAT for our lease and writes the lease file.
@@ -335,6 +354,7 @@ impl Agent {
     /// Re-reads this host's containers, claims their apps and syncs the policy table; errors
     /// are logged (the next local change or resync retries).
     async fn refresh_local(&mut self) {
+        self.check_certificate();
         self.containers = local::overlay_containers(&self.args.cni_data_dir);
         if let Err(e) = self.claim_local_apps().await {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
@@ -507,6 +527,10 @@ impl Agent {
                     .acquire_lease(&self.host, &self.underlay.ip.to_string())
                     .await?;
                 self.ensure_local().await?;
+                // The lost lease took this host's app claims with it.
+                if let Err(e) = self.claim_local_apps().await {
+                    tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
+                }
             }
             Err(e) => tracing::warn!(error = %e, "lease renewal failed; will retry"),
         }
@@ -552,9 +576,20 @@ impl AgentArgs {
     pub async fn run(self) -> Result<()> {
         let nl = Netlink::current()?;
         let underlay = find_underlay(&nl, &self).await?;
-        let host = match &self.host {
-            Some(h) => h.clone(),
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+        // The controller takes the host from the certificate: use that name, and refuse a
+        // --host it would refuse.
+        let cert_host = match &self.cert {
+            Some(c) => weft_controller::tls::host_of_file(c)?,
+            None => None,
+        };
+        let host = match (&self.host, cert_host) {
+            (Some(h), Some(c)) if *h != c => bail!(
+                "--host {h:?} but the client certificate {} is host {c:?}'s: the controller lets it act only as {c:?}",
+                self.cert.as_deref().unwrap_or_else(|| std::path::Path::new("")).display()
+            ),
+            (Some(h), _) => h.clone(),
+            (None, Some(c)) => c,
+            (None, None) => std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|s| s.trim().to_string())
                 .context("reading the host name (or give --host)")?,
         };
@@ -651,7 +686,15 @@ impl AgentArgs {
     }
 }
 
+/// Warn this many days before the client certificate expires.
+const CERT_WARN_DAYS: i64 = 30;
+
 fn now() -> i64 {
+    unix_now()
+}
+
+/// Unix seconds.
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

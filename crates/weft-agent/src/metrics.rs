@@ -21,6 +21,8 @@ pub struct View {
     pub policies: usize,
     /// The fast path's counters (a map of the loaded programs), when it runs.
     pub fastpath: Option<weft_kernel::bpf::Map>,
+    /// When the agent's client certificate expires (unix seconds), when it has one.
+    pub cert_not_after: Option<i64>,
 }
 
 /// One counted element of the policy table.
@@ -162,6 +164,14 @@ pub fn render(c: &Counters, v: &View) -> String {
         "# TYPE weft_agent_policies gauge\nweft_agent_policies {}",
         v.policies
     );
+    if let Some(not_after) = v.cert_not_after {
+        let _ = writeln!(
+            s,
+            "# HELP weft_agent_certificate_expiry_seconds Seconds until the agent's client certificate expires (negative: expired).\n\
+             # TYPE weft_agent_certificate_expiry_seconds gauge\nweft_agent_certificate_expiry_seconds {}",
+            not_after - crate::agent::unix_now()
+        );
+    }
     s
 }
 

@@ -19,6 +19,7 @@ on_both_backends!(
     operations_endpoints,
     concurrent_lease_acquisitions,
     tags_cannot_be_exhausted_by_one_host,
+    claims_without_a_lease_are_dropped_after_the_grace,
 );
 
 fn api_error(e: ClientError) -> (u16, String, Vec<String>) {
@@ -529,4 +530,76 @@ async fn concurrent_lease_acquisitions(store: TestStore) {
         s2.shutdown().await;
     }
     s1.shutdown().await;
+}
+
+/// Claims from before claims had hosts (migration 2 gives them host "") and claims of hosts
+/// without a lease are dropped by the sweep after the restart grace, with their apps.
+async fn claims_without_a_lease_are_dropped_after_the_grace(store: TestStore) {
+    let mut args = store.args();
+    args.lease_ttl = 1;
+    let (server, c) = common::start(args).await;
+    {
+        use weft_controller::store::TxMode;
+        let mut tx = server
+            .controller()
+            .store()
+            .begin(TxMode::Write)
+            .await
+            .unwrap();
+        tx.batch(
+            "INSERT INTO apps (id, tag, claimed) VALUES ('legacy', 9, TRUE); \
+             INSERT INTO app_claims (app_id, host) VALUES ('legacy', '')",
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert!(c.app("legacy").await.unwrap().claimed);
+    eventually(
+        Duration::from_secs(20),
+        "the legacy claim to go",
+        || async {
+            matches!(
+                c.app("legacy").await,
+                Err(ClientError::Api { status: 404, .. })
+            )
+        },
+    )
+    .await;
+    server.shutdown().await;
+}
+
+/// The header timeout also closes idle connections, but never a watch stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_do_not_cut_a_watch_stream() {
+    let store = TestStore::new(common::Backend::Sqlite, "watch_timeouts")
+        .await
+        .unwrap();
+    let mut args = store.args();
+    args.header_timeout = 1;
+    args.body_timeout = 1;
+    let (server, c) = common::start(args).await;
+    let mut w = c.watch(None).await.unwrap();
+    assert!(matches!(
+        w.next().await.unwrap(),
+        Some(WatchMessage::Snapshot(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.create_policies(&[tcp("a", "b", 80)]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match w.next().await.unwrap() {
+                Some(WatchMessage::Change(ch))
+                    if matches!(ch.event, Event::PolicyCreated { .. }) =>
+                {
+                    break
+                }
+                Some(_) => continue,
+                None => panic!("the watch stream was cut"),
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "no change on the watch");
+    server.shutdown().await;
 }

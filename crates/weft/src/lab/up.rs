@@ -327,10 +327,25 @@ pub fn up(
             o.controller, l.underlay.namespace, o.cidr, o.host_prefix
         ));
         let log = dir.join("controller.log");
+        // One client certificate per overlay cell, naming it: each agent acts only as its cell.
+        let pki = st.pki();
+        let agents: Vec<String> = l
+            .cells
+            .iter()
+            .filter(|c| c.mode == Mode::Overlay)
+            .map(|c| c.name.clone())
+            .collect();
+        pki.generate(&[l.underlay.gateway.to_string()], &agents, false)
+            .context("making the lab's certificates")?;
         let argv: Vec<String> = vec![
             bins.weft.display().to_string(),
             "controller".into(),
-            "--insecure-http".into(),
+            "--tls-cert".into(),
+            pki.server_cert().display().to_string(),
+            "--tls-key".into(),
+            pki.server_key().display().to_string(),
+            "--client-ca".into(),
+            pki.ca().display().to_string(),
             "--listen".into(),
             format!("{}:{}", l.underlay.gateway, topology::CONTROLLER_PORT),
             "--state-dir".into(),
@@ -384,13 +399,14 @@ pub fn up(
                 "10".into(),
                 "--policy".into(),
                 if o.policy { "on" } else { "off" }.into(),
+                "--ca".into(),
+                pki.ca().display().to_string(),
+                "--cert".into(),
+                pki.agent_cert(&c.name).display().to_string(),
+                "--key".into(),
+                pki.agent_key(&c.name).display().to_string(),
             ];
-            let pid = state::spawn_in(
-                &c.namespace,
-                &argv,
-                &[("WEFT_TOKEN", &st.token), ("WEFT_LOG", "info")],
-                &log,
-            )?;
+            let pid = state::spawn_in(&c.namespace, &argv, &[("WEFT_LOG", "info")], &log)?;
             st.processes.push(ProcRecord {
                 what: format!("agent {}", c.name),
                 namespace: c.namespace.clone(),
@@ -584,6 +600,7 @@ pub fn client(st: &State) -> Result<weft_controller::Client> {
         .as_ref()
         .context("this lab has no controller (no overlay cells)")?;
     Ok(weft_controller::Client::builder(o.controller.clone())
+        .ca(st.pki().ca())
         .token(st.token.clone())
         .build()?)
 }
