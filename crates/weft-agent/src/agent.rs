@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -221,7 +222,9 @@ impl Agent {
                 let days = left / 86_400;
                 if left <= 0 {
                     tracing::error!(cert = %cert.display(), "the client certificate has expired: the controller will refuse this agent");
-                } else if days < CERT_WARN_DAYS {
+                } else if days < CERT_WARN_DAYS && WARNED_DAYS.swap(days, Ordering::Relaxed) != days
+                {
+                    // Once a day, not at every resync.
                     tracing::warn!(cert = %cert.display(), days, "the client certificate expires soon: replace the file (it is re-read, no restart needed)");
                 }
                 if let Ok(mut v) = self.view.lock() {
@@ -688,6 +691,8 @@ impl AgentArgs {
 
 /// Warn this many days before the client certificate expires.
 const CERT_WARN_DAYS: i64 = 30;
+/// The days left at the last expiry warning.
+static WARNED_DAYS: AtomicI64 = AtomicI64::new(-1);
 
 fn now() -> i64 {
     unix_now()

@@ -298,6 +298,23 @@ mod tests {
 ";
 
     #[test]
+    fn certificate_expiry_is_a_gauge_in_seconds() {
+        let v = View {
+            cert_not_after: Some(crate::agent::unix_now() + 86_400),
+            ..View::default()
+        };
+        let text = render(&Counters::default(), &v);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("weft_agent_certificate_expiry_seconds "))
+            .expect("gauge");
+        let secs: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!((86_300..=86_400).contains(&secs), "{line}");
+        assert!(!render(&Counters::default(), &View::default())
+            .contains("weft_agent_certificate_expiry_seconds"));
+    }
+
+    #[test]
     fn parses_counters() {
         let c = parse(LISTING);
         assert_eq!(c.allowed.len(), 2);
