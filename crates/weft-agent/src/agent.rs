@@ -590,6 +590,11 @@ impl AgentArgs {
                 "--host {h:?} but the client certificate {} is host {c:?}'s: the controller lets it act only as {c:?}",
                 self.cert.as_deref().unwrap_or_else(|| std::path::Path::new("")).display()
             ),
+            (_, None) if self.cert.is_some() && self.token.is_none() => bail!(
+                "the client certificate {} names no host (no URI SAN urn:weft:host:NAME): the \
+                 controller would refuse its lease; issue one with `weft certs --agent NAME`",
+                self.cert.as_deref().unwrap_or_else(|| std::path::Path::new("")).display()
+            ),
             (Some(h), _) => h.clone(),
             (None, Some(c)) => c,
             (None, None) => std::fs::read_to_string("/proc/sys/kernel/hostname")
