@@ -190,7 +190,8 @@ pub fn tags_file(lease_file: &std::path::Path) -> PathBuf {
 impl Agent {
     /// Claims the apps of this host's containers at the controller (which gives each a tag):
     /// the claim set is exactly the apps this host runs, so apps it no longer runs are
-    /// dropped. Publishes app → tag for `weft containers` (and, later, for marking).
+    /// dropped. Sent when it changes (a host restarted with no containers left keeps its old
+    /// claims until it next runs one or its lease goes). Publishes app → tag for `weft containers` (and, later, for marking).
     async fn claim_local_apps(&mut self) -> Result<()> {
         let apps: Vec<String> = self
             .containers
@@ -199,6 +200,11 @@ impl Agent {
             .collect::<BTreeSet<String>>()
             .into_iter()
             .collect();
+        // Unchanged since the last claim set the controller took: nothing to send. (A lost
+        // lease takes the claims with it: `renew` forgets `tags` before claiming again.)
+        if apps.iter().eq(self.tags.keys()) {
+            return Ok(());
+        }
         let claimed = self.client.set_claims(&self.host, &apps).await?;
         let tags: BTreeMap<String, u16> = claimed.apps.into_iter().map(|a| (a.id, a.tag)).collect();
         if tags != self.tags {
@@ -531,6 +537,7 @@ impl Agent {
                     .await?;
                 self.ensure_local().await?;
                 // The lost lease took this host's app claims with it.
+                self.tags.clear();
                 if let Err(e) = self.claim_local_apps().await {
                     tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
                 }
