@@ -422,10 +422,13 @@ async fn big_body(addr: &str, size: usize, chunked: bool) -> (String, Duration) 
     );
     let mut body = Vec::with_capacity(size);
     body.extend_from_slice(b"{\"policies\":[0");
+    // `{"policies":[0` then `,0` up to the size: valid JSON, half a number per byte.
+    let start = body.len();
     body.resize(size - 2, b'0');
-    for pair in body[15..].chunks_mut(2) {
+    for pair in body[start..].chunks_mut(2) {
         pair[0] = b',';
     }
+    assert_eq!(body.last(), Some(&b'0'), "size must be even");
     body.extend_from_slice(b"]}");
     let start = Instant::now();
     let (mut rd, mut wr) = s.split();

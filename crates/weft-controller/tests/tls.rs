@@ -350,6 +350,7 @@ async fn the_auth_scheme_is_case_insensitive() {
     let mut args = store.args();
     args.token = Some("s3cret".into());
     let server = args.start().await.unwrap();
+    weft_controller::tls::install_default_provider();
     let http = reqwest::Client::new();
     let body = r#"{"policies":[{"source":{"id":"a"},"destination":{"id":"b","protocol":"icmp"}}]}"#;
     for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {
