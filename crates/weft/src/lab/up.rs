@@ -264,7 +264,11 @@ pub fn up(
     add_namespace(&l.underlay.namespace)?;
     rt.block_on(async {
         let n = netlink_in(&l.underlay.namespace).await?;
-        let br = n.ensure_bridge(&l.underlay.bridge, None, None).await?;
+        // A set MAC (02:00 + the gateway address): the bridge would otherwise take its
+        // lowest port's MAC and change the controller's MAC as cells' ports come and go.
+        let g = l.underlay.gateway.octets();
+        let mac = [0x02, 0x00, g[0], g[1], g[2], g[3]];
+        let br = n.ensure_bridge(&l.underlay.bridge, None, Some(mac)).await?;
         n.add_address(
             br.index,
             IpNet::V4(Ipv4Net::new(

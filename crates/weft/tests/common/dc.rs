@@ -490,8 +490,14 @@ impl Dc {
         let dir = TempDir::new("dc");
         let underlay = Ns::new("ul");
         std::fs::write(dir.path.join("sock.py"), SOCK_PY).expect("write sock.py");
+        // br0's MAC is set, not inherited: a bridge otherwise takes the lowest MAC of its ports,
+        // so a cell joining later with a lower veth MAC changed the controller's MAC under the
+        // cells already running; their neighbour entries then pointed at the old MAC and their
+        // packets to the controller were dropped until the entry was resolved again (seen as
+        // requests left unanswered for 10 s and more right after a cell joined).
         underlay.ok(&format!(
-            "ip link set lo up && ip link add br0 type bridge && ip link set br0 up && \
+            "ip link set lo up && ip link add br0 type bridge && \
+             ip link set br0 address 02:00:c6:12:00:fe && ip link set br0 up && \
              ip addr add {UNDERLAY_GW}/24 dev br0 && sysctl -qw net.ipv4.ip_forward=1"
         ));
         // The underlay bridge stands for the data centre's switches, which do not run a
