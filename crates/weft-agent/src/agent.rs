@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,7 +33,8 @@ pub struct AgentArgs {
     /// The underlay interface; default: the interface holding --underlay-ip
     #[arg(long)]
     pub underlay_dev: Option<String>,
-    /// The name this host's lease is held under (default: the host name)
+    /// The name this host's lease is held under (default: the host its client certificate
+    /// names, else the host name)
     #[arg(long, env = "WEFT_HOST")]
     pub host: Option<String>,
     /// VXLAN network identifier
@@ -190,26 +192,25 @@ pub fn tags_file(lease_file: &std::path::Path) -> PathBuf {
 }
 
 impl Agent {
-    /// Claims the apps of this host's containers at the controller (which gives each a tag)
-    /// and publishes app → tag for `weft containers` (and, later, for marking).
+    /// Claims the apps of this host's containers at the controller (which gives each a tag):
+    /// the claim set is exactly the apps this host runs, so apps it no longer runs are
+    /// dropped. Sent when it changes (a host restarted with no containers left keeps its old
+    /// claims until it next runs one or its lease goes). Publishes app → tag for `weft containers` (and, later, for marking).
     async fn claim_local_apps(&mut self) -> Result<()> {
-        let apps: std::collections::BTreeSet<String> = self
+        let apps: Vec<String> = self
             .containers
             .iter()
             .filter_map(|c| c.app.clone())
+            .collect::<BTreeSet<String>>()
+            .into_iter()
             .collect();
-        let mut tags = BTreeMap::new();
-        for app in apps {
-            match self.tags.get(&app) {
-                Some(t) => {
-                    tags.insert(app, *t);
-                }
-                None => {
-                    let a = self.client.claim_app(&app).await?;
-                    tags.insert(app, a.tag);
-                }
-            }
+        // Unchanged since the last claim set the controller took: nothing to send. (A lost
+        // lease takes the claims with it: `renew` forgets `tags` before claiming again.)
+        if apps.iter().eq(self.tags.keys()) {
+            return Ok(());
         }
+        let claimed = self.client.set_claims(&self.host, &apps).await?;
+        let tags: BTreeMap<String, u16> = claimed.apps.into_iter().map(|a| (a.id, a.tag)).collect();
         if tags != self.tags {
             self.tags = tags;
             let bytes = serde_json::to_vec_pretty(&self.tags)?;
@@ -217,6 +218,33 @@ impl Agent {
                 .map_err(|e| anyhow!("writing tags: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Reads when the client certificate expires: a warning under 30 days, an error once
+    /// expired, and the metric `weft_agent_certificate_expiry_seconds`.
+    fn check_certificate(&self) {
+        let Some(cert) = &self.args.cert else {
+            return;
+        };
+        match weft_controller::tls::not_after(cert) {
+            Ok(not_after) => {
+                let left = not_after - unix_now();
+                let days = left / 86_400;
+                if left <= 0 {
+                    tracing::error!(cert = %cert.display(), "the client certificate has expired: the controller will refuse this agent");
+                } else if days < CERT_WARN_DAYS && WARNED_DAYS.swap(days, Ordering::Relaxed) != days
+                {
+                    // Once a day, not at every resync.
+                    tracing::warn!(cert = %cert.display(), days, "the client certificate expires soon: replace the file (it is re-read, no restart needed)");
+                }
+                if let Ok(mut v) = self.view.lock() {
+                    v.cert_not_after = Some(not_after);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(cert = %cert.display(), error = %format!("{e:#}"), "cannot read the client certificate's expiry")
+            }
+        }
     }
 
     /// Sets up (or adopts) the VTEP and NAT for our lease and writes the lease file.
@@ -340,6 +368,7 @@ impl Agent {
     /// also checks the table's structure, see [`policy::apply`]); errors are logged (the next
     /// local change or resync retries).
     async fn refresh_local(&mut self, verify: bool) {
+        self.check_certificate();
         self.containers = local::overlay_containers(&self.args.cni_data_dir);
         if let Err(e) = self.claim_local_apps().await {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
@@ -514,6 +543,11 @@ impl Agent {
                     .acquire_lease(&self.host, &self.underlay.ip.to_string())
                     .await?;
                 self.ensure_local().await?;
+                // The lost lease took this host's app claims with it.
+                self.tags.clear();
+                if let Err(e) = self.claim_local_apps().await {
+                    tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
+                }
             }
             Err(e) => tracing::warn!(error = %e, "lease renewal failed; will retry"),
         }
@@ -594,9 +628,25 @@ impl AgentArgs {
         if let Ok(hl) = HostLease::read(&self.lease_file) {
             self.fence(hl.overlay, &underlay);
         }
-        let host = match &self.host {
-            Some(h) => h.clone(),
-            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+        // The controller takes the host from the certificate: use that name, and refuse a
+        // --host it would refuse.
+        let cert_host = match &self.cert {
+            Some(c) => weft_controller::tls::host_of_file(c)?,
+            None => None,
+        };
+        let host = match (&self.host, cert_host) {
+            (Some(h), Some(c)) if *h != c => bail!(
+                "--host {h:?} but the client certificate {} is host {c:?}'s: the controller lets it act only as {c:?}",
+                self.cert.as_deref().unwrap_or_else(|| std::path::Path::new("")).display()
+            ),
+            (_, None) if self.cert.is_some() && self.token.is_none() => bail!(
+                "the client certificate {} names no host (no URI SAN urn:weft:host:NAME): the \
+                 controller would refuse its lease; issue one with `weft certs --agent NAME`",
+                self.cert.as_deref().unwrap_or_else(|| std::path::Path::new("")).display()
+            ),
+            (Some(h), _) => h.clone(),
+            (None, Some(c)) => c,
+            (None, None) => std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|s| s.trim().to_string())
                 .context("reading the host name (or give --host)")?,
         };
@@ -694,7 +744,17 @@ impl AgentArgs {
     }
 }
 
+/// Warn this many days before the client certificate expires.
+const CERT_WARN_DAYS: i64 = 30;
+/// The days left at the last expiry warning.
+static WARNED_DAYS: AtomicI64 = AtomicI64::new(-1);
+
 fn now() -> i64 {
+    unix_now()
+}
+
+/// Unix seconds.
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

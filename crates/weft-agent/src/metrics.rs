@@ -24,6 +24,8 @@ pub struct View {
     pub policies: usize,
     /// The fast path's counters (a map of the loaded programs), when it runs.
     pub fastpath: Option<weft_kernel::bpf::Map>,
+    /// When the agent's client certificate expires (unix seconds), when it has one.
+    pub cert_not_after: Option<i64>,
 }
 
 /// One counted element of the policy table.
@@ -187,6 +189,14 @@ pub fn render(c: &Counters, v: &View) -> String {
         "# TYPE weft_agent_policies gauge\nweft_agent_policies {}",
         v.policies
     );
+    if let Some(not_after) = v.cert_not_after {
+        let _ = writeln!(
+            s,
+            "# HELP weft_agent_certificate_expiry_seconds Seconds until the agent's client certificate expires (negative: expired).\n\
+             # TYPE weft_agent_certificate_expiry_seconds gauge\nweft_agent_certificate_expiry_seconds {}",
+            not_after - crate::agent::unix_now()
+        );
+    }
     s
 }
 
@@ -317,6 +327,23 @@ mod tests {
 \t}
 }
 ";
+
+    #[test]
+    fn certificate_expiry_is_a_gauge_in_seconds() {
+        let v = View {
+            cert_not_after: Some(crate::agent::unix_now() + 86_400),
+            ..View::default()
+        };
+        let text = render(&Counters::default(), &v);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("weft_agent_certificate_expiry_seconds "))
+            .expect("gauge");
+        let secs: i64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!((86_300..=86_400).contains(&secs), "{line}");
+        assert!(!render(&Counters::default(), &View::default())
+            .contains("weft_agent_certificate_expiry_seconds"));
+    }
 
     #[test]
     fn parses_counters() {

@@ -170,21 +170,16 @@ impl BenchStore {
     }
 
     fn args(&self) -> ControllerArgs {
-        ControllerArgs {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            store: self.url.clone(),
-            state_dir: self.dir.path().join("state"),
-            // 65,536 host subnets: room for far more than 1000 hosts.
-            overlay_cidr: "10.0.0.0/8".parse().expect("cidr"),
-            host_prefix: 24,
-            lease_ttl: 3600,
-            tls_cert: None,
-            tls_key: None,
-            client_ca: None,
-            token: None,
-            insecure_http: true,
-            log_json: false,
-        }
+        let mut args = ControllerArgs::from_args(["--insecure-http"]).expect("defaults");
+        args.token = None;
+        args.listen = "127.0.0.1:0".parse().expect("addr");
+        args.store = self.url.clone();
+        args.state_dir = self.dir.path().join("state");
+        // 65,536 host subnets: room for far more than 1000 hosts.
+        args.overlay_cidr = "10.0.0.0/8".parse().expect("cidr");
+        args.host_prefix = 24;
+        args.lease_ttl = 3600;
+        args
     }
 
     async fn drop_schema(&self) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,21 +17,21 @@ use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::auth::{Auth, Peer};
+use crate::auth::{Auth, Caller, Peer};
 use crate::controller::Controller;
 use crate::error::{Error, Result};
+use crate::limits::{Limits, Slot, Tracker};
 use crate::metrics::Gauges;
-use crate::model::{AcquireLease, HostRef};
+use crate::model::{AcquireLease, ClaimSet, HostRef};
 use crate::{openapi, policies, watch as watching};
-
-/// Largest request body (a batch of policies).
-const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub ctl: Arc<Controller>,
     pub auth: Arc<Auth>,
     pub shutdown: watch::Receiver<bool>,
+    pub limits: Arc<Limits>,
+    pub connections: Arc<Tracker>,
 }
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -49,6 +49,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/apps/{id}",
             put(claim_app).get(get_app).delete(unclaim_app),
         )
+        .route("/v1/hosts/{host}/apps", put(set_claims).get(get_claims))
         .route("/v1/watch", get(watch))
         .route("/networking/v1/external/policies", get(list_policies))
         .route_layer(middleware::from_fn_with_state(state.clone(), agent_auth));
@@ -65,7 +66,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(admin)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -76,6 +76,8 @@ async fn not_found() -> Error {
 /// Logs and counts every request.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    // A connection serving a request is not evicted to make room.
+    let _busy = req.extensions().get::<Arc<Slot>>().map(|s| s.busy());
     let method = req.method().to_string();
     let route = req
         .extensions()
@@ -90,7 +92,32 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
+/// The connection authenticated: it leaves the evictable pending set.
+fn authenticated(req: &Request) {
+    if let Some(slot) = req.extensions().get::<Arc<Slot>>() {
+        slot.authenticated();
+    }
+}
+
 async fn agent_auth(
+    State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
+    match state.auth.check_agent(&peer, &headers) {
+        Ok(caller) => {
+            authenticated(&req);
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn admin_auth(
     State(state): State<AppState>,
     peer: Option<Extension<Peer>>,
     headers: HeaderMap,
@@ -98,21 +125,49 @@ async fn agent_auth(
     next: Next,
 ) -> Response {
     let peer = peer.map(|Extension(p)| p).unwrap_or_default();
-    match state.auth.check_agent(&peer, &headers) {
-        Ok(()) => next.run(req).await,
+    match state.auth.check_admin(&peer, &headers) {
+        Ok(()) => {
+            authenticated(&req);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }
 
-async fn admin_auth(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    req: Request,
-    next: Next,
-) -> Response {
-    match state.auth.check_admin(&headers) {
-        Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+/// A request body read within `--max-body-bytes` and the body timeout, before any parsing:
+/// a larger one is `413` as soon as its length is known (from `Content-Length`, or once that
+/// many bytes arrived).
+pub(crate) struct BoundedBody(pub Bytes);
+
+impl FromRequest<AppState> for BoundedBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        use http_body_util::BodyExt;
+        let limit = state.limits.max_body_bytes;
+        let too_large = || {
+            Error::PayloadTooLarge(format!(
+                "request body larger than {limit} bytes (the controller's --max-body-bytes)"
+            ))
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        let body = http_body_util::Limited::new(req.into_body(), limit);
+        match tokio::time::timeout(state.limits.body_timeout, body.collect()).await {
+            Ok(Ok(collected)) => Ok(BoundedBody(collected.to_bytes())),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Ok(Err(e)) => Err(Error::BadRequest(format!("reading the body: {e}"))),
+            Err(_) => Err(Error::RequestTimeout(format!(
+                "the request body did not arrive within {:?}",
+                state.limits.body_timeout
+            ))),
+        }
     }
 }
 
@@ -148,6 +203,7 @@ async fn metrics(State(s): State<AppState>) -> Result<Response> {
         apps,
         policies,
         revision,
+        connections: s.connections.counts(),
     });
     Ok((
         [(
@@ -167,23 +223,50 @@ async fn list_leases(State(s): State<AppState>) -> Result<Response> {
     Ok(Json(s.ctl.leases().await?).into_response())
 }
 
-async fn acquire_lease(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+async fn acquire_lease(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
     let req: AcquireLease = parse_json(&body)?;
-    let lease =
-        detached(async move { s.ctl.acquire_lease(&req.host, &req.underlay_ip).await }).await?;
+    let host = caller.act_for(&req.host)?;
+    let lease = detached(async move { s.ctl.acquire_lease(&host, &req.underlay_ip).await }).await?;
     Ok(Json(lease).into_response())
 }
 
-async fn renew_lease(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+async fn renew_lease(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
     let req: HostRef = parse_json(&body)?;
-    let lease = detached(async move { s.ctl.renew_lease(&req.host).await }).await?;
+    let host = caller.act_for(&req.host)?;
+    let lease = detached(async move { s.ctl.renew_lease(&host).await }).await?;
     Ok(Json(lease).into_response())
 }
 
-async fn release_lease(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+async fn release_lease(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
     let req: HostRef = parse_json(&body)?;
-    detached(async move { s.ctl.release_lease(&req.host).await }).await?;
+    let host = caller.act_for(&req.host)?;
+    detached(async move { s.ctl.release_lease(&host).await }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The host a claim is for: `?host=` (required for the token and `--insecure-http`), or the
+/// certificate's.
+fn claim_host(caller: &Caller, q: &HashMap<String, String>) -> Result<String> {
+    let host = caller.act_for(q.get("host").map(String::as_str).unwrap_or(""))?;
+    if host.is_empty() {
+        return Err(Error::field(
+            "host",
+            "is required (?host=NAME: the host that runs the app)",
+        ));
+    }
+    Ok(host)
 }
 
 async fn list_apps(State(s): State<AppState>) -> Result<Response> {
@@ -194,16 +277,44 @@ async fn get_app(State(s): State<AppState>, Path(id): Path<String>) -> Result<Re
     Ok(Json(s.ctl.app(&id).await?).into_response())
 }
 
-async fn claim_app(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    let app = detached(async move { s.ctl.claim_app(&id).await }).await?;
+async fn claim_app(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let host = claim_host(&caller, &q)?;
+    let app = detached(async move { s.ctl.claim_app(&host, &id).await }).await?;
     Ok(Json(app).into_response())
 }
 
-async fn unclaim_app(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
-    match detached(async move { s.ctl.unclaim_app(&id).await }).await? {
+async fn unclaim_app(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    let host = claim_host(&caller, &q)?;
+    match detached(async move { s.ctl.unclaim_app(&host, &id).await }).await? {
         Some(app) => Ok(Json(app).into_response()),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
+}
+
+async fn set_claims(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(host): Path<String>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
+    let host = caller.act_for(&host)?;
+    let req: ClaimSet = parse_json(&body)?;
+    let apps = detached(async move { s.ctl.set_claims(&host, &req.apps).await }).await?;
+    Ok(Json(apps).into_response())
+}
+
+async fn get_claims(State(s): State<AppState>, Path(host): Path<String>) -> Result<Response> {
+    Ok(Json(s.ctl.claims(&host).await?).into_response())
 }
 
 async fn list_policies(
@@ -220,13 +331,19 @@ async fn list_policies(
     Ok(Json(s.ctl.policies(ids.as_deref()).await?).into_response())
 }
 
-async fn create_policies(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+async fn create_policies(
+    State(s): State<AppState>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
     let list = policies::parse_request(&body)?;
     let result = detached(async move { s.ctl.create_policies(&list).await }).await?;
     Ok(Json(result).into_response())
 }
 
-async fn delete_policies(State(s): State<AppState>, body: Bytes) -> Result<Response> {
+async fn delete_policies(
+    State(s): State<AppState>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
     let list = policies::parse_request(&body)?;
     let result = detached(async move { s.ctl.delete_policies(&list).await }).await?;
     Ok(Json(result).into_response())

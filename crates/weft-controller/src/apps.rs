@@ -1,9 +1,13 @@
 //! Apps and their 16-bit tags. An app gets a tag when a policy or a container first names it and
-//! keeps it while any policy references it or an agent claims it. Released tags are handed out
+//! keeps it while any policy references it or any host claims it. Claims are per host
+//! (`app_claims`): a host claims the apps of the containers it runs, at most
+//! `--max-claims-per-host` of them, only while it holds a lease; its claims go when it unclaims,
+//! sets a claim set without them, releases its lease or lets it expire, and an app then claimed
+//! by nobody and named by no policy is released (its tag returns to the pool). Released tags are handed out
 //! again only after every other free tag (a rotating cursor), so a stale tag is unlikely to
 //! meet a new app soon.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::changelog;
 use crate::error::{Error, FieldErrors, Result};
@@ -196,42 +200,200 @@ fn validated(id: &str) -> Result<()> {
     errors.into_result()
 }
 
-/// An agent holds the app for a running container: it keeps its tag until unclaimed.
-pub async fn claim(tx: &mut dyn Tx, id: &str) -> Result<App> {
-    validated(id)?;
-    let mut app = ensure(tx, id).await?;
-    if !app.claimed {
-        tx.execute(
-            "UPDATE apps SET claimed = TRUE WHERE id = $1",
-            &[Value::from(id)],
+/// The apps `host` claims, by id.
+pub async fn claims_of(tx: &mut dyn Tx, host: &str) -> Result<BTreeSet<String>> {
+    let rows = tx
+        .query(
+            "SELECT app_id FROM app_claims WHERE host = $1",
+            &[Value::from(host)],
         )
         .await?;
-        app.claimed = true;
-        changelog::append(tx, &Event::AppPut { app: app.clone() }).await?;
-    }
-    Ok(app)
+    rows.iter().map(|r| r.text(0)).collect()
 }
 
-/// Drops an agent's claim; the app is released if no policy references it either.
-pub async fn unclaim(tx: &mut dyn Tx, id: &str) -> Result<Option<App>> {
-    validated(id)?;
-    let Some(mut app) = get(tx, id).await? else {
-        return Err(Error::NotFound(format!("app {id:?} does not exist")));
-    };
-    if app.claimed {
-        tx.execute(
-            "UPDATE apps SET claimed = FALSE WHERE id = $1",
-            &[Value::from(id)],
+/// Sets `claimed` to whether any host claims the app, recording the change.
+async fn refresh_claimed(tx: &mut dyn Tx, app: &mut App) -> Result<bool> {
+    let rows = tx
+        .query(
+            "SELECT EXISTS (SELECT 1 FROM app_claims WHERE app_id = $1)",
+            &[Value::from(&app.id)],
         )
         .await?;
-        app.claimed = false;
+    let claimed = match rows.first() {
+        Some(r) => r.bool(0)?,
+        None => false,
+    };
+    if claimed == app.claimed {
+        return Ok(false);
     }
+    tx.execute(
+        "UPDATE apps SET claimed = $2 WHERE id = $1",
+        &[Value::from(&app.id), Value::Bool(claimed)],
+    )
+    .await?;
+    app.claimed = claimed;
+    Ok(true)
+}
+
+/// Claims are for hosts that hold a lease: what a host claims goes when its lease does.
+async fn needs_lease(tx: &mut dyn Tx, host: &str) -> Result<()> {
+    let mut errors = FieldErrors::default();
+    crate::leases::validate_host("host", host, &mut errors);
+    errors.into_result()?;
+    if crate::leases::holds(tx, host).await? {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "host {host:?} holds no lease: acquire one before claiming apps"
+    )))
+}
+
+fn over_limit(host: &str, n: usize, limit: usize) -> Error {
+    Error::ClaimLimit(format!(
+        "host {host:?} would claim {n} apps; a host may claim at most {limit} \
+         (the controller's --max-claims-per-host)"
+    ))
+}
+
+/// Makes `ids` exactly the apps `host` claims (the apps of the containers it runs): new ones
+/// get tags, the host's other claims are dropped, and apps then claimed by no host and named by
+/// no policy are released. At most `limit` apps; the host must hold a lease. Returns the apps
+/// of `ids`, in that order.
+pub async fn set_claims(
+    tx: &mut dyn Tx,
+    host: &str,
+    ids: &[String],
+    limit: usize,
+) -> Result<Vec<App>> {
+    let mut errors = FieldErrors::default();
+    for (i, id) in ids.iter().enumerate() {
+        validate_id(&format!("apps[{i}]"), id, &mut errors);
+    }
+    errors.into_result()?;
+    let wanted: BTreeSet<String> = ids.iter().cloned().collect();
+    if wanted.len() > limit {
+        return Err(over_limit(host, wanted.len(), limit));
+    }
+    needs_lease(tx, host).await?;
+    let current = claims_of(tx, host).await?;
+    let added: Vec<String> = ids
+        .iter()
+        .filter(|id| !current.contains(*id))
+        .cloned()
+        .collect();
+    let (mut apps, created) = ensure_all(tx, &added).await?;
+    let mut events: Vec<Event> = created
+        .into_iter()
+        .map(|app| Event::AppPut { app })
+        .collect();
+    let mut seen = HashSet::new();
+    for id in added.iter().filter(|id| seen.insert(id.as_str())) {
+        tx.execute(
+            "INSERT INTO app_claims (app_id, host) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[Value::from(id), Value::from(host)],
+        )
+        .await?;
+        let app = apps
+            .get_mut(id)
+            .ok_or_else(|| Error::Store(format!("app {id:?} missing after ensure")))?;
+        if refresh_claimed(tx, app).await? {
+            events.push(Event::AppPut { app: app.clone() });
+        }
+    }
+    changelog::append_all(tx, &events).await?;
+    let dropped: Vec<String> = current.difference(&wanted).cloned().collect();
+    drop_claims(tx, host, &dropped).await?;
+    let mut out = Vec::with_capacity(ids.len());
+    let kept: Vec<String> = ids
+        .iter()
+        .filter(|id| !apps.contains_key(*id))
+        .cloned()
+        .collect();
+    apps.extend(get_many(tx, &kept).await?);
+    for id in ids {
+        out.push(
+            apps.get(id)
+                .cloned()
+                .ok_or_else(|| Error::Store(format!("claimed app {id:?} missing")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Drops `host`'s claims on `ids`; apps left unclaimed and unnamed by policies are released.
+async fn drop_claims(tx: &mut dyn Tx, host: &str, ids: &[String]) -> Result<()> {
+    for id in ids {
+        tx.execute(
+            "DELETE FROM app_claims WHERE app_id = $1 AND host = $2",
+            &[Value::from(id), Value::from(host)],
+        )
+        .await?;
+        let Some(mut app) = get(tx, id).await? else {
+            continue;
+        };
+        if refresh_claimed(tx, &mut app).await? && !release_if_unreferenced(tx, id).await? {
+            changelog::append(tx, &Event::AppPut { app }).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops every claim of `host` (its lease was released or expired).
+pub async fn drop_host_claims(tx: &mut dyn Tx, host: &str) -> Result<()> {
+    let ids: Vec<String> = claims_of(tx, host).await?.into_iter().collect();
+    drop_claims(tx, host, &ids).await
+}
+
+/// Drops the claims of hosts that hold no lease (claims made before claims had hosts, or
+/// left by a lease deleted some other way).
+pub async fn drop_orphan_claims(tx: &mut dyn Tx) -> Result<()> {
+    let rows = tx
+        .query(
+            "SELECT DISTINCT host FROM app_claims c \
+             WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.host = c.host)",
+            &[],
+        )
+        .await?;
+    for row in rows {
+        let host = row.text(0)?;
+        tracing::info!(%host, "dropping the app claims of a host without a lease");
+        drop_host_claims(tx, &host).await?;
+    }
+    Ok(())
+}
+
+/// `host` claims one app for a running container: it keeps its tag until no host claims it
+/// and no policy names it. Within the host's limit; the host must hold a lease.
+pub async fn claim(tx: &mut dyn Tx, host: &str, id: &str, limit: usize) -> Result<App> {
+    validated(id)?;
+    needs_lease(tx, host).await?;
+    let mut current = claims_of(tx, host).await?;
+    if !current.contains(id) && current.len() >= limit {
+        return Err(over_limit(host, current.len() + 1, limit));
+    }
+    current.insert(id.to_string());
+    let ids: Vec<String> = current.into_iter().collect();
+    let apps = set_claims(tx, host, &ids, limit).await?;
+    apps.into_iter()
+        .find(|a| a.id == id)
+        .ok_or_else(|| Error::Store(format!("claimed app {id:?} missing")))
+}
+
+/// Drops `host`'s claim; the app is released if no other host claims it and no policy names
+/// it (`None`), else returned.
+pub async fn unclaim(tx: &mut dyn Tx, host: &str, id: &str) -> Result<Option<App>> {
+    validated(id)?;
+    let mut errors = FieldErrors::default();
+    crate::leases::validate_host("host", host, &mut errors);
+    errors.into_result()?;
+    if get(tx, id).await?.is_none() {
+        return Err(Error::NotFound(format!("app {id:?} does not exist")));
+    }
+    drop_claims(tx, host, &[id.to_string()]).await?;
     if release_if_unreferenced(tx, id).await? {
-        Ok(None)
-    } else {
-        changelog::append(tx, &Event::AppPut { app: app.clone() }).await?;
-        Ok(Some(app))
+        return Ok(None);
     }
+    get(tx, id).await
 }
 
 /// Releases the app (and its tag) if it is not claimed and no policy names it.

@@ -1,5 +1,6 @@
-//! A lab PKI made with rcgen: one CA that signs the controller's server certificate and the
-//! agents' client certificate. For labs and tests; production PKI is the operator's.
+//! A lab PKI made with rcgen: one CA that signs the controller's server certificate and one
+//! client certificate per agent, naming its host (`urn:weft:host:NAME` URI SAN and common name
+//! NAME, see [`crate::tls`]). For labs and tests; production PKI is the operator's.
 
 use std::fs;
 use std::io::Write;
@@ -9,13 +10,32 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
+
+use crate::tls::HOST_URI_PREFIX;
 
 /// Where the files of a lab PKI are.
 #[derive(Debug, Clone)]
 pub struct LabPki {
     pub dir: PathBuf,
+}
+
+/// Checks an agent name for `--agent`: a host name (letters, digits, `.`, `-`, `_`; at most
+/// 253), which also names its files.
+pub fn validate_agent_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name.len() > 253
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        anyhow::bail!(
+            "--agent {name:?}: a host name is 1 to 253 letters, digits, '.', '-' or '_' (not starting with '.')"
+        );
+    }
+    Ok(())
 }
 
 impl LabPki {
@@ -34,11 +54,13 @@ impl LabPki {
     pub fn server_key(&self) -> PathBuf {
         self.dir.join("server-key.pem")
     }
-    pub fn agent_cert(&self) -> PathBuf {
-        self.dir.join("agent.pem")
+    /// `agent-NAME.pem`: the client certificate of host NAME.
+    pub fn agent_cert(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("agent-{name}.pem"))
     }
-    pub fn agent_key(&self) -> PathBuf {
-        self.dir.join("agent-key.pem")
+    /// `agent-NAME-key.pem`.
+    pub fn agent_key(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("agent-{name}-key.pem"))
     }
 
     pub fn exists(&self) -> bool {
@@ -47,21 +69,68 @@ impl LabPki {
             .all(|p| p.exists())
     }
 
-    /// Creates the CA, a server certificate for `server_names` (DNS names or IP addresses) and
-    /// an agent client certificate. Refuses to overwrite unless `force`.
-    pub fn generate(&self, server_names: &[String], force: bool) -> anyhow::Result<()> {
-        if !force && self.ca().exists() {
-            anyhow::bail!(
-                "{} already exists (use --force to replace the lab CA and certificates)",
-                self.ca().display()
-            );
-        }
-        if server_names.is_empty() {
-            anyhow::bail!("the server certificate needs at least one name or IP address");
+    /// Creates the CA and a server certificate for `server_names` (DNS names or IP addresses),
+    /// then one client certificate per name in `agents`. Refuses to replace an existing file
+    /// unless `force`. With a CA already there (and no `force`), only the agents' certificates
+    /// are made, signed by that CA: adding a host later needs no new CA.
+    pub fn generate(
+        &self,
+        server_names: &[String],
+        agents: &[String],
+        force: bool,
+    ) -> anyhow::Result<()> {
+        for a in agents {
+            validate_agent_name(a)?;
         }
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let issuer = if force || !self.ca().exists() {
+            self.new_ca(server_names)?
+        } else {
+            if agents.is_empty() {
+                anyhow::bail!(
+                    "{} already exists (use --force to replace the lab CA and certificates, or \
+                     --agent NAME to add a host's certificate)",
+                    self.ca().display()
+                );
+            }
+            let key = fs::read_to_string(self.ca_key())
+                .with_context(|| format!("cannot read {}", self.ca_key().display()))?;
+            let key = KeyPair::from_pem(&key)
+                .with_context(|| format!("{} is not a PEM key", self.ca_key().display()))?;
+            let cert = fs::read_to_string(self.ca())
+                .with_context(|| format!("cannot read {}", self.ca().display()))?;
+            Issuer::from_ca_cert_pem(&cert, key)
+                .with_context(|| format!("{} is not a CA certificate", self.ca().display()))?
+        };
+        for name in agents {
+            if !force && self.agent_cert(name).exists() {
+                anyhow::bail!(
+                    "{} already exists (use --force to replace it)",
+                    self.agent_cert(name).display()
+                );
+            }
+            let mut agent = CertificateParams::new(Vec::<String>::new())?;
+            agent.distinguished_name.push(DnType::CommonName, name);
+            agent.subject_alt_names = vec![SanType::URI(
+                format!("{HOST_URI_PREFIX}{name}")
+                    .try_into()
+                    .context("agent name")?,
+            )];
+            agent.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            agent.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            let agent_key = KeyPair::generate()?;
+            let agent_cert = agent.signed_by(&agent_key, &issuer)?;
+            write(&self.agent_key(name), &agent_key.serialize_pem(), true)?;
+            write(&self.agent_cert(name), &agent_cert.pem(), false)?;
+        }
+        Ok(())
+    }
 
+    fn new_ca(&self, server_names: &[String]) -> anyhow::Result<Issuer<'static, KeyPair>> {
+        if server_names.is_empty() {
+            anyhow::bail!("the server certificate needs at least one name or IP address");
+        }
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
@@ -87,20 +156,9 @@ impl LabPki {
         server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let server_key = KeyPair::generate()?;
         let server_cert = server.signed_by(&server_key, &issuer)?;
-        write(&self.server_cert(), &server_cert.pem(), false)?;
         write(&self.server_key(), &server_key.serialize_pem(), true)?;
-
-        let mut agent = CertificateParams::new(Vec::<String>::new())?;
-        agent
-            .distinguished_name
-            .push(DnType::CommonName, "weft agent");
-        agent.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        agent.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let agent_key = KeyPair::generate()?;
-        let agent_cert = agent.signed_by(&agent_key, &issuer)?;
-        write(&self.agent_cert(), &agent_cert.pem(), false)?;
-        write(&self.agent_key(), &agent_key.serialize_pem(), true)?;
-        Ok(())
+        write(&self.server_cert(), &server_cert.pem(), false)?;
+        Ok(issuer)
     }
 }
 

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::model::{
-    AcquireLease, App, AppList, ErrorBody, Health, HostRef, Lease, LeaseList, Policy, PolicyList,
-    PolicyWriteResult, WatchMessage,
+    AcquireLease, App, AppList, ClaimSet, ErrorBody, Health, HostRef, Lease, LeaseList, Policy,
+    PolicyList, PolicyWriteResult, WatchMessage,
 };
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -80,7 +80,10 @@ impl ClientBuilder {
         let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30));
+            // Below the controller's header timeout (10 s by default), which also closes idle
+            // connections: an idle connection is dropped here before the controller closes it
+            // under a request.
+            .pool_idle_timeout(Duration::from_secs(5));
         if base.starts_with("https://") {
             let ca = self.ca.as_deref().ok_or_else(|| {
                 ClientError::Config(format!(
@@ -237,17 +240,18 @@ impl Client {
             .await
     }
 
-    /// Claims an app for a running container; returns it with its tag.
-    pub async fn claim_app(&self, id: &str) -> Result<App> {
-        self.json(self.request(Method::PUT, &format!("/v1/apps/{}", encode(id))))
+    /// `host` claims an app for a running container; returns it with its tag. `host` may be
+    /// `""` with an agent certificate (the host it names).
+    pub async fn claim_app(&self, host: &str, id: &str) -> Result<App> {
+        self.json(self.request(Method::PUT, &claim_path(host, id)))
             .await
     }
 
-    /// Drops a claim; returns the app if a policy still references it.
-    pub async fn unclaim_app(&self, id: &str) -> Result<Option<App>> {
+    /// Drops `host`'s claim; returns the app if another host claims it or a policy names it.
+    pub async fn unclaim_app(&self, host: &str, id: &str) -> Result<Option<App>> {
         let resp = self
             .send(
-                self.request(Method::DELETE, &format!("/v1/apps/{}", encode(id)))
+                self.request(Method::DELETE, &claim_path(host, id))
                     .timeout(REQUEST_TIMEOUT),
             )
             .await?;
@@ -264,6 +268,25 @@ impl Client {
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Makes `apps` exactly the apps `host` claims (the apps of the containers it runs);
+    /// returns them with their tags.
+    pub async fn set_claims(&self, host: &str, apps: &[String]) -> Result<AppList> {
+        let body = ClaimSet {
+            apps: apps.to_vec(),
+        };
+        self.json(
+            self.request(Method::PUT, &format!("/v1/hosts/{}/apps", encode(host)))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// The apps `host` claims.
+    pub async fn claims(&self, host: &str) -> Result<AppList> {
+        self.json(self.request(Method::GET, &format!("/v1/hosts/{}/apps", encode(host))))
+            .await
     }
 
     pub async fn create_policies(&self, policies: &[Policy]) -> Result<PolicyWriteResult> {
@@ -316,6 +339,14 @@ impl Client {
             fresh: false,
             backoff: Duration::from_millis(100),
         }
+    }
+}
+
+fn claim_path(host: &str, id: &str) -> String {
+    if host.is_empty() {
+        format!("/v1/apps/{}", encode(id))
+    } else {
+        format!("/v1/apps/{}?host={}", encode(id), encode(host))
     }
 }
 

@@ -23,7 +23,12 @@ pub struct ControllerConfig {
     pub lease_ttl: Duration,
     /// Interval of heartbeat lines on idle watch streams.
     pub heartbeat: Duration,
+    /// Most apps one host may claim.
+    pub max_claims_per_host: usize,
 }
+
+/// Default of `--max-claims-per-host`: a host's /24 holds at most 254 containers.
+pub const DEFAULT_MAX_CLAIMS_PER_HOST: usize = 256;
 
 impl ControllerConfig {
     pub fn new(pool: Pool) -> Self {
@@ -31,6 +36,7 @@ impl ControllerConfig {
             pool,
             lease_ttl: Duration::from_secs(300),
             heartbeat: Duration::from_secs(15),
+            max_claims_per_host: DEFAULT_MAX_CLAIMS_PER_HOST,
         }
     }
 }
@@ -158,19 +164,38 @@ impl Controller {
             .ok_or_else(|| Error::NotFound(format!("app {id:?} does not exist")))
     }
 
-    pub async fn claim_app(&self, id: &str) -> Result<App> {
+    /// `host` claims one app (see [`apps::claim`]).
+    pub async fn claim_app(&self, host: &str, id: &str) -> Result<App> {
         let mut tx = self.write().await?;
-        let app = apps::claim(&mut *tx, id).await?;
+        let app = apps::claim(&mut *tx, host, id, self.config.max_claims_per_host).await?;
         tx.commit().await?;
         Ok(app)
     }
 
-    /// Drops the claim; returns the app if it is still referenced by a policy.
-    pub async fn unclaim_app(&self, id: &str) -> Result<Option<App>> {
+    /// Drops `host`'s claim; returns the app if another host claims it or a policy names it.
+    pub async fn unclaim_app(&self, host: &str, id: &str) -> Result<Option<App>> {
         let mut tx = self.write().await?;
-        let app = apps::unclaim(&mut *tx, id).await?;
+        let app = apps::unclaim(&mut *tx, host, id).await?;
         tx.commit().await?;
         Ok(app)
+    }
+
+    /// Makes `ids` exactly the apps `host` claims (see [`apps::set_claims`]).
+    pub async fn set_claims(&self, host: &str, ids: &[String]) -> Result<AppList> {
+        let mut tx = self.write().await?;
+        let apps = apps::set_claims(&mut *tx, host, ids, self.config.max_claims_per_host).await?;
+        tx.commit().await?;
+        Ok(AppList { apps })
+    }
+
+    /// The apps `host` claims.
+    pub async fn claims(&self, host: &str) -> Result<AppList> {
+        let mut tx = self.read().await?;
+        let ids: Vec<String> = apps::claims_of(&mut *tx, host).await?.into_iter().collect();
+        let mut found = apps::get_many(&mut *tx, &ids).await?;
+        Ok(AppList {
+            apps: ids.iter().filter_map(|id| found.remove(id)).collect(),
+        })
     }
 
     pub async fn create_policies(&self, list: &[Policy]) -> Result<PolicyWriteResult> {
@@ -254,6 +279,7 @@ async fn sweep(store: Arc<dyn Store>, grace: Duration, every: Duration) {
         let result: Result<()> = async {
             let mut tx = store.begin(TxMode::Write).await?;
             let expired = leases::expire(&mut *tx, leases::now()).await?;
+            apps::drop_orphan_claims(&mut *tx).await?;
             if ticks >= 64 {
                 ticks = 0;
                 changelog::prune(&mut *tx, changelog::RETAINED_CHANGES).await?;

@@ -21,6 +21,15 @@ pub enum Error {
     PoolExhausted(String),
     #[error("{0}")]
     TagsExhausted(String),
+    /// A host asked for more app claims than it may hold.
+    #[error("{0}")]
+    ClaimLimit(String),
+    /// The request body is larger than `--max-body-bytes`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -58,6 +67,9 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PoolExhausted(_) | Error::TagsExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ClaimLimit(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,6 +84,9 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::PoolExhausted(_) => "pool_exhausted",
             Error::TagsExhausted(_) => "tags_exhausted",
+            Error::ClaimLimit(_) => "claim_limit_exceeded",
+            Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::RequestTimeout(_) => "request_timeout",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::Store(_) => "store_error",

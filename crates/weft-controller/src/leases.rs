@@ -133,6 +133,12 @@ pub async fn count(tx: &mut dyn Tx) -> Result<i64> {
     rows.first().map(|r| r.int(0)).unwrap_or(Ok(0))
 }
 
+/// Whether `host` holds a lease (expired or not: until the sweep takes it).
+pub async fn holds(tx: &mut dyn Tx, host: &str) -> Result<bool> {
+    Ok(find(tx, "host", host).await?.is_some())
+}
+
+/// Deletes a lease; the host's app claims go with it.
 async fn delete(tx: &mut dyn Tx, lease: Lease) -> Result<Event> {
     tx.execute(
         "DELETE FROM leases WHERE host = $1",
@@ -141,6 +147,9 @@ async fn delete(tx: &mut dyn Tx, lease: Lease) -> Result<Event> {
     .await?;
     let event = Event::LeaseDeleted { lease };
     changelog::append(tx, &event).await?;
+    if let Event::LeaseDeleted { lease } = &event {
+        crate::apps::drop_host_claims(tx, &lease.host).await?;
+    }
     Ok(event)
 }
 

@@ -74,6 +74,7 @@ pub mod client;
 pub mod controller;
 pub mod error;
 pub mod leases;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod openapi;

@@ -33,6 +33,7 @@ pub struct Gauges {
     pub apps: i64,
     pub policies: i64,
     pub revision: i64,
+    pub connections: crate::limits::ConnectionCounts,
 }
 
 impl Metrics {
@@ -98,6 +99,31 @@ impl Metrics {
             "weft_revision",
             "Latest revision of the state.",
             g.revision.to_string(),
+        );
+        let c = &g.connections;
+        gauge(
+            &mut out,
+            "weft_connections_open",
+            "Client connections open.",
+            c.open.to_string(),
+        );
+        gauge(
+            &mut out,
+            "weft_connections_pending",
+            "Client connections not yet authenticated (evictable).",
+            c.pending.to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_connections_evicted_total Pending connections closed to make room.\n\
+             # TYPE weft_connections_evicted_total counter\nweft_connections_evicted_total {}",
+            c.evicted
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_connections_refused_total Connections closed at accept: every limit reached.\n\
+             # TYPE weft_connections_refused_total counter\nweft_connections_refused_total {}",
+            c.refused
         );
         gauge(
             &mut out,

@@ -55,8 +55,15 @@ pub struct App {
     pub id: String,
     /// 1..=65535; fits the VXLAN group-policy field. Stable while the app is referenced.
     pub tag: u16,
-    /// True while an agent holds the app for a running container (`PUT /v1/apps/{id}`).
+    /// True while any host claims the app for a running container (`PUT /v1/hosts/{host}/apps`).
     pub claimed: bool,
+}
+
+/// Body of `PUT /v1/hosts/{host}/apps`: every app the host runs (its claims become exactly
+/// these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimSet {
+    pub apps: Vec<String>,
 }
 
 /// Reply of `GET /v1/apps`.

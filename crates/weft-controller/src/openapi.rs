@@ -33,7 +33,7 @@ pub fn document() -> Value {
         "info": {
             "title": "weft controller",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Subnet leases, app tags and policies for weft hosts. Agents authenticate with client certificates (mTLS), people and scripts with a bearer token; policy writes need the token."
+            "description": "Subnet leases, app tags and policies for weft hosts. Agents authenticate with client certificates (mTLS) that name their host (URI SAN urn:weft:host:NAME) and act only as that host (another host's lease or claims: 403); people and scripts with a bearer token, which may act for any host; policy writes need the token. Request bodies above --max-body-bytes (default 1 MiB) get 413 before they are read. Every error has the Error shape."
         },
         "paths": {
             "/healthz": {"get": {"summary": "Liveness and store reachability", "security": [], "responses": {"200": ok("Health", "healthy"), "503": {"description": "store unreachable"}}}},
@@ -41,35 +41,42 @@ pub fn document() -> Value {
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
             "/v1/leases": {"get": {"summary": "All leases and the pool", "security": agent, "responses": merge(json!({"200": ok("LeaseList", "leases")}), errors(&["401"]))}},
             "/v1/leases/acquire": {"post": {"summary": "Get a subnet for a host (its old one if it still holds it)", "security": agent, "requestBody": body("AcquireLease"),
-                "responses": merge(json!({"200": ok("Lease", "the lease")}), errors(&["400", "401", "409", "503"]))}},
+                "responses": merge(json!({"200": ok("Lease", "the lease")}), errors(&["400", "401", "403", "409", "413", "503"]))}},
             "/v1/leases/renew": {"post": {"summary": "Extend a host's lease", "security": agent, "requestBody": body("HostRef"),
-                "responses": merge(json!({"200": ok("Lease", "the renewed lease")}), errors(&["400", "401", "404"]))}},
+                "responses": merge(json!({"200": ok("Lease", "the renewed lease")}), errors(&["400", "401", "403", "404", "413"]))}},
             "/v1/leases/release": {"post": {"summary": "Return a host's subnet to the pool", "security": agent, "requestBody": body("HostRef"),
-                "responses": merge(json!({"204": {"description": "released (or was not held)"}}), errors(&["400", "401"]))}},
+                "responses": merge(json!({"204": {"description": "released (or was not held); the host's app claims go with it"}}), errors(&["400", "401", "403", "413"]))}},
             "/v1/apps": {"get": {"summary": "Apps and their tags", "security": agent, "responses": merge(json!({"200": ok("AppList", "apps")}), errors(&["401"]))}},
+            "/v1/hosts/{host}/apps": {
+                "parameters": [{"name": "host", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"summary": "The apps a host claims", "security": agent, "responses": merge(json!({"200": ok("AppList", "the host's claims")}), errors(&["401"]))},
+                "put": {"summary": "Set the apps a host runs (its claims become exactly these; apps it dropped that no host claims and no policy names are released). The host must hold a lease; at most --max-claims-per-host apps (422).", "security": agent, "requestBody": body("ClaimSet"),
+                    "responses": merge(json!({"200": ok("AppList", "the apps, with tags, in request order")}), errors(&["400", "401", "403", "409", "413", "422", "503"]))}
+            },
             "/v1/apps/{id}": {
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                    {"name": "host", "in": "query", "required": false, "description": "the host that claims (required with the token or --insecure-http; with a certificate, its host)", "schema": {"type": "string"}}],
                 "get": {"summary": "One app", "security": agent, "responses": merge(json!({"200": ok("App", "the app")}), errors(&["401", "404"]))},
-                "put": {"summary": "Claim an app for a running container (gives it a tag)", "security": agent, "responses": merge(json!({"200": ok("App", "the app")}), errors(&["400", "401", "503"]))},
-                "delete": {"summary": "Drop the claim; the app is released unless a policy names it", "security": agent,
-                    "responses": merge(json!({"200": ok("App", "still referenced by a policy"), "204": {"description": "released"}}), errors(&["400", "401", "404"]))}
+                "put": {"summary": "A host claims an app for a running container (gives it a tag)", "security": agent, "responses": merge(json!({"200": ok("App", "the app")}), errors(&["400", "401", "403", "409", "422", "503"]))},
+                "delete": {"summary": "Drop the host's claim; the app is released unless another host claims it or a policy names it", "security": agent,
+                    "responses": merge(json!({"200": ok("App", "still claimed or referenced by a policy"), "204": {"description": "released"}}), errors(&["400", "401", "403", "404"]))}
             },
             "/networking/v1/external/policies": {
                 "get": {"summary": "List policies (Cloud Foundry shape)", "security": agent,
                     "parameters": [{"name": "id", "in": "query", "required": false, "description": "comma-separated app ids: policies whose source or destination is one of them", "schema": {"type": "string"}}],
                     "responses": merge(json!({"200": ok("PolicyList", "policies with tags")}), errors(&["401"]))},
                 "post": {"summary": "Create policies (idempotent)", "security": admin, "requestBody": body("PolicyList"),
-                    "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were new")}), errors(&["400", "401", "403", "503"]))}
+                    "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were new")}), errors(&["400", "401", "403", "408", "413", "503"]))}
             },
             "/networking/v1/external/policies/delete": {"post": {"summary": "Delete policies (missing ones are ignored)", "security": admin, "requestBody": body("PolicyList"),
-                "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were deleted")}), errors(&["400", "401", "403"]))}},
+                "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were deleted")}), errors(&["400", "401", "403", "408", "413"]))}},
             "/v1/watch": {"get": {"summary": "Snapshot then every change, as JSON lines (application/x-ndjson)", "security": agent,
                 "parameters": [{"name": "since", "in": "query", "required": false, "description": "resume after this revision: replay the changes after it if the change log still has them, else a snapshot", "schema": {"type": "integer", "minimum": 0}}],
                 "responses": merge(json!({"200": {"description": "one WatchMessage per line", "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/WatchMessage"}}}}}), errors(&["400", "401"]))}}
         },
         "components": {
             "securitySchemes": {
-                "clientCert": {"type": "mutualTLS", "description": "client certificate signed by the controller's client CA"},
+                "clientCert": {"type": "mutualTLS", "description": "client certificate signed by the controller's client CA; its URI SAN urn:weft:host:NAME is the host it acts as"},
                 "bearer": {"type": "http", "scheme": "bearer"}
             },
             "schemas": {
@@ -85,6 +92,7 @@ pub fn document() -> Value {
                     "vtep_mac": {"type": "string", "example": "ee:ee:0a:ff:07:00"}, "acquired_at": {"type": "integer", "description": "unix seconds"}, "expires_at": {"type": "integer", "description": "unix seconds"}}},
                 "LeaseList": {"type": "object", "properties": {"overlay": {"type": "string"}, "host_prefix": {"type": "integer"}, "pool_size": {"type": "integer"}, "leases": {"type": "array", "items": {"$ref": "#/components/schemas/Lease"}}}},
                 "App": {"type": "object", "properties": {"id": {"type": "string"}, "tag": {"type": "integer", "minimum": 1, "maximum": 65535}, "claimed": {"type": "boolean"}}},
+                "ClaimSet": {"type": "object", "required": ["apps"], "properties": {"apps": {"type": "array", "items": {"type": "string"}}}},
                 "AppList": {"type": "object", "properties": {"apps": {"type": "array", "items": {"$ref": "#/components/schemas/App"}}}},
                 "Policy": {"type": "object", "required": ["source", "destination"], "properties": {
                     "source": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, "tag": {"type": "integer", "readOnly": true}}},

@@ -18,6 +18,8 @@ on_both_backends!(
     restart_loses_nothing,
     operations_endpoints,
     concurrent_lease_acquisitions,
+    tags_cannot_be_exhausted_by_one_host,
+    claims_without_a_lease_are_dropped_after_the_grace,
 );
 
 fn api_error(e: ClientError) -> (u16, String, Vec<String>) {
@@ -118,6 +120,7 @@ async fn lease_expiry_returns_subnet(store: TestStore) {
     args.lease_ttl = 1;
     let (server, c) = common::start(args).await;
     let first = c.acquire_lease("old-host", "192.0.2.1").await.unwrap();
+    let claimed = c.claim_app("old-host", "app-x").await;
     match c.acquire_lease("new-host", "192.0.2.2").await {
         Err(e) => assert_eq!(api_error(e).0, 503),
         Ok(second) => {
@@ -145,6 +148,70 @@ async fn lease_expiry_returns_subnet(store: TestStore) {
     .await;
     let second = c.acquire_lease("new-host", "192.0.2.2").await.unwrap();
     assert_eq!(second.subnet, first.subnet);
+    // The expired host's claims went with its lease: nobody runs app-x, no policy names it.
+    if claimed.is_ok() {
+        let (status, _, _) = api_error(c.app("app-x").await.unwrap_err());
+        assert_eq!(status, 404, "app-x's tag is reclaimed");
+    }
+    server.shutdown().await;
+}
+
+/// Before: one credential claimed all 65,535 tags (60.9 s, one client) and every other app
+/// got `503 tags_exhausted`. Now a host claims at most --max-claims-per-host apps, only while
+/// it holds a lease, and what it claimed is released with its lease.
+async fn tags_cannot_be_exhausted_by_one_host(store: TestStore) {
+    let (server, c) = store.start().await;
+    c.acquire_lease("h1", "192.0.2.1").await.unwrap();
+    // All the tags in one claim set: refused whole, naming the limit.
+    let all: Vec<String> = (0..65_532).map(|i| format!("a{i}")).collect();
+    let (status, code, _) = api_error(c.set_claims("h1", &all).await.unwrap_err());
+    assert_eq!((status, code.as_str()), (422, "claim_limit_exceeded"));
+    let msg = c.set_claims("h1", &all).await.unwrap_err().to_string();
+    assert!(
+        msg.contains("256") && msg.contains("--max-claims-per-host"),
+        "{msg}"
+    );
+    assert!(c.apps().await.unwrap().apps.is_empty(), "nothing half done");
+    // One at a time: the limit holds too.
+    let mut claimed = 0;
+    let err = loop {
+        match c.claim_app("h1", &all[claimed]).await {
+            Ok(_) => claimed += 1,
+            Err(e) => break e,
+        }
+        assert!(claimed <= 256, "more claims than the limit");
+    };
+    assert_eq!(claimed, 256);
+    assert_eq!(api_error(err).0, 422);
+    // Claiming one it holds again is no new claim.
+    c.claim_app("h1", &all[0]).await.unwrap();
+    // Everyone else still gets tags.
+    c.acquire_lease("h2", "192.0.2.2").await.unwrap();
+    let victim = c.claim_app("h2", "victim").await.unwrap();
+    assert!(victim.claimed);
+    // A policy names an app nobody runs yet: it gets a tag from the policy.
+    c.create_policies(&[tcp("victim", "planned", 80)])
+        .await
+        .unwrap();
+    // The claim set is the placement: the apps h1 no longer runs are released.
+    let now: Vec<String> = vec![all[0].clone(), "planned".into()];
+    let apps = c.set_claims("h1", &now).await.unwrap().apps;
+    assert_eq!(
+        apps.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        vec![all[0].as_str(), "planned"]
+    );
+    assert_eq!(c.claims("h1").await.unwrap().apps.len(), 2);
+    assert_eq!(c.apps().await.unwrap().apps.len(), 3);
+    // h1 leaves: what only it ran is released; what a policy names keeps its tag.
+    let planned = c.app("planned").await.unwrap();
+    c.release_lease("h1").await.unwrap();
+    assert_eq!(api_error(c.app(&all[0]).await.unwrap_err()).0, 404);
+    let kept = c.app("planned").await.unwrap();
+    assert_eq!((kept.tag, kept.claimed), (planned.tag, false));
+    assert!(c.app("victim").await.unwrap().claimed, "h2's claim stands");
+    assert!(c.claims("h1").await.unwrap().apps.is_empty());
+    // A host without a lease claims nothing.
+    assert_eq!(api_error(c.claim_app("h1", "x").await.unwrap_err()).0, 409);
     server.shutdown().await;
 }
 
@@ -217,8 +284,15 @@ async fn policies_and_tags(store: TestStore) {
         .unwrap();
     assert_eq!(resp.status(), 400);
 
-    // Claims keep an app (and its tag) alive; deleting policies releases the others.
-    let claimed = c.claim_app("app-c").await.unwrap();
+    // Claims keep an app (and its tag) alive; deleting policies releases the others. A claim
+    // names its host, which must hold a lease.
+    let (status, code, fields) = api_error(c.claim_app("", "app-c").await.unwrap_err());
+    assert_eq!((status, code.as_str()), (400, "validation_failed"));
+    assert_eq!(fields, vec!["host"]);
+    let (status, _, _) = api_error(c.claim_app("h1", "app-c").await.unwrap_err());
+    assert_eq!(status, 409, "no lease, no claim");
+    c.acquire_lease("h1", "192.0.2.1").await.unwrap();
+    let claimed = c.claim_app("h1", "app-c").await.unwrap();
     assert!(claimed.claimed);
     assert_eq!(Some(claimed.tag), tag_of("app-c"));
     let old_a = tag_of("app-a").unwrap();
@@ -245,21 +319,21 @@ async fn policies_and_tags(store: TestStore) {
     assert_eq!(left, vec!["app-c"]);
     assert_eq!(c.app("app-c").await.unwrap().tag, claimed.tag);
     // A new app does not get a just-released tag while other tags are free.
-    let fresh = c.claim_app("app-d").await.unwrap();
+    let fresh = c.claim_app("h1", "app-d").await.unwrap();
     assert_ne!(fresh.tag, old_a);
     assert_ne!(fresh.tag, claimed.tag);
     // Unclaim: released (204) since no policy names it.
-    assert_eq!(c.unclaim_app("app-c").await.unwrap(), None);
+    assert_eq!(c.unclaim_app("h1", "app-c").await.unwrap(), None);
     let (status, _, _) = api_error(c.app("app-c").await.unwrap_err());
     assert_eq!(status, 404);
-    let (status, _, _) = api_error(c.unclaim_app("app-c").await.unwrap_err());
+    let (status, _, _) = api_error(c.unclaim_app("h1", "app-c").await.unwrap_err());
     assert_eq!(status, 404);
     // Unclaim of an app a policy names: kept, 200 with the app.
     c.create_policies(&[tcp("app-d", "app-e", 80)])
         .await
         .unwrap();
     let kept = c
-        .unclaim_app("app-d")
+        .unclaim_app("h1", "app-d")
         .await
         .unwrap()
         .expect("still referenced");
@@ -352,7 +426,7 @@ async fn restart_loses_nothing(store: TestStore) {
     let (server, c) = store.start().await;
     let lease = c.acquire_lease("h1", "192.0.2.1").await.unwrap();
     c.create_policies(&[tcp("a", "b", 80)]).await.unwrap();
-    c.claim_app("z").await.unwrap();
+    c.claim_app("h1", "z").await.unwrap();
     let before = server.controller().snapshot().await.unwrap();
     server.shutdown().await;
 
@@ -456,4 +530,76 @@ async fn concurrent_lease_acquisitions(store: TestStore) {
         s2.shutdown().await;
     }
     s1.shutdown().await;
+}
+
+/// Claims from before claims had hosts (migration 2 gives them host "") and claims of hosts
+/// without a lease are dropped by the sweep after the restart grace, with their apps.
+async fn claims_without_a_lease_are_dropped_after_the_grace(store: TestStore) {
+    let mut args = store.args();
+    args.lease_ttl = 1;
+    let (server, c) = common::start(args).await;
+    {
+        use weft_controller::store::TxMode;
+        let mut tx = server
+            .controller()
+            .store()
+            .begin(TxMode::Write)
+            .await
+            .unwrap();
+        tx.batch(
+            "INSERT INTO apps (id, tag, claimed) VALUES ('legacy', 9, TRUE); \
+             INSERT INTO app_claims (app_id, host) VALUES ('legacy', '')",
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert!(c.app("legacy").await.unwrap().claimed);
+    eventually(
+        Duration::from_secs(20),
+        "the legacy claim to go",
+        || async {
+            matches!(
+                c.app("legacy").await,
+                Err(ClientError::Api { status: 404, .. })
+            )
+        },
+    )
+    .await;
+    server.shutdown().await;
+}
+
+/// The header timeout also closes idle connections, but never a watch stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_do_not_cut_a_watch_stream() {
+    let store = TestStore::new(common::Backend::Sqlite, "watch_timeouts")
+        .await
+        .unwrap();
+    let mut args = store.args();
+    args.header_timeout = 1;
+    args.body_timeout = 1;
+    let (server, c) = common::start(args).await;
+    let mut w = c.watch(None).await.unwrap();
+    assert!(matches!(
+        w.next().await.unwrap(),
+        Some(WatchMessage::Snapshot(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.create_policies(&[tcp("a", "b", 80)]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match w.next().await.unwrap() {
+                Some(WatchMessage::Change(ch))
+                    if matches!(ch.event, Event::PolicyCreated { .. }) =>
+                {
+                    break
+                }
+                Some(_) => continue,
+                None => panic!("the watch stream was cut"),
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "no change on the watch");
+    server.shutdown().await;
 }

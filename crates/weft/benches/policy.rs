@@ -39,7 +39,6 @@ use dc::{Dc, DcOptions, Proc};
 use serde_json::Value;
 use weft_agent::policy::{self, LocalContainer};
 use weft_controller::model::{Policy, Ports, Protocol, WatchMessage};
-use weft_controller::Client;
 use weft_kernel::netns::Netns;
 use weft_kernel::nft::Nft;
 
@@ -612,9 +611,7 @@ fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
     });
     let rt = NsRuntime::start(dc.underlay_ns().path());
     let poller = Poller::start(dc.cell_ns(2).path());
-    let api = Client::builder(dc.controller_url())
-        .build()
-        .expect("client");
+    let api = dc.client();
     let create = |ps: Vec<Policy>| -> Instant {
         let api = api.clone();
         rt.run(async move {
@@ -738,9 +735,7 @@ fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
     // Propagation, with the agents of both cells plus `watchers` more watch streams.
     let snapshots = Arc::new(AtomicUsize::new(0));
     for _ in 0..o.watchers {
-        let c = Client::builder(dc.controller_url())
-            .build()
-            .expect("client");
+        let c = dc.client();
         let snapshots = snapshots.clone();
         rt.handle.spawn(async move {
             let mut w = c.watch_resuming(None);

@@ -61,6 +61,15 @@ pub struct TraceArgs {
     /// Bearer token for the controller
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate of the controller (https)
+    #[arg(long, env = "WEFT_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (this host's agent certificate reads the controller too)
+    #[arg(long, env = "WEFT_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client certificate key
+    #[arg(long, env = "WEFT_KEY", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 /// One host whose kernel trace can read: a lab cell (a namespace) or this host.
@@ -1252,6 +1261,12 @@ pub fn trace(a: &TraceArgs) -> Result<Trace> {
                 let mut b = weft_controller::Client::builder(u.clone());
                 if let Some(t) = &a.token {
                     b = b.token(t.clone());
+                }
+                if let Some(ca) = &a.ca {
+                    b = b.ca(ca.clone());
+                }
+                if let (Some(c), Some(k)) = (&a.cert, &a.key) {
+                    b = b.identity(c.clone(), k.clone());
                 }
                 (b.build().ok(), None)
             }

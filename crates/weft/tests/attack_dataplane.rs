@@ -336,8 +336,11 @@ fn agent_pid(dc: &Dc, n: usize) -> String {
 /// an address of its subnet.
 fn ghost_lease(dc: &Dc, host: &str, underlay: &str) -> String {
     let out = dc.underlay_ns().ok(&format!(
-        "curl -sf --max-time 5 -X POST -H 'Content-Type: application/json' \
+        "curl -sf --max-time 5 --cacert {} -H 'Authorization: Bearer {}' -X POST \
+         -H 'Content-Type: application/json' \
          -d '{{\"host\":\"{host}\",\"underlay_ip\":\"{underlay}\"}}' {}/v1/leases/acquire",
+        dc.pki().ca().display(),
+        dc::TOKEN,
         dc.controller_url()
     ));
     let lease: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));

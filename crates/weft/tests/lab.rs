@@ -358,7 +358,25 @@ fn trace_names_steps_and_objects() {
         .arg(d.join("cni"))
         .arg("--lease-file")
         .arg(d.join("lease.json"))
-        .args(["--controller", "http://198.18.0.254:7070", "--json"])
+        .args(["--controller", "https://198.18.0.254:7070", "--json"])
+        .arg("--ca")
+        .arg(lab.dir.path.join(&lab.name).join("pki").join("ca.pem"))
+        .arg("--cert")
+        .arg(
+            lab.dir
+                .path
+                .join(&lab.name)
+                .join("pki")
+                .join("agent-cell1.pem"),
+        )
+        .arg("--key")
+        .arg(
+            lab.dir
+                .path
+                .join(&lab.name)
+                .join("pki")
+                .join("agent-cell1-key.pem"),
+        )
         .output()
         .unwrap();
     assert!(

@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,6 +9,7 @@ use ipnet::Ipv4Net;
 use crate::certs::{self, LabPki};
 use crate::controller::{Controller, ControllerConfig};
 use crate::leases::Pool;
+use crate::limits::{self, Limits};
 use crate::server::{self, ServeOptions};
 use crate::{store, tls};
 
@@ -54,6 +56,37 @@ pub struct ControllerArgs {
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
+    /// Most apps one host may claim (the apps of the containers it runs).
+    #[arg(long, default_value_t = crate::controller::DEFAULT_MAX_CLAIMS_PER_HOST)]
+    pub max_claims_per_host: usize,
+    /// Largest request body in bytes; larger ones get 413 before they are read.
+    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Most client connections. Default: the file limit (RLIMIT_NOFILE, raised to its hard
+    /// limit at start) less 128.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Most connections from one client address. Default: half of --max-connections.
+    #[arg(long)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Most connections not yet authenticated (the oldest is closed to make room for a new
+    /// one). Default: half of --max-connections.
+    #[arg(long)]
+    pub max_pending_connections: Option<usize>,
+    /// Most connections not yet authenticated from one client address. Default: an eighth
+    /// of --max-connections, 4 to 64.
+    #[arg(long)]
+    pub max_pending_per_ip: Option<usize>,
+    /// Seconds a client has to send a request's headers (and to start its next request on an
+    /// idle connection).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a client has to finish the TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    pub handshake_timeout: u64,
+    /// Seconds a client has to send a request's body.
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout: u64,
 }
 
 fn init_logging(json: bool) {
@@ -90,6 +123,23 @@ async fn shutdown_signal() {
 }
 
 impl ControllerArgs {
+    /// The arguments `weft controller ARGS...` gives, the defaults for the rest (tests and
+    /// embedding: set fields after).
+    pub fn from_args<I, S>(args: I) -> Result<ControllerArgs, clap::Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ControllerArgs,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("controller"))
+            .chain(args.into_iter().map(Into::into));
+        <Wrapper as clap::Parser>::try_parse_from(argv).map(|w| w.args)
+    }
+
     /// Everything [`ControllerArgs::run`] does short of waiting for a signal: open the store,
     /// start the controller and serve. For tests and embedding.
     pub async fn start(&self) -> anyhow::Result<server::RunningServer> {
@@ -97,6 +147,8 @@ impl ControllerArgs {
         let store = store::open(&self.store, &self.state_dir).await?;
         let mut config = ControllerConfig::new(pool);
         config.lease_ttl = Duration::from_secs(self.lease_ttl.max(1));
+        config.max_claims_per_host = self.max_claims_per_host;
+        let limits = self.limits()?;
         let controller = Controller::start(store, config)
             .await
             .context("cannot start the controller")?;
@@ -111,7 +163,7 @@ impl ControllerArgs {
             (None, self.token.clone())
         } else {
             let tls = match (&self.tls_cert, &self.tls_key, &self.client_ca) {
-                (Some(cert), Some(key), Some(ca)) => tls::server_config(cert, key, ca)?,
+                (Some(cert), Some(key), Some(ca)) => tls::ServerTls::from_files(cert, key, ca)?,
                 _ => {
                     let pki = LabPki::new(self.state_dir.join("tls"));
                     if !pki.exists() {
@@ -129,10 +181,10 @@ impl ControllerArgs {
                             names.push(self.listen.ip().to_string());
                         }
                         names.dedup();
-                        pki.generate(&names, false)?;
+                        pki.generate(&names, &[], false)?;
                         tracing::info!(dir = %pki.dir.display(), "created a lab CA and certificates");
                     }
-                    tls::server_config(&pki.server_cert(), &pki.server_key(), &pki.ca())?
+                    tls::ServerTls::from_files(&pki.server_cert(), &pki.server_key(), &pki.ca())?
                 }
             };
             let token = match &self.token {
@@ -144,7 +196,7 @@ impl ControllerArgs {
                     t
                 }
             };
-            (Some(tls), Some(token))
+            (Some(Arc::new(tls)), Some(token))
         };
         server::serve(
             controller,
@@ -152,9 +204,54 @@ impl ControllerArgs {
                 listen: self.listen,
                 tls,
                 token,
+                limits,
             },
         )
         .await
+    }
+
+    /// The connection, time and size limits: the options given, the rest derived from the
+    /// file limit (raised to its hard limit first).
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let nofile = limits::raise_nofile();
+        let mut l = Limits::from_nofile(nofile);
+        if let Some(n) = self.max_connections {
+            let most = nofile.saturating_sub(limits::FD_RESERVE) as usize;
+            if n > most {
+                anyhow::bail!(
+                    "--max-connections {n} does not fit the file limit {nofile} (RLIMIT_NOFILE) \
+                     less {} for the controller itself: at most {most}",
+                    limits::FD_RESERVE
+                );
+            }
+            l = Limits::from_nofile(n as u64 + limits::FD_RESERVE);
+        }
+        if let Some(n) = self.max_connections_per_ip {
+            l.max_connections_per_ip = n;
+        }
+        if let Some(n) = self.max_pending_connections {
+            l.max_pending = n;
+        }
+        if let Some(n) = self.max_pending_per_ip {
+            l.max_pending_per_ip = n;
+        }
+        for (name, v) in [
+            ("--max-connections", l.max_connections),
+            ("--max-connections-per-ip", l.max_connections_per_ip),
+            ("--max-pending-connections", l.max_pending),
+            ("--max-pending-per-ip", l.max_pending_per_ip),
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-claims-per-host", self.max_claims_per_host),
+        ] {
+            if v == 0 {
+                anyhow::bail!("{name} must be at least 1");
+            }
+        }
+        l.header_timeout = Duration::from_secs(self.header_timeout.max(1));
+        l.handshake_timeout = Duration::from_secs(self.handshake_timeout.max(1));
+        l.body_timeout = Duration::from_secs(self.body_timeout.max(1));
+        l.max_body_bytes = self.max_body_bytes;
+        Ok(l)
     }
 
     pub async fn run(self) -> anyhow::Result<()> {

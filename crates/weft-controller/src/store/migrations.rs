@@ -6,9 +6,10 @@ use super::{Tx, Value};
 use crate::error::Result;
 
 /// (version, SQL). Append new versions; never edit a released one.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "
     CREATE TABLE meta (
         key TEXT PRIMARY KEY,
         value BIGINT NOT NULL
@@ -43,7 +44,24 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     );
     CREATE INDEX policies_destination_id ON policies (destination_id);
     ",
-)];
+    ),
+    // Claims per host: the bound per host and the release of a host's claims with its lease.
+    // Claims made before (apps.claimed without a host) get no row: they are dropped, with their
+    // apps if nothing else holds them, by the first lease sweep after the restart grace, by
+    // which time every running agent has claimed its apps again under its own host.
+    (
+        2,
+        "
+    CREATE TABLE app_claims (
+        app_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        PRIMARY KEY (app_id, host)
+    );
+    CREATE INDEX app_claims_host ON app_claims (host);
+    INSERT INTO app_claims (app_id, host) SELECT id, '' FROM apps WHERE claimed;
+    ",
+    ),
+];
 
 fn for_sqlite(sql: &str) -> String {
     sql.replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")

@@ -69,20 +69,15 @@ impl TestStore {
 
     /// Controller arguments for this store: plain HTTP on 127.0.0.1:0.
     pub fn args(&self) -> ControllerArgs {
-        ControllerArgs {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            store: self.url.clone(),
-            state_dir: self.state_dir(),
-            overlay_cidr: "10.255.0.0/16".parse().expect("cidr"),
-            host_prefix: 24,
-            lease_ttl: 300,
-            tls_cert: None,
-            tls_key: None,
-            client_ca: None,
-            token: None,
-            insecure_http: true,
-            log_json: false,
-        }
+        let mut args = ControllerArgs::from_args(["--insecure-http"]).expect("defaults");
+        args.token = None;
+        args.listen = "127.0.0.1:0".parse().expect("addr");
+        args.store = self.url.clone();
+        args.state_dir = self.state_dir();
+        args.overlay_cidr = "10.255.0.0/16".parse().expect("cidr");
+        args.host_prefix = 24;
+        args.lease_ttl = 300;
+        args
     }
 
     pub async fn start(&self) -> (RunningServer, Client) {

@@ -41,7 +41,7 @@ pub struct Underlay {
     pub namespace: String,
     pub subnet: String,
     pub gateway: String,
-    /// E.g. `http://198.18.0.254:7070`.
+    /// E.g. `https://198.18.0.254:7070`.
     pub controller: Option<String>,
 }
 
@@ -1643,7 +1643,7 @@ mod tests {
             namespace: "seed-000-underlay".into(),
             subnet: "198.18.0.0/24".into(),
             gateway: "198.18.0.254".into(),
-            controller: Some("http://198.18.0.254:7070".into()),
+            controller: Some("https://198.18.0.254:7070".into()),
         })
     }
 
@@ -1916,7 +1916,7 @@ mod tests {
         for t in [
             "198.18.0.0/24",
             "198.18.0.254",
-            "http://198.18.0.254:7070",
+            "https://198.18.0.254:7070",
             "203.0.113.2",
         ] {
             assert!(s.contains(t), "{t}");

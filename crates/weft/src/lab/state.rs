@@ -75,6 +75,11 @@ impl State {
         serde_json::from_slice(&b).with_context(|| format!("parse {}", p.display()))
     }
 
+    /// The lab's CA, the controller's certificate and one agent certificate per overlay cell.
+    pub fn pki(&self) -> weft_controller::certs::LabPki {
+        weft_controller::certs::LabPki::new(self.dir.join("pki"))
+    }
+
     pub fn cell_dir(&self, cell: &str) -> PathBuf {
         self.dir.join("cells").join(cell)
     }

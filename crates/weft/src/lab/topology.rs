@@ -304,7 +304,7 @@ pub struct OverlayLayout {
     pub host_prefix: u8,
     pub vni: u32,
     pub policy: bool,
-    /// `http://<underlay gateway>:7070`, served from the underlay namespace.
+    /// `https://<underlay gateway>:7070`, served from the underlay namespace.
     pub controller: String,
 }
 
@@ -404,7 +404,7 @@ pub fn layout(t: &Topology) -> Result<Layout> {
             host_prefix: o.host_prefix,
             vni: o.vni,
             policy: o.policy,
-            controller: format!("http://{gateway}:{CONTROLLER_PORT}"),
+            controller: format!("https://{gateway}:{CONTROLLER_PORT}"),
         })
     } else {
         if t.overlay.is_some() {
@@ -639,7 +639,7 @@ mod tests {
         assert_eq!(l.cells[1].underlay_ip.to_string(), "198.18.0.2");
         assert_eq!(
             l.overlay.as_ref().unwrap().controller,
-            "http://198.18.0.254:7070"
+            "https://198.18.0.254:7070"
         );
         let b = l.container("app-b").unwrap();
         assert_eq!((b.name.as_str(), b.cell.as_str()), ("app-b-0", "cell1"));

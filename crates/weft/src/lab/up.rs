@@ -264,7 +264,11 @@ pub fn up(
     add_namespace(&l.underlay.namespace)?;
     rt.block_on(async {
         let n = netlink_in(&l.underlay.namespace).await?;
-        let br = n.ensure_bridge(&l.underlay.bridge, None, None).await?;
+        // A set MAC (02:00 + the gateway address): the bridge would otherwise take its
+        // lowest port's MAC and change the controller's MAC as cells' ports come and go.
+        let g = l.underlay.gateway.octets();
+        let mac = [0x02, 0x00, g[0], g[1], g[2], g[3]];
+        let br = n.ensure_bridge(&l.underlay.bridge, None, Some(mac)).await?;
         n.add_address(
             br.index,
             IpNet::V4(Ipv4Net::new(
@@ -327,10 +331,25 @@ pub fn up(
             o.controller, l.underlay.namespace, o.cidr, o.host_prefix
         ));
         let log = dir.join("controller.log");
+        // One client certificate per overlay cell, naming it: each agent acts only as its cell.
+        let pki = st.pki();
+        let agents: Vec<String> = l
+            .cells
+            .iter()
+            .filter(|c| c.mode == Mode::Overlay)
+            .map(|c| c.name.clone())
+            .collect();
+        pki.generate(&[l.underlay.gateway.to_string()], &agents, false)
+            .context("making the lab's certificates")?;
         let argv: Vec<String> = vec![
             bins.weft.display().to_string(),
             "controller".into(),
-            "--insecure-http".into(),
+            "--tls-cert".into(),
+            pki.server_cert().display().to_string(),
+            "--tls-key".into(),
+            pki.server_key().display().to_string(),
+            "--client-ca".into(),
+            pki.ca().display().to_string(),
             "--listen".into(),
             format!("{}:{}", l.underlay.gateway, topology::CONTROLLER_PORT),
             "--state-dir".into(),
@@ -384,13 +403,14 @@ pub fn up(
                 "10".into(),
                 "--policy".into(),
                 if o.policy { "on" } else { "off" }.into(),
+                "--ca".into(),
+                pki.ca().display().to_string(),
+                "--cert".into(),
+                pki.agent_cert(&c.name).display().to_string(),
+                "--key".into(),
+                pki.agent_key(&c.name).display().to_string(),
             ];
-            let pid = state::spawn_in(
-                &c.namespace,
-                &argv,
-                &[("WEFT_TOKEN", &st.token), ("WEFT_LOG", "info")],
-                &log,
-            )?;
+            let pid = state::spawn_in(&c.namespace, &argv, &[("WEFT_LOG", "info")], &log)?;
             st.processes.push(ProcRecord {
                 what: format!("agent {}", c.name),
                 namespace: c.namespace.clone(),
@@ -584,6 +604,7 @@ pub fn client(st: &State) -> Result<weft_controller::Client> {
         .as_ref()
         .context("this lab has no controller (no overlay cells)")?;
     Ok(weft_controller::Client::builder(o.controller.clone())
+        .ca(st.pki().ca())
         .token(st.token.clone())
         .build()?)
 }

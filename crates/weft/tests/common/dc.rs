@@ -38,6 +38,8 @@ pub const UNDERLAY_GW: &str = "198.18.0.254";
 /// `CABLE.n`.
 pub const CABLE: &str = "198.19.0";
 pub const CONTROLLER_PORT: u16 = 7070;
+/// The controller's bearer token (the admin credential: `weft` CLI calls of the harness).
+pub const TOKEN: &str = "dc-admin-token";
 pub const OVERLAY: &str = "10.255.0.0/16";
 pub const VTEP: &str = "weft.vtep";
 pub const VXLAN_PORT: u16 = 4789;
@@ -488,8 +490,14 @@ impl Dc {
         let dir = TempDir::new("dc");
         let underlay = Ns::new("ul");
         std::fs::write(dir.path.join("sock.py"), SOCK_PY).expect("write sock.py");
+        // br0's MAC is set, not inherited: a bridge otherwise takes the lowest MAC of its ports,
+        // so a cell joining later with a lower veth MAC changed the controller's MAC under the
+        // cells already running; their neighbour entries then pointed at the old MAC and their
+        // packets to the controller were dropped until the entry was resolved again (seen as
+        // requests left unanswered for 10 s and more right after a cell joined).
         underlay.ok(&format!(
-            "ip link set lo up && ip link add br0 type bridge && ip link set br0 up && \
+            "ip link set lo up && ip link add br0 type bridge && \
+             ip link set br0 address 02:00:c6:12:00:fe && ip link set br0 up && \
              ip addr add {UNDERLAY_GW}/24 dev br0 && sysctl -qw net.ipv4.ip_forward=1"
         ));
         // The underlay bridge stands for the data centre's switches, which do not run a
@@ -497,6 +505,11 @@ impl Dc {
         // bridged packet in this namespace and bill the switch's work to the overlay.
         underlay.sh("for k in iptables ip6tables arptables; do \
              sysctl -qw net.bridge.bridge-nf-call-$k=0 2>/dev/null; done; true");
+        // The data centre's CA and the controller's certificate; each cell gets its own agent
+        // certificate naming it (spawn_cell), as an operator would issue them.
+        weft_controller::certs::LabPki::new(dir.path.join("pki"))
+            .generate(&[UNDERLAY_GW.to_string()], &[], false)
+            .expect("dc certificates");
         let mut dc = Dc {
             cells: Vec::new(),
             controller: None,
@@ -519,7 +532,21 @@ impl Dc {
     }
 
     pub fn controller_url(&self) -> String {
-        format!("http://{UNDERLAY_GW}:{CONTROLLER_PORT}")
+        format!("https://{UNDERLAY_GW}:{CONTROLLER_PORT}")
+    }
+
+    /// The data centre's CA, controller certificate and per-cell agent certificates.
+    pub fn pki(&self) -> weft_controller::certs::LabPki {
+        weft_controller::certs::LabPki::new(self.dir.path.join("pki"))
+    }
+
+    /// A client of the controller with the token (use it inside the underlay namespace).
+    pub fn client(&self) -> weft_controller::Client {
+        weft_controller::Client::builder(self.controller_url())
+            .ca(self.pki().ca())
+            .token(TOKEN)
+            .build()
+            .expect("controller client")
     }
 
     /// The python socket helpers ([`SOCK_PY`]).
@@ -559,10 +586,21 @@ impl Dc {
         self.controller_runs += 1;
         let state = self.dir.path.join("ctl");
         let listen = format!("{UNDERLAY_GW}:{CONTROLLER_PORT}");
+        let pki = self.pki();
         let mut argv = vec![
             WEFT.to_string(),
             "controller".into(),
-            "--insecure-http".into(),
+            "--tls-cert".into(),
+            pki.server_cert().display().to_string(),
+            "--tls-key".into(),
+            pki.server_key().display().to_string(),
+            "--client-ca".into(),
+            pki.ca().display().to_string(),
+            "--token".into(),
+            TOKEN.into(),
+            // Benchmarks send batches of 10,000 policies in one request.
+            "--max-body-bytes".into(),
+            (16 << 20).to_string(),
             "--listen".into(),
             listen,
             "--state-dir".into(),
@@ -625,8 +663,9 @@ impl Dc {
     /// Runs `weft ARGS --controller URL` in the underlay namespace.
     pub fn weft(&self, args: &str) -> std::process::Output {
         self.underlay.sh(&format!(
-            "{WEFT} {args} --controller {}",
-            self.controller_url()
+            "{WEFT} {args} --controller {} --ca {} --token {TOKEN}",
+            self.controller_url(),
+            self.pki().ca().display()
         ))
     }
 
@@ -673,11 +712,18 @@ impl Dc {
                  ip link set cable up"
             ));
         }
+        // This cell's agent certificate, naming its host.
+        let host = format!("cell{n}");
+        let pki = self.pki();
+        if !pki.agent_cert(&host).exists() {
+            pki.generate(&[], std::slice::from_ref(&host), false)
+                .expect("agent certificate");
+        }
         self.cells.push(Some(Cell {
             n,
             cabled,
             ns,
-            host: format!("cell{n}"),
+            host,
             dir,
             release_on_exit,
             agent: None,
@@ -710,6 +756,7 @@ impl Dc {
         let extra_args = self.opts.agent_args.clone();
         let mut env: Vec<(String, String)> = self.opts.agent_env.clone();
         env.push(("WEFT_LOG".into(), log_level));
+        let pki = self.pki();
         let cell = self.cell_mut(n);
         assert!(cell.agent.is_none(), "agent of cell {n} already running");
         cell.agent_runs += 1;
@@ -717,11 +764,22 @@ impl Dc {
         let lease_file = cell.lease_file().display().to_string();
         let cni_dir = cell.cni_dir().display().to_string();
         let uip = cell.underlay_ip();
+        let (ca, cert, key) = (
+            pki.ca().display().to_string(),
+            pki.agent_cert(&cell.host).display().to_string(),
+            pki.agent_key(&cell.host).display().to_string(),
+        );
         let mut argv = vec![
             WEFT,
             "agent",
             "--controller",
             &url,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
             "--underlay-ip",
             &uip,
             "--host",
