@@ -2,7 +2,8 @@
 //! it again.
 //!
 //! What `up` makes, in order (each step shown as it happens):
-//! 1. the underlay: a namespace with a bridge (`br0`) holding the underlay gateway address;
+//! 1. the underlay: a namespace with a bridge (`br0`, a fixed MAC address) holding the
+//!    underlay gateway address;
 //! 2. the internet (optional): a namespace linked to the underlay namespace, which routes;
 //! 3. each cell: a namespace with `eth0` on the underlay bridge, default route via the
 //!    underlay gateway, forwarding on;
@@ -264,7 +265,11 @@ pub fn up(
     add_namespace(&l.underlay.namespace)?;
     rt.block_on(async {
         let n = netlink_in(&l.underlay.namespace).await?;
-        let br = n.ensure_bridge(&l.underlay.bridge, None, None).await?;
+        // A fixed address: a bridge without one takes its lowest port's, so the gateway's
+        // address would change as cells join and cut off the cells that resolved it before.
+        let mac =
+            weft_cni::plan::bridge_mac(&format!("{}/{}", l.underlay.namespace, l.underlay.bridge));
+        let br = n.ensure_bridge(&l.underlay.bridge, None, Some(mac)).await?;
         n.add_address(
             br.index,
             IpNet::V4(Ipv4Net::new(
