@@ -588,6 +588,30 @@ where
     }
 }
 
+/// The kernel did not answer one of the requests behind `e` in time: asking again may work.
+fn unanswered(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<weft_kernel::Error>()
+            .is_some_and(weft_kernel::Error::is_timeout)
+    })
+}
+
+/// Runs `f` again while it fails only because the kernel did not answer in time.
+async fn retry_unanswered<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    loop {
+        match f().await {
+            Err(e) if unanswered(&e) => {
+                tracing::warn!(error = %format!("{e:#}"), "{what} failed; retrying")
+            }
+            r => return r,
+        }
+    }
+}
+
 impl AgentArgs {
     /// The policy table's structure on this host.
     fn layout(&self, overlay: Ipv4Net, underlay: &Underlay) -> policy::Layout {
@@ -622,7 +646,8 @@ impl AgentArgs {
     /// Runs the agent until SIGINT or SIGTERM.
     pub async fn run(self) -> Result<()> {
         let nl = Netlink::current()?;
-        let underlay = find_underlay(&nl, &self).await?;
+        let underlay =
+            retry_unanswered("finding the underlay", || find_underlay(&nl, &self)).await?;
         // A host that held a lease before (the lease file is there) is fenced before the
         // controller is asked anything: it may be down for a while.
         if let Ok(hl) = HostLease::read(&self.lease_file) {
@@ -689,7 +714,14 @@ impl AgentArgs {
                 }
             });
         }
-        agent.ensure_local().await?;
+        // The kernel's answers are bounded (weft_kernel::REQUEST_TIMEOUT): one that did not
+        // come is asked for again; any other failure stops the agent.
+        while let Err(e) = agent.ensure_local().await {
+            if !unanswered(&e) {
+                return Err(e);
+            }
+            tracing::warn!(error = %format!("{e:#}"), "setting up the VTEP and NAT failed; retrying");
+        }
         // Watch the container records before the first read (the watch also signals once
         // when it is in place), so a container added meanwhile is not left to the resync.
         let mut local_changes = local::watch(self.cni_data_dir.clone());
@@ -759,4 +791,52 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout() -> anyhow::Error {
+        anyhow::Error::new(weft_kernel::Error::Timeout {
+            op: "get link weft.vtep".into(),
+            after: Duration::from_secs(10),
+        })
+        .context("setting up the VTEP")
+    }
+
+    /// A step whose kernel request went unanswered is made again; any other failure is
+    /// returned at once (the agent stops with it).
+    #[tokio::test]
+    async fn unanswered_kernel_requests_are_retried_other_errors_are_not() {
+        assert!(unanswered(&timeout()));
+        let mut calls = 0;
+        let r = retry_unanswered("setting up", || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(timeout())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.expect("third attempt"), 3);
+
+        let mut calls = 0;
+        let r: Result<()> = retry_unanswered("setting up", || {
+            calls += 1;
+            async {
+                Err(anyhow!(weft_kernel::Error::Invalid(
+                    "no such device".into()
+                )))
+            }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+        assert!(!unanswered(&r.unwrap_err()));
+    }
 }

@@ -2,11 +2,10 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 
-use crate::{Error, Netlink, Result};
+use crate::{Netlink, Result};
 
 fn addr_of(msg: &AddressMessage) -> Option<IpNet> {
     let plen = msg.header.prefix_len;
@@ -26,43 +25,31 @@ impl Netlink {
     /// Adds `addr` (address with prefix length) to the link; an existing identical address
     /// is not an error.
     pub async fn add_address(&self, index: u32, addr: IpNet) -> Result<()> {
-        match self
+        let request = self
             .handle()
             .address()
             .add(index, addr.addr(), addr.prefix_len())
-            .execute()
+            .execute();
+        match self
+            .answer(format!("add address {addr} to link #{index}"), request)
             .await
         {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let e = Error::netlink(format!("add address {addr} to link #{index}"), e);
-                if e.is_exists() {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) if e.is_exists() => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
     /// The kernel's address messages of one link.
     async fn address_messages(&self, index: u32) -> Result<Vec<AddressMessage>> {
-        let mut out = Vec::new();
-        let mut s = self
+        let s = self
             .handle()
             .address()
             .get()
             .set_link_index_filter(index)
             .execute();
-        while let Some(m) = s
-            .try_next()
-            .await
-            .map_err(|e| Error::netlink(format!("list addresses of #{index}"), e))?
-        {
-            if m.header.index == index {
-                out.push(m);
-            }
-        }
+        let mut out = self.dump(format!("list addresses of #{index}"), s).await?;
+        out.retain(|m| m.header.index == index);
         Ok(out)
     }
 
@@ -86,16 +73,11 @@ impl Netlink {
         else {
             return Ok(false);
         };
-        match self.handle().address().del(m).execute().await {
+        let request = self.handle().address().del(m).execute();
+        match self.answer(format!("delete address {addr}"), request).await {
             Ok(()) => Ok(true),
-            Err(e) => {
-                let e = Error::netlink(format!("delete address {addr}"), e);
-                if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) if e.is_not_found() || e.errno() == Some(libc::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

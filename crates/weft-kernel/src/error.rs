@@ -1,4 +1,5 @@
 use std::io;
+use std::time::Duration;
 
 /// A failed kernel operation, naming what was attempted.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +12,9 @@ pub enum Error {
     },
     #[error("{op}: {source}")]
     Io { op: String, source: io::Error },
+    /// The kernel did not answer a request in time (see [`crate::REQUEST_TIMEOUT`]).
+    #[error("{op}: no answer from the kernel within {after:?}")]
+    Timeout { op: String, after: Duration },
     #[error("nftables: {0}")]
     Nft(String),
     #[error("bpf: {0}")]
@@ -50,8 +54,14 @@ impl Error {
         match self {
             Error::Netlink { errno, .. } => *errno,
             Error::Io { source, .. } => source.raw_os_error(),
+            Error::Timeout { .. } => Some(libc::ETIMEDOUT),
             _ => None,
         }
+    }
+
+    /// The kernel did not answer in time: asking again may succeed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
     }
 
     /// The object already exists (EEXIST).

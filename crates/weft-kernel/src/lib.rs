@@ -30,4 +30,4 @@ pub mod route;
 pub mod sysctl;
 
 pub use error::{Error, Result};
-pub use netlink::Netlink;
+pub use netlink::{Netlink, REQUEST_TIMEOUT};

@@ -134,16 +134,10 @@ pub struct VethEnd<'a> {
 
 impl Netlink {
     pub async fn links(&self) -> Result<Vec<Link>> {
-        let mut out = Vec::new();
-        let mut s = self.handle().link().get().execute();
-        while let Some(m) = s
-            .try_next()
-            .await
-            .map_err(|e| Error::netlink("list links", e))?
-        {
-            out.push(Link::from_message(&m));
-        }
-        Ok(out)
+        let messages = self
+            .dump("list links", self.handle().link().get().execute())
+            .await?;
+        Ok(messages.iter().map(Link::from_message).collect())
     }
 
     /// The link called `name`, or `None`.
@@ -162,31 +156,22 @@ impl Netlink {
             .get()
             .match_name(name.to_string())
             .execute();
-        match s.try_next().await {
+        match self.answer(format!("get link {name}"), s.try_next()).await {
             Ok(m) => Ok(m),
-            Err(e) => {
-                let e = Error::netlink(format!("get link {name}"), e);
-                if e.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
         let mut s = self.handle().link().get().match_index(index).execute();
-        match s.try_next().await {
+        match self
+            .answer(format!("get link #{index}"), s.try_next())
+            .await
+        {
             Ok(m) => Ok(m.map(|m| Link::from_message(&m))),
-            Err(e) => {
-                let e = Error::netlink(format!("get link #{index}"), e);
-                if e.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -288,20 +273,18 @@ impl Netlink {
         if local.up {
             b = b.up();
         }
-        self.handle()
-            .link()
-            .add(b.build())
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("add veth {} <-> {}", local.name, peer.name), e))?;
+        self.answer(
+            format!("add veth {} <-> {}", local.name, peer.name),
+            self.handle().link().add(b.build()).execute(),
+        )
+        .await?;
         if let Some(alias) = local.alias {
             let msg = LinkUnspec::new_with_name(local.name).alias(alias).build();
-            self.handle()
-                .link()
-                .set(msg)
-                .execute()
-                .await
-                .map_err(|e| Error::netlink(format!("set alias of {}", local.name), e))?;
+            self.answer(
+                format!("set alias of {}", local.name),
+                self.handle().link().set(msg).execute(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -309,12 +292,11 @@ impl Netlink {
     /// Sets a link's alias (`ip link set DEV alias TEXT`).
     pub async fn set_alias(&self, index: u32, alias: &str) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).alias(alias).build();
-        self.handle()
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("set alias of link #{index}"), e))
+        self.answer(
+            format!("set alias of link #{index}"),
+            self.handle().link().set(msg).execute(),
+        )
+        .await
     }
 
     /// The bridge called `name`, created (up, with `mtu`) if missing. Safe under races: a
@@ -346,14 +328,16 @@ impl Netlink {
         if let Some(mac) = mac {
             b = b.address(mac.to_vec());
         }
-        match self.handle().link().add(b.build()).execute().await {
+        match self
+            .answer(
+                format!("add bridge {name}"),
+                self.handle().link().add(b.build()).execute(),
+            )
+            .await
+        {
             Ok(()) => {}
-            Err(e) => {
-                let e = Error::netlink(format!("add bridge {name}"), e);
-                if !e.is_exists() {
-                    return Err(e);
-                }
-            }
+            Err(e) if e.is_exists() => {}
+            Err(e) => return Err(e),
         }
         let l = self
             .link_by_name(name)
@@ -367,12 +351,11 @@ impl Netlink {
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).up().build();
-        self.handle()
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("set link #{index} up"), e))
+        self.answer(
+            format!("set link #{index} up"),
+            self.handle().link().set(msg).execute(),
+        )
+        .await
     }
 
     /// Brings up the link called `name` (e.g. `lo`).
@@ -387,32 +370,29 @@ impl Netlink {
     /// Enslaves `index` to the bridge `master`.
     pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).controller(master).build();
-        self.handle()
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("attach link #{index} to bridge #{master}"), e))
+        self.answer(
+            format!("attach link #{index} to bridge #{master}"),
+            self.handle().link().set(msg).execute(),
+        )
+        .await
     }
 
     /// Sets the hairpin flag of a bridge port (traffic may leave through the port it came in).
     pub async fn set_hairpin(&self, index: u32, on: bool) -> Result<()> {
         let msg = LinkBridgePort::new(index).hairpin(on).build();
-        self.handle()
-            .link()
-            .set_port(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("set hairpin on link #{index}"), e))
+        self.answer(
+            format!("set hairpin on link #{index}"),
+            self.handle().link().set_port(msg).execute(),
+        )
+        .await
     }
 
     pub async fn del_link(&self, index: u32) -> Result<()> {
-        self.handle()
-            .link()
-            .del(index)
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("delete link #{index}"), e))
+        self.answer(
+            format!("delete link #{index}"),
+            self.handle().link().del(index).execute(),
+        )
+        .await
     }
 
     /// Deletes the link called `name`; `Ok(false)` if there was none.
@@ -469,14 +449,11 @@ impl Netlink {
         if let Some(dev) = spec.dev {
             b = b.dev(dev);
         }
-        self.handle()
-            .link()
-            .add(b.build())
-            .execute()
-            .await
-            .map_err(|e| {
-                Error::netlink(format!("add vxlan {} (vni {})", spec.name, spec.vni), e)
-            })?;
+        self.answer(
+            format!("add vxlan {} (vni {})", spec.name, spec.vni),
+            self.handle().link().add(b.build()).execute(),
+        )
+        .await?;
         // The kernel ignores an alias in a create request: set the fingerprint afterwards.
         let l = self
             .link_by_name(&spec.name)
@@ -488,11 +465,10 @@ impl Netlink {
     /// Sets a link's MTU.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        self.handle()
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("set mtu {mtu} on link #{index}"), e))
+        self.answer(
+            format!("set mtu {mtu} on link #{index}"),
+            self.handle().link().set(msg).execute(),
+        )
+        .await
     }
 }

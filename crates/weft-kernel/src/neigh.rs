@@ -2,12 +2,11 @@
 
 use std::net::IpAddr;
 
-use futures::TryStreamExt;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
 };
 
-use crate::{Error, Netlink, Result};
+use crate::{Netlink, Result};
 
 /// A permanent neighbour entry: `ip` on link `index` has `mac`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,26 +19,28 @@ pub struct Neighbour {
 impl Netlink {
     /// Adds or replaces a permanent neighbour entry (idempotent).
     pub async fn replace_neighbour(&self, n: &Neighbour) -> Result<()> {
-        self.handle()
+        let request = self
+            .handle()
             .neighbours()
             .add(n.index, n.ip)
             .link_layer_address(&n.mac)
             .state(NeighbourState::Permanent)
             .replace()
-            .execute()
+            .execute();
+        self.answer(format!("add neighbour {} on #{}", n.ip, n.index), request)
             .await
-            .map_err(|e| Error::netlink(format!("add neighbour {} on #{}", n.ip, n.index), e))
     }
 
     /// Permanent neighbour entries on link `index`.
     pub async fn neighbours(&self, index: u32) -> Result<Vec<Neighbour>> {
         let mut out = Vec::new();
-        let mut s = self.handle().neighbours().get().execute();
-        while let Some(m) = s
-            .try_next()
-            .await
-            .map_err(|e| Error::netlink("list neighbours", e))?
-        {
+        let messages = self
+            .dump(
+                "list neighbours",
+                self.handle().neighbours().get().execute(),
+            )
+            .await?;
+        for m in messages {
             if m.header.ifindex != index || m.header.state != NeighbourState::Permanent {
                 continue;
             }
@@ -70,16 +71,17 @@ impl Netlink {
 
     /// Adds or replaces an FDB entry on a VXLAN device: frames for `mac` go to `dst`.
     pub async fn replace_fdb(&self, index: u32, mac: [u8; 6], dst: IpAddr) -> Result<()> {
-        self.handle()
+        let request = self
+            .handle()
             .neighbours()
             .add_bridge(index, &mac)
             .destination(dst)
             .flags(NeighbourFlags::Own)
             .state(NeighbourState::Permanent)
             .replace()
-            .execute()
+            .execute();
+        self.answer(format!("add fdb entry on #{index} via {dst}"), request)
             .await
-            .map_err(|e| Error::netlink(format!("add fdb entry on #{index} via {dst}"), e))
     }
 }
 
@@ -104,9 +106,10 @@ impl Netlink {
                 IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
                 IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
             }));
+        let request = self.handle().neighbours().del(msg).execute();
         gone_ok(
-            self.handle().neighbours().del(msg).execute().await,
-            format!("delete neighbour {}", n.ip),
+            self.answer(format!("delete neighbour {}", n.ip), request)
+                .await,
         )
     }
 
@@ -115,12 +118,7 @@ impl Netlink {
         let mut out = Vec::new();
         let mut req = self.handle().neighbours().get();
         req.message_mut().header.family = netlink_packet_route::AddressFamily::Bridge;
-        let mut s = req.execute();
-        while let Some(m) = s
-            .try_next()
-            .await
-            .map_err(|e| Error::netlink("list fdb", e))?
-        {
+        for m in self.dump("list fdb", req.execute()).await? {
             if m.header.ifindex != index {
                 continue;
             }
@@ -166,24 +164,20 @@ impl Netlink {
                 IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
                 IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
             }));
+        let request = self.handle().neighbours().del(msg).execute();
         gone_ok(
-            self.handle().neighbours().del(msg).execute().await,
-            format!("delete fdb entry via {}", e.dst),
+            self.answer(format!("delete fdb entry via {}", e.dst), request)
+                .await,
         )
     }
 }
 
-fn gone_ok(r: std::result::Result<(), rtnetlink::Error>, op: String) -> Result<bool> {
+/// A removal's answer: `Ok(false)` when there was nothing to remove.
+fn gone_ok(r: Result<()>) -> Result<bool> {
     match r {
         Ok(()) => Ok(true),
-        Err(e) => {
-            let e = Error::netlink(op, e);
-            if e.is_not_found() {
-                Ok(false)
-            } else {
-                Err(e)
-            }
-        }
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

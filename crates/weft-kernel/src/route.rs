@@ -76,46 +76,39 @@ impl Netlink {
             .map_err(|e| Error::Invalid(format!("route lookup of {ip}: {e}")))?
             .build();
         let mut s = self.handle().route().get(msg).execute();
-        match s.try_next().await {
+        match self
+            .answer(format!("route lookup of {ip}"), s.try_next())
+            .await
+        {
             Ok(Some(r)) => Ok(r.header.kind == RouteType::Local),
             Ok(None) => Ok(false),
-            Err(e) => {
-                let e = Error::netlink(format!("route lookup of {ip}"), e);
-                // No route at all (ENETUNREACH and the like): not local.
-                if e.errno().is_some() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
+            // No route at all (ENETUNREACH and the like): not local.
+            Err(e) if e.errno().is_some() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
     /// Adds or replaces a route (idempotent).
     pub async fn replace_route(&self, route: &Route) -> Result<()> {
         let msg = build(route)?;
-        self.handle()
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("add route {}", describe(route)), e))
+        self.answer(
+            format!("add route {}", describe(route)),
+            self.handle().route().add(msg).replace().execute(),
+        )
+        .await
     }
 
     /// Deletes a route; `Ok(false)` if it was not there.
     pub async fn del_route(&self, route: &Route) -> Result<bool> {
         let msg = build(route)?;
-        match self.handle().route().del(msg).execute().await {
+        let request = self.handle().route().del(msg).execute();
+        match self
+            .answer(format!("delete route {}", describe(route)), request)
+            .await
+        {
             Ok(()) => Ok(true),
-            Err(e) => {
-                let e = Error::netlink(format!("delete route {}", describe(route)), e);
-                if e.is_not_found() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -128,20 +121,12 @@ impl Netlink {
             IpVersion::V4 => netlink_packet_route::AddressFamily::Inet,
             IpVersion::V6 => netlink_packet_route::AddressFamily::Inet6,
         };
-        let mut s = req.execute();
-        let mut out = Vec::new();
-        while let Some(m) = s
-            .try_next()
-            .await
-            .map_err(|e| Error::netlink("list routes", e))?
-        {
-            if m.header.table == 254 {
-                if let Some(r) = route_of(&m) {
-                    out.push(r);
-                }
-            }
-        }
-        Ok(out)
+        let messages = self.dump("list routes", req.execute()).await?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.table == 254)
+            .filter_map(route_of)
+            .collect())
     }
 }
 

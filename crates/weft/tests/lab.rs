@@ -167,6 +167,14 @@ fn c2c_lab_up_check_graph_down() {
         routes.contains(subnet2.split('/').next().unwrap_or("x")),
         "cell1 has no route to cell2's subnet ({subnet2}): {routes}"
     );
+    // The underlay switch's address was set (3, NET_ADDR_SET), so it does not follow its
+    // lowest port's as cells join: the cells' gateway keeps its MAC.
+    let assigned = lab.sh("underlay", "cat /sys/class/net/br0/addr_assign_type");
+    assert_eq!(
+        assigned.trim(),
+        "3",
+        "br0's address was not set: {assigned}"
+    );
     let allow = lab.sh("cell2", "nft list map inet weft-policy allow_ports");
     assert!(allow.contains("tcp . 8080"), "{allow}");
     // status --json: every namespace, process and container

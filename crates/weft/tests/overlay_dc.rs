@@ -786,3 +786,58 @@ fn weft_containers_shows_netns_interfaces_ip_app_tag() {
     let rows = rows_of(1);
     assert_eq!(rows.len(), 1, "deleted container gone: {rows:?}");
 }
+
+/// The underlay switch keeps its MAC address when ports join. A Linux bridge whose address
+/// was not set takes the lowest of its ports' addresses, so a cell joining with a lower one
+/// changed the address of the cells' gateway (the controller's side). A host that had
+/// resolved the gateway while it was another port's address went on sending to that address,
+/// which the bridge takes in as addressed to another host and the IP layer drops, until the
+/// host's ARP entry expired (30-60 s). Seen as the second cell's agent going silent after
+/// start-up in 3-cell set-ups: its watch request never reached the controller.
+///
+/// Here a host joins with the highest possible port address (so the bridge does not take
+/// it), resolves the gateway, then a port with the lowest possible address joins; the host
+/// must still open a new connection to the controller at once.
+#[test]
+fn a_port_joining_the_underlay_keeps_the_gateway_reachable() {
+    let dc = Dc::new(1);
+    let ul = dc.underlay_ns();
+    let br0 = || {
+        ip_json(ul, "ip -j link show br0")[0]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let host = Ns::new("host");
+    ul.ok(&format!(
+        "ip link add uhost address fe:ff:ff:ff:ff:fe type veth peer name eth0 netns {} && \
+         ip link set uhost master br0 up",
+        host.name
+    ));
+    host.ok(&format!(
+        "ip link set lo up && ip addr add {}.200/24 dev eth0 && ip link set eth0 up && \
+         ping -c 1 -W 2 {}",
+        dc::UNDERLAY,
+        dc::UNDERLAY_GW
+    ));
+    let before = br0();
+    let neigh = host.ok(&format!("ip neigh show {}", dc::UNDERLAY_GW));
+    ul.ok(
+        "ip link add ulow address 02:00:00:00:00:01 type veth peer name ulow-peer && \
+         ip link set ulow master br0 up && ip link set ulow-peer up",
+    );
+    assert_eq!(br0(), before, "the underlay bridge changed its address");
+    let connect = format!(
+        "python3 -c \"import socket; socket.create_connection(('{}', {}), timeout=3)\"",
+        dc::UNDERLAY_GW,
+        dc::CONTROLLER_PORT
+    );
+    let out = host.sh(&connect);
+    assert!(
+        out.status.success(),
+        "a host on the underlay cannot reach the controller after a port joined (its entry \
+         for the gateway: {}): {}",
+        neigh.trim(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

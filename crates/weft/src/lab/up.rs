@@ -2,7 +2,8 @@
 //! it again.
 //!
 //! What `up` makes, in order (each step shown as it happens):
-//! 1. the underlay: a namespace with a bridge (`br0`) holding the underlay gateway address;
+//! 1. the underlay: a namespace with a bridge (`br0`, a fixed MAC address) holding the
+//!    underlay gateway address;
 //! 2. the internet (optional): a namespace linked to the underlay namespace, which routes;
 //! 3. each cell: a namespace with `eth0` on the underlay bridge, default route via the
 //!    underlay gateway, forwarding on;
@@ -264,10 +265,10 @@ pub fn up(
     add_namespace(&l.underlay.namespace)?;
     rt.block_on(async {
         let n = netlink_in(&l.underlay.namespace).await?;
-        // A set MAC (02:00 + the gateway address): the bridge would otherwise take its
-        // lowest port's MAC and change the controller's MAC as cells' ports come and go.
-        let g = l.underlay.gateway.octets();
-        let mac = [0x02, 0x00, g[0], g[1], g[2], g[3]];
+        // A fixed address: a bridge without one takes its lowest port's, so the gateway's
+        // address would change as cells join and cut off the cells that resolved it before.
+        let mac =
+            weft_cni::plan::bridge_mac(&format!("{}/{}", l.underlay.namespace, l.underlay.bridge));
         let br = n.ensure_bridge(&l.underlay.bridge, None, Some(mac)).await?;
         n.add_address(
             br.index,

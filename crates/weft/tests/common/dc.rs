@@ -34,6 +34,11 @@ use crate::common::{exec_plugin, result_ip, wait_until, Ns, Reply, TempDir, WEFT
 pub const UNDERLAY: &str = "198.18.0";
 /// The underlay namespace's address on the bridge: controller address and the cells' gateway.
 pub const UNDERLAY_GW: &str = "198.18.0.254";
+/// The underlay bridge's MAC address, set when it is made. A bridge without one takes the
+/// lowest of its ports' addresses, so the gateway's address would change whenever a cell
+/// joins with a lower one, and a cell that had resolved it while it was another port's
+/// address could not reach the controller until its ARP entry expired (30-60 s).
+pub const UNDERLAY_MAC: &str = "02:00:c6:12:00:fe";
 /// The /30 of the cable between cells 1 and 2 when [`DcOptions::cable`] is set: cell `n` is
 /// `CABLE.n`.
 pub const CABLE: &str = "198.19.0";
@@ -496,8 +501,8 @@ impl Dc {
         // packets to the controller were dropped until the entry was resolved again (seen as
         // requests left unanswered for 10 s and more right after a cell joined).
         underlay.ok(&format!(
-            "ip link set lo up && ip link add br0 type bridge && \
-             ip link set br0 address 02:00:c6:12:00:fe && ip link set br0 up && \
+            "ip link set lo up && ip link add br0 address {UNDERLAY_MAC} type bridge && \
+             ip link set br0 up && \
              ip addr add {UNDERLAY_GW}/24 dev br0 && sysctl -qw net.ipv4.ip_forward=1"
         ));
         // The underlay bridge stands for the data centre's switches, which do not run a
