@@ -178,6 +178,8 @@ impl BenchStore {
             overlay_cidr: "10.0.0.0/8".parse().expect("cidr"),
             host_prefix: 24,
             lease_ttl: 3600,
+            lease_grace: None,
+            heartbeat: 5.0,
             tls_cert: None,
             tls_key: None,
             client_ca: None,

@@ -76,6 +76,8 @@ impl TestStore {
             overlay_cidr: "10.255.0.0/16".parse().expect("cidr"),
             host_prefix: 24,
             lease_ttl: 300,
+            lease_grace: None,
+            heartbeat: 5.0,
             tls_cert: None,
             tls_key: None,
             client_ca: None,
