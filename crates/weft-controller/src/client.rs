@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -122,10 +122,29 @@ impl ClientBuilder {
         crate::tls::install_default_provider();
         let base = self.url.trim_end_matches('/').to_string();
         let timeout = self.timeout.unwrap_or(REQUEST_TIMEOUT);
+        let http = self.http_client(&base, timeout, true)?;
+        let watch_http = self.http_client(&base, timeout, false)?;
+        Ok(Client {
+            http: Arc::new(RwLock::new(http)),
+            watch_http,
+            base,
+            token: self.token.clone(),
+            timeout,
+            builder: Arc::new(self),
+        })
+    }
+
+    /// A reqwest client for `base`. `pooled` keeps idle connections for the next request;
+    /// watches use one that does not, so that a new watch always takes a fresh connection,
+    /// never one a vanished controller left behind.
+    fn http_client(&self, base: &str, timeout: Duration, pooled: bool) -> Result<reqwest::Client> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30));
+        if !pooled {
+            http = http.pool_max_idle_per_host(0);
+        }
         if base.starts_with("https://") {
             let ca = self.ca.as_deref().ok_or_else(|| {
                 ClientError::Config(format!(
@@ -144,26 +163,23 @@ impl ClientBuilder {
                 "controller URL {base:?} must start with https:// or http://"
             )));
         }
-        let http = http
-            .build()
-            .map_err(|e| ClientError::Config(e.to_string()))?;
-        Ok(Client {
-            http,
-            base,
-            token: self.token,
-            timeout,
-        })
+        http.build().map_err(|e| ClientError::Config(e.to_string()))
     }
 }
 
 /// A connection to one controller. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    /// Shared by the clones; replaced by [`Client::reset_connections`].
+    http: Arc<RwLock<reqwest::Client>>,
+    /// For watches: keeps no idle connections.
+    watch_http: reqwest::Client,
     base: String,
     token: Option<String>,
     /// Bound of every request but watches.
     timeout: Duration,
+    /// What the client was built from, to build its connection pool again.
+    builder: Arc<ClientBuilder>,
 }
 
 impl Client {
@@ -178,8 +194,32 @@ impl Client {
         &self.base
     }
 
+    /// Drops the idle connections kept for the next requests (of this client and its
+    /// clones): after a controller vanished without closing them, each would cost a request
+    /// its whole timeout. A resuming watch calls this when its controller goes silent.
+    pub fn reset_connections(&self) {
+        match self.builder.http_client(&self.base, self.timeout, true) {
+            Ok(fresh) => {
+                if let Ok(mut http) = self.http.write() {
+                    *http = fresh;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build a new connection pool; keeping the old one")
+            }
+        }
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        let http = match self.http.read() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        self.request_on(&http, method, path)
+    }
+
+    fn request_on(&self, http: &reqwest::Client, method: Method, path: &str) -> RequestBuilder {
+        let mut r = http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
@@ -358,19 +398,17 @@ impl Client {
 
     /// [`Client::watch`] with other bounds.
     pub async fn watch_with(&self, since: Option<i64>, opts: &WatchOptions) -> Result<WatchStream> {
-        self.open_watch(since, opts, opts.assumed_heartbeat, Warned::default())
-            .await
+        self.open_watch(since, opts, Warned::default()).await
     }
 
     async fn open_watch(
         &self,
         since: Option<i64>,
         opts: &WatchOptions,
-        heartbeat: Duration,
         warned: Warned,
     ) -> Result<WatchStream> {
         let mut r = self
-            .request(Method::GET, "/v1/watch")
+            .request_on(&self.watch_http, Method::GET, "/v1/watch")
             .query(&[("snapshot", "parts")]);
         if let Some(s) = since {
             r = r.query(&[("since", s)]);
@@ -390,9 +428,13 @@ impl Client {
             scanned: 0,
             url: self.base.clone(),
             opts: opts.clone(),
-            heartbeat,
+            heartbeat: opts.assumed_heartbeat,
             announced: None,
             heard: tokio::time::Instant::now(),
+            // A stream that owes a snapshot starts at once: a new controller sends it (or
+            // its first part) right away, so waiting for it is bounded like the answer. A
+            // resumed one may rightly say nothing until the next change or heartbeat.
+            first_bytes: since.is_none().then_some(opts.answer_timeout),
             pending: None,
             warned,
         })
@@ -438,9 +480,9 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 /// How a watch reads its stream and when it gives up on one and reconnects.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
-    /// The heartbeat interval assumed until a controller announces its own (controllers that
-    /// do not announce one send a heartbeat every 15 s). A watch remembers the last interval
-    /// announced for the streams after it.
+    /// The heartbeat interval assumed on a stream until the controller announces its own
+    /// (which it does right after the snapshot or replay; controllers that do not announce
+    /// one send a heartbeat every 15 s).
     pub assumed_heartbeat: Duration,
     /// A stream that stays silent (no byte at all) for this many heartbeat intervals is
     /// taken for lost: a controller that froze or vanished without closing the connection.
@@ -663,6 +705,8 @@ pub struct WatchStream {
     /// When the last bytes arrived: the silence deadline runs from here. Kept here (not in a
     /// timer per call) so that a caller that drops `next()` midway does not reset it.
     heard: tokio::time::Instant,
+    /// Until the first bytes arrive, the deadline is this instead (when set).
+    first_bytes: Option<Duration>,
     /// A snapshot whose parts are still coming, and its size so far.
     pending: Option<(Snapshot, usize)>,
     warned: Warned,
@@ -676,7 +720,8 @@ impl WatchStream {
 
     /// How long this stream may stay silent before [`WatchStream::next`] gives up on it.
     pub fn deadline(&self) -> Duration {
-        self.opts.deadline(self.heartbeat)
+        self.first_bytes
+            .unwrap_or_else(|| self.opts.deadline(self.heartbeat))
     }
 
     /// The next message; `Ok(None)` when the controller ended the stream (e.g. shutting down).
@@ -724,6 +769,7 @@ impl WatchStream {
                 }
                 Ok(Some(Ok(chunk))) => {
                     self.heard = tokio::time::Instant::now();
+                    self.first_bytes = None;
                     self.buf.extend_from_slice(&chunk);
                 }
                 Ok(Some(Err(source))) => {
@@ -860,7 +906,7 @@ pub struct ResumingWatch {
     backoff: Duration,
     /// No connection attempt before this.
     retry_at: Option<tokio::time::Instant>,
-    /// The interval the controller last announced, assumed for the next stream.
+    /// The interval the controller last announced.
     heartbeat: Duration,
     stats: Arc<WatchStats>,
     warned: Warned,
@@ -888,14 +934,11 @@ impl ResumingWatch {
             if self.stream.is_none() {
                 let opened = self
                     .client
-                    .open_watch(self.last, &self.opts, self.heartbeat, self.warned.clone())
+                    .open_watch(self.last, &self.opts, self.warned.clone())
                     .await;
                 match opened {
                     Ok(s) => {
                         self.stats.streams.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .deadline_ms
-                            .store(s.deadline().as_millis() as u64, Ordering::Relaxed);
                         tracing::debug!(since = ?self.last, "watch: connected");
                         self.stream = Some(s);
                         self.unclassified = true;
@@ -917,10 +960,10 @@ impl ResumingWatch {
                             tracing::info!(heartbeat = ?interval, deadline = ?self.opts.deadline(interval), "watch: the controller announced its heartbeat");
                         }
                         self.heartbeat = interval;
-                        self.stats
-                            .deadline_ms
-                            .store(stream.deadline().as_millis() as u64, Ordering::Relaxed);
                     }
+                    self.stats
+                        .deadline_ms
+                        .store(stream.deadline().as_millis() as u64, Ordering::Relaxed);
                     self.classify(&msg);
                     self.backoff = self.opts.backoff_min;
                     if !matches!(msg, WatchMessage::Heartbeat { .. }) {
@@ -964,6 +1007,11 @@ impl ResumingWatch {
     /// Drops the stream and schedules the next attempt.
     fn reconnect(&mut self, reason: Reconnect, why: &dyn std::fmt::Display) {
         self.stream = None;
+        if matches!(reason, Reconnect::Silence | Reconnect::NoAnswer) {
+            // The controller went quiet without closing anything: the idle connections of
+            // the client's other requests are as dead as the stream.
+            self.client.reset_connections();
+        }
         self.stats.reconnects[reason as usize].fetch_add(1, Ordering::Relaxed);
         let delay = jitter(self.backoff);
         self.backoff = (self.backoff * 2).min(self.opts.backoff_max);

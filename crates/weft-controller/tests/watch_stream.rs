@@ -156,6 +156,25 @@ async fn silence_ends_a_stream_that_never_announced_its_heartbeat() {
     assert!(matches!(end, Err(ClientError::Silent { .. })), "{end:?}");
 }
 
+/// A new watch is answered but its snapshot never comes (seen once in the simulated data
+/// centre): the stream ends after the answer timeout, not after 3 assumed heartbeats.
+#[tokio::test]
+async fn a_snapshot_that_never_comes_ends_the_stream() {
+    let (url, _) = fake(Vec::new(), Then::Hang).await;
+    let client = Client::builder(&url).build().unwrap();
+    let opts = WatchOptions {
+        answer_timeout: Duration::from_millis(200),
+        ..WatchOptions::default()
+    };
+    let mut stream = client.watch_with(None, &opts).await.unwrap();
+    assert_eq!(stream.deadline(), Duration::from_millis(200));
+    let end = tokio::time::timeout(LIVE, stream.next()).await.unwrap();
+    assert!(matches!(end, Err(ClientError::Silent { .. })), "{end:?}");
+    // A resumed watch may rightly hear nothing until the next change or heartbeat.
+    let stream = client.watch_with(Some(7), &opts).await.unwrap();
+    assert_eq!(stream.deadline(), Duration::from_secs(45));
+}
+
 /// A controller (or something in its place) sends 4 MiB without a newline: the client stops
 /// at its bound with `TooLong` instead of buffering it all, and a resuming watch reconnects.
 #[tokio::test]
