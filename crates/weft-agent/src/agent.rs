@@ -391,6 +391,7 @@ impl Agent {
                     .iter()
                     .filter_map(|c| c.app.as_ref())
                     .collect();
+                let mut failed = false;
                 for (app, r) in results {
                     match r {
                         Ok(tag) if local.contains(&app) => {
@@ -398,12 +399,20 @@ impl Agent {
                         }
                         Ok(_) => {}
                         Err(e) => {
+                            failed = true;
                             tracing::warn!(%app, error = %e, "claiming an app failed; the next resync retries")
                         }
                     }
                 }
                 if let Err(e) = self.publish_tags(tags) {
                     tracing::warn!(error = %format!("{e:#}"), "publishing tags failed");
+                }
+                // Apps of containers that came while these claims ran. After a failure the
+                // next local change or resync tries again, not at once.
+                if !failed {
+                    if let Err(e) = self.claim_local_apps() {
+                        tracing::warn!(error = %format!("{e:#}"), "publishing tags failed");
+                    }
                 }
                 if let Err(e) = self.sync_policy() {
                     tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");

@@ -1,4 +1,11 @@
 //! A typed async client for the controller's API, used by the agent and the CLI.
+//!
+//! Every request but a watch is bounded in time ([`ClientBuilder::timeout`]). A watch is
+//! bounded in what it may cost: silence beyond a few of the controller's announced heartbeat
+//! intervals ends it, and so do a line or a snapshot beyond [`WatchOptions`]' bounds; what a
+//! newer controller adds (kinds, event types, fields) is skipped with a warning.
+//! [`ResumingWatch`] turns every such end into a logged, counted reconnect with jittered
+//! backoff that resumes from the last revision delivered.
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -1,5 +1,10 @@
 //! Subnet leases: each host holds one subnet of the overlay network, with a VTEP MAC derived from
 //! it, until the lease expires unrenewed or is released.
+//!
+//! Expiry takes a cutoff from the caller ([`crate::controller::Expiry`]): none during the grace
+//! after a controller start or stall, so that no path (sweep or acquisition) expires a lease
+//! its host could not renew while the controller was away. A host without a lease may ask for
+//! the subnet it had; it gets it when no other host holds it.
 
 use std::net::{IpAddr, Ipv4Addr};
 
