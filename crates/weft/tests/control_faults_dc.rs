@@ -21,6 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use dc::{metric, Container, Dc, DcOptions, Proc, LIVE, METRICS};
 
 const PORT: u16 = 8080;
+/// Lease TTL of the tests that outlast it: agents renew every second (a third of it), which
+/// leaves a loaded machine 3 s to get a renewal through.
+const LEASE_TTL: u64 = 4;
 
 fn heartbeat() -> f64 {
     std::env::var("WEFT_TEST_HEARTBEAT")
@@ -388,14 +391,14 @@ fn restarted_controller_on_postgres_and_agents_resume() {
     drop(schema);
 }
 
-/// The controller is frozen (SIGSTOP) for 5 s, longer than the lease TTL (2 s). The agents
+/// The controller is frozen (SIGSTOP) for 5 s, longer than the lease TTL (4 s). The agents
 /// notice by the missing heartbeats; their renewals hang but their loops do not (a container
 /// started meanwhile is enforced while the controller is still frozen); on SIGCONT they
 /// resume without a snapshot, and the controller, seeing it was stalled, lets no lease expire.
 #[test]
 fn frozen_controller_is_noticed_and_thawed_without_renumbering() {
     let mut opts = options(2);
-    opts.lease_ttl = Some(2);
+    opts.lease_ttl = Some(LEASE_TTL);
     opts.controller_args
         .extend(["--lease-grace".to_string(), "5".to_string()]);
     let s = Scene::new(opts);
@@ -430,7 +433,7 @@ fn frozen_controller_is_noticed_and_thawed_without_renumbering() {
     );
     let left = Duration::from_secs(5).saturating_sub(frozen.elapsed());
     std::thread::sleep(left);
-    // Renewals (every second with a 2 s TTL) hung on the frozen controller meanwhile.
+    // Renewals (every second with a 4 s TTL) hung on the frozen controller meanwhile.
     assert!(
         s.dc.cell(2).agent_log().contains("lease renewal failed"),
         "renewals were tried and timed out during the freeze{}",
@@ -493,7 +496,7 @@ fn vanished_controller_is_noticed_and_its_replacement_takes_over() {
 #[test]
 fn outage_past_lease_expiry_renumbers_no_host() {
     let mut opts = options(3);
-    opts.lease_ttl = Some(2);
+    opts.lease_ttl = Some(LEASE_TTL);
     opts.controller_args
         .extend(["--lease-grace".to_string(), "4".to_string()]);
     let mut dc = Dc::with(opts);
@@ -501,7 +504,7 @@ fn outage_past_lease_expiry_renumbers_no_host() {
     assert_eq!(before.len(), 3, "{before:?}");
     dc.kill_agent(3);
     dc.stop_controller();
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(LEASE_TTL + 1));
     dc.start_controller();
     let n4 = dc.spawn_cell(false);
     let joined = subnets(&dc);
@@ -530,7 +533,8 @@ fn outage_past_lease_expiry_renumbers_no_host() {
         assert_eq!(
             after.get(host),
             before.get(host),
-            "{host} kept its subnet: {after:?}"
+            "{host} kept its subnet: {after:?}{}",
+            diag(&dc)
         );
     }
     let m = dc.controller_metrics().expect("controller metrics");
