@@ -1,7 +1,8 @@
 //! Issue 15, item 6: an outage of the controller does not renumber the hosts. Leases outlive
 //! it (no lease expires during the grace after a start, on any path), a returning host gets
-//! its previous subnet back, expirations are logged and counted; and a controller refuses a
-//! database whose schema is newer than it knows. On SQLite and PostgreSQL.
+//! its previous subnet back, expirations are logged and counted; a controller refuses a
+//! database whose schema is newer than it knows, and upgrades one of schema 1 (before claims
+//! per host) keeping leases and tags. On SQLite and PostgreSQL.
 
 mod common;
 
@@ -14,6 +15,7 @@ on_both_backends!(
     leases_outlive_an_outage_and_expire_after_the_grace,
     a_returning_host_gets_its_previous_subnet,
     a_newer_schema_is_refused_naming_both_versions,
+    a_database_of_schema_1_is_upgraded_keeping_leases_and_tags,
 );
 
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -160,4 +162,45 @@ async fn a_newer_schema_is_refused_naming_both_versions(store: TestStore) {
         err.contains("version 99") && err.contains("version 2)"),
         "the error names both versions: {err}"
     );
+}
+
+/// A database a controller of schema 1 left (before per-host claims: an app is just
+/// `claimed`) is migrated to 2 at start: leases and tags stay; the old claims belong to no
+/// host (`""`) until the hosts send their claim sets again, and keep their tags meanwhile.
+async fn a_database_of_schema_1_is_upgraded_keeping_leases_and_tags(store: TestStore) {
+    let (server, c) = store.start().await;
+    let lease = c.acquire_lease("host-a", "192.0.2.1").await.unwrap();
+    {
+        // Back to schema 1: no app_claims table, an app claimed the old way.
+        use weft_controller::store::TxMode;
+        let mut tx = server
+            .controller()
+            .store()
+            .begin(TxMode::Write)
+            .await
+            .unwrap();
+        tx.batch(
+            "DROP TABLE app_claims; \
+             DELETE FROM schema_migrations WHERE version = 2; \
+             INSERT INTO apps (id, tag, claimed) VALUES ('old', 9, TRUE)",
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    server.shutdown().await;
+
+    let (server, c) = store.start().await;
+    let held = c.leases().await.unwrap().leases;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].subnet, lease.subnet);
+    let app = c.app("old").await.unwrap();
+    assert!(app.claimed && app.tag == 9, "{app:?}");
+    // The host sends its claim set: the same tag, now its claim.
+    let mine = c.set_claims("host-a", &["old".to_string()]).await.unwrap();
+    assert_eq!(mine.apps.len(), 1);
+    assert_eq!(mine.apps[0].tag, 9);
+    let claims = c.claims("host-a").await.unwrap();
+    assert_eq!(claims.apps.len(), 1, "{claims:?}");
+    server.shutdown().await;
 }
