@@ -71,7 +71,7 @@ fn options(cells: usize) -> DcOptions {
 /// running from the start.
 struct Scene {
     dc: Dc,
-    _a: Container,
+    a: Container,
     b: Container,
     c: Container,
     _echo: Proc,
@@ -116,7 +116,7 @@ impl Scene {
         let denied = probe(&c, "1", "denied");
         let scene = Scene {
             dc,
-            _a: a,
+            a,
             b,
             c,
             _echo: echo,
@@ -561,4 +561,117 @@ fn outage_past_lease_expiry_renumbers_no_host() {
     for host in ["cell1", "cell2", "cell3"] {
         assert_eq!(end.get(host), before.get(host), "{host}: {end:?}");
     }
+}
+
+/// `weft apps --json`: app id -> (tag, claimed).
+fn apps(dc: &Dc) -> BTreeMap<String, (u64, bool)> {
+    let out = dc.weft("apps --json");
+    assert!(out.status.success(), "weft apps: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("apps json");
+    v["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_string(),
+                (
+                    a["tag"].as_u64().unwrap_or_default(),
+                    a["claimed"].as_bool().unwrap_or_default(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `ok` holds of the controller's apps; returns them.
+fn wait_apps(
+    dc: &Dc,
+    what: &str,
+    ok: impl Fn(&BTreeMap<String, (u64, bool)>) -> bool,
+) -> BTreeMap<String, (u64, bool)> {
+    let start = Instant::now();
+    loop {
+        let now = apps(dc);
+        if ok(&now) {
+            return now;
+        }
+        assert!(start.elapsed() < LIVE, "{what}: {now:?}{}", diag(dc));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running host loses its lease (the token releases it, as an operator may; an expiry
+/// past the grace does the same): its app claims go with it, so an app only it runs, named
+/// by no policy, is released. Its agent learns at its next renewal (off its loop), acquires
+/// the lease again asking for the subnet it had, and sends its claim set again: the app is
+/// claimed again (with a new tag: a released tag is reused last) and the agent publishes
+/// that tag; the allowed flow works again, and the denied one never got through.
+#[test]
+fn a_lost_lease_is_acquired_again_with_its_subnet_and_its_claims() {
+    let mut opts = options(2);
+    opts.lease_ttl = Some(LEASE_TTL);
+    let s = Scene::new(opts);
+    let _e = s.dc.add_container(2, "fe", "app-e");
+    let first = wait_apps(&s.dc, "app-e claimed", |a| {
+        a.get("app-e").is_some_and(|(_, claimed)| *claimed)
+    });
+    let old_tag = first["app-e"].0;
+    let before = subnets(&s.dc);
+
+    let out = s.dc.weft("leases release cell2");
+    assert!(out.status.success(), "weft leases release: {out:?}");
+    let released = Instant::now();
+    let again = wait_apps(&s.dc, "cell2 claims app-b and app-e again", |a| {
+        a.get("app-e")
+            .is_some_and(|(tag, claimed)| *claimed && *tag != old_tag)
+            && a.get("app-b").is_some_and(|(_, claimed)| *claimed)
+    });
+    eprintln!(
+        "lost lease: cell2 claimed its apps again {:?} after the release (app-e: tag {old_tag} -> {})",
+        released.elapsed(),
+        again["app-e"].0
+    );
+    let log = s.dc.cell(2).agent_log();
+    assert!(
+        log.contains("lease lost") && log.contains("lease acquired again, same subnet"),
+        "the agent acquired its lease again{}",
+        diag(&s.dc)
+    );
+    assert_eq!(subnets(&s.dc), before, "no host changed subnet");
+    // The agent publishes the new tag (what `weft containers` shows).
+    let tags_file = weft_agent::agent::tags_file(&s.dc.cell(2).lease_file());
+    let start = Instant::now();
+    loop {
+        let tags: BTreeMap<String, u64> = std::fs::read(&tags_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if tags.get("app-e") == Some(&again["app-e"].0) {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIVE,
+            "cell2's tags file has app-e's new tag: {tags:?}{}",
+            diag(&s.dc)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Cell 1 routes to cell 2 again: the allowed flow works.
+    let start = Instant::now();
+    while s.dc.tcp_exchange(&s.a.ns, &s.b.ip, PORT, "again").is_none() {
+        assert!(start.elapsed() < LIVE, "a reaches b again{}", diag(&s.dc));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let leaked: Vec<(f64, String)> = s
+        .probes(&s.denied)
+        .into_iter()
+        .filter(|(_, k)| k != "timeout")
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the denied flow c -> b got through while cell2 lost its lease: {leaked:?}{}",
+        diag(&s.dc)
+    );
 }
