@@ -81,8 +81,8 @@ pub struct ControllerArgs {
     /// one). Default: half of --max-connections.
     #[arg(long)]
     pub max_pending_connections: Option<usize>,
-    /// Most connections not yet authenticated from one client address. Default: an eighth
-    /// of --max-connections, 4 to 64.
+    /// Most connections not yet authenticated from one client address. Default: a quarter
+    /// of --max-connections (at least 4).
     #[arg(long)]
     pub max_pending_per_ip: Option<usize>,
     /// Seconds a client has to send a request's headers (and to start its next request on an
