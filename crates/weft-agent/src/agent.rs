@@ -3,6 +3,11 @@
 //! difference is applied. Restarting the agent, or losing the controller for a while, changes
 //! nothing in the kernel; when the controller comes back the watch resumes and the agent
 //! catches up.
+//!
+//! The loop never waits on the controller: the watch runs in its own task (it notices a
+//! silent controller by its heartbeats and reconnects by itself), and lease renewals and app
+//! claims run in tasks of their own, each request bounded by `--request-timeout`, their
+//! results coming back to the loop as [`Done`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,9 +16,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures::FutureExt;
 use ipnet::Ipv4Net;
+use tokio::sync::mpsc;
 use weft_cni::lease::HostLease;
+use weft_controller::client::{ClientError, ResumingWatch, WatchOptions};
 use weft_controller::model::{Event, Lease, Policy, WatchMessage};
 use weft_controller::Client;
 use weft_kernel::link::{parse_mac, VxlanSpec};
@@ -85,6 +91,29 @@ pub struct AgentArgs {
     /// overlay). Without it, exiting leaves everything in place so traffic keeps flowing.
     #[arg(long)]
     pub release_on_exit: bool,
+    /// Bound of every call to the controller but the watch (lease renewals, app claims), in
+    /// seconds; they run off the agent's loop.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_secs)]
+    pub request_timeout: f64,
+    /// The longest watch line accepted, in bytes: a longer one ends the stream (the watch
+    /// reconnects) instead of filling memory. Controllers send snapshots in parts far below it.
+    #[arg(long, default_value_t = WatchOptions::default().max_line)]
+    pub watch_max_line: usize,
+    /// The longest pause between two attempts to reach the controller's watch, in seconds
+    /// (pauses grow from 0.1 s, doubling, each jittered).
+    #[arg(long, default_value_t = WatchOptions::default().backoff_max.as_secs_f64(), value_parser = parse_secs)]
+    pub reconnect_max: f64,
+}
+
+/// Seconds, 0.01 ..= 3600.
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.01..=3600.0).contains(&v) {
+        return Err(format!("{v} s is outside 0.01..=3600 s"));
+    }
+    Ok(v)
 }
 
 /// Where this host meets the underlay.
@@ -153,7 +182,80 @@ fn client(args: &AgentArgs) -> Result<Client> {
     if let Some(t) = &args.token {
         b = b.token(t.clone());
     }
-    Ok(b.build()?)
+    Ok(b.timeout(Duration::from_secs_f64(args.request_timeout))
+        .build()?)
+}
+
+/// What a controller call that ran off the loop came back with.
+enum Done {
+    Lease(std::result::Result<Renewal, ClientError>),
+    /// The controller's answer to this host's claim set `apps` (the apps with their tags),
+    /// sent while `epoch` was the claims epoch (a lost lease begins a new one).
+    Claims {
+        epoch: u64,
+        apps: Vec<String>,
+        result: std::result::Result<weft_controller::model::AppList, ClientError>,
+    },
+}
+
+enum Renewal {
+    Renewed(Lease),
+    /// The controller no longer had our lease; it was acquired again.
+    Reacquired(Lease),
+}
+
+/// Renews our lease, or acquires it again (asking for the same subnet) if it is gone.
+async fn renew_or_reacquire(
+    client: &Client,
+    host: &str,
+    underlay_ip: &str,
+    subnet: Ipv4Net,
+) -> std::result::Result<Renewal, ClientError> {
+    match client.renew_lease(host).await {
+        Ok(l) => Ok(Renewal::Renewed(l)),
+        Err(e) if e.status() == Some(404) => {
+            tracing::warn!(%subnet, "lease lost; acquiring it again, asking for the same subnet");
+            client
+                .acquire_lease_preferring(host, underlay_ip, Some(subnet))
+                .await
+                .map(Renewal::Reacquired)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What the watch task passes to the loop.
+enum FromWatch {
+    Message(WatchMessage),
+    /// A new stream after the first (the controller was away, or ended the stream).
+    Reconnected,
+    /// The controller refused the watch for good (e.g. 401); the agent stops.
+    Failed(ClientError),
+}
+
+/// Runs the watch in a task of its own: a silent or slow controller never holds up the loop.
+fn spawn_watch(mut watch: ResumingWatch) -> mpsc::Receiver<FromWatch> {
+    let (tx, rx) = mpsc::channel(1024);
+    let stats = watch.stats();
+    tokio::spawn(async move {
+        let mut streams = 0;
+        loop {
+            let next = watch.next().await;
+            let now = stats.streams.load(Ordering::Relaxed);
+            if now > 1 && now != streams && tx.send(FromWatch::Reconnected).await.is_err() {
+                return;
+            }
+            streams = now;
+            let (item, last) = match next {
+                Ok(m) => (FromWatch::Message(m), false),
+                Err(e) => (FromWatch::Failed(e), true),
+            };
+            if tx.send(item).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The running agent's state.
@@ -184,6 +286,20 @@ struct Agent {
     /// Whether the controller's snapshot has arrived. Until then the kernel keeps enforcing
     /// what an earlier run of the agent applied: a restart must not open or close anything.
     have_snapshot: bool,
+    /// Where calls that run off the loop send their results.
+    done: mpsc::UnboundedSender<Done>,
+    /// A renewal is under way (at most one at a time).
+    renewing: bool,
+    /// A claim set is on its way to the controller (at most one at a time).
+    claiming: bool,
+    /// The claim set the controller holds for this host, as far as the agent knows: what it
+    /// last took, none after a lost lease took them; `None` after a failed request (it may
+    /// or may not have been applied: send it again). At start it is taken to be empty, so a
+    /// host restarted with no containers sends nothing (see `claim_local_apps`).
+    claimed: Option<Vec<String>>,
+    /// Begins anew when a lost lease took this host's claims: answers to claim sets sent
+    /// before do not count.
+    claims_epoch: u64,
 }
 
 /// The file next to the lease file where the agent publishes the tags of local apps.
@@ -192,11 +308,15 @@ pub fn tags_file(lease_file: &std::path::Path) -> PathBuf {
 }
 
 impl Agent {
-    /// Claims the apps of this host's containers at the controller (which gives each a tag):
-    /// the claim set is exactly the apps this host runs, so apps it no longer runs are
-    /// dropped. Sent when it changes (a host restarted with no containers left keeps its old
-    /// claims until it next runs one or its lease goes). Publishes app → tag for `weft containers` (and, later, for marking).
-    async fn claim_local_apps(&mut self) -> Result<()> {
+    /// Keeps the tags of this host's apps (dropping those no container runs any more),
+    /// publishes app → tag for `weft containers` (and, later, for marking), and, off the loop,
+    /// sends the controller this host's claim set: exactly the apps its containers run (its
+    /// placement; the controller gives each a tag and drops the claims of apps no longer
+    /// run). The set is sent only when it differs from the one the controller last took (or
+    /// after a lost lease took the claims with it), one request at a time, bounded by
+    /// `--request-timeout`. A host restarted with no containers left keeps its old claims
+    /// until it next runs one or its lease goes.
+    fn claim_local_apps(&mut self) -> Result<()> {
         let apps: Vec<String> = self
             .containers
             .iter()
@@ -204,13 +324,34 @@ impl Agent {
             .collect::<BTreeSet<String>>()
             .into_iter()
             .collect();
-        // Unchanged since the last claim set the controller took: nothing to send. (A lost
-        // lease takes the claims with it: `renew` forgets `tags` before claiming again.)
-        if apps.iter().eq(self.tags.keys()) {
+        let tags: BTreeMap<String, u16> = self
+            .tags
+            .iter()
+            .filter(|(app, _)| apps.contains(*app))
+            .map(|(app, tag)| (app.clone(), *tag))
+            .collect();
+        self.publish_tags(tags)?;
+        if self.claimed.as_ref() == Some(&apps) || self.claiming {
             return Ok(());
         }
-        let claimed = self.client.set_claims(&self.host, &apps).await?;
-        let tags: BTreeMap<String, u16> = claimed.apps.into_iter().map(|a| (a.id, a.tag)).collect();
+        self.claiming = true;
+        let client = self.client.clone();
+        let host = self.host.clone();
+        let epoch = self.claims_epoch;
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            let result = client.set_claims(&host, &apps).await;
+            let _ = done.send(Done::Claims {
+                epoch,
+                apps,
+                result,
+            });
+        });
+        Ok(())
+    }
+
+    /// Takes `tags` as this host's app tags; rewrites the tags file when they changed.
+    fn publish_tags(&mut self, tags: BTreeMap<String, u16>) -> Result<()> {
         if tags != self.tags {
             self.tags = tags;
             let bytes = serde_json::to_vec_pretty(&self.tags)?;
@@ -243,6 +384,120 @@ impl Agent {
             }
             Err(e) => {
                 tracing::warn!(cert = %cert.display(), error = %format!("{e:#}"), "cannot read the client certificate's expiry")
+            }
+        }
+    }
+
+    /// Starts a renewal of our lease off the loop, unless one is under way.
+    fn start_renewal(&mut self) {
+        if self.renewing {
+            return;
+        }
+        self.renewing = true;
+        let client = self.client.clone();
+        let host = self.host.clone();
+        let underlay_ip = self.underlay.ip.to_string();
+        let subnet = self.lease.subnet;
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            let r = renew_or_reacquire(&client, &host, &underlay_ip, subnet).await;
+            let _ = done.send(Done::Lease(r));
+        });
+    }
+
+    /// Takes in what a call off the loop came back with.
+    async fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Lease(r) => {
+                self.renewing = false;
+                let mut reclaim = false;
+                let lease = match r {
+                    Ok(Renewal::Renewed(l)) => l,
+                    Ok(Renewal::Reacquired(l)) => {
+                        if l.subnet == self.lease.subnet {
+                            tracing::info!(subnet = %l.subnet, "lease acquired again, same subnet");
+                        } else {
+                            tracing::warn!(old = %self.lease.subnet, new = %l.subnet, "lease acquired again with another subnet: containers on the old one lose their routes");
+                        }
+                        // The lost lease took this host's app claims with it (and maybe
+                        // their tags): forget them, so that local containers carry no tag
+                        // until the claim set, sent again now, is answered.
+                        self.claims_epoch += 1;
+                        self.claimed = Some(Vec::new());
+                        self.tags.clear();
+                        reclaim = true;
+                        l
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease renewal failed; will retry");
+                        return;
+                    }
+                };
+                let moved = lease.subnet != self.lease.subnet;
+                self.lease = lease;
+                if moved {
+                    if let Err(e) = self.ensure_local().await {
+                        tracing::warn!(error = %format!("{e:#}"), "setting up the new subnet failed; the next resync retries");
+                    }
+                }
+                if reclaim {
+                    if let Err(e) = self.claim_local_apps() {
+                        tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
+                    }
+                    if let Err(e) = self.sync_policy(false) {
+                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+                    }
+                    self.sync_fastpath().await;
+                }
+            }
+            Done::Claims {
+                epoch,
+                apps,
+                result,
+            } => {
+                self.claiming = false;
+                match result {
+                    Ok(list) if epoch == self.claims_epoch => {
+                        self.claimed = Some(apps);
+                        // The tags of the apps still running here (a container may have gone
+                        // while the request ran); apps that came meanwhile are sent next.
+                        let local: BTreeSet<&String> = self
+                            .containers
+                            .iter()
+                            .filter_map(|c| c.app.as_ref())
+                            .collect();
+                        let tags: BTreeMap<String, u16> = list
+                            .apps
+                            .into_iter()
+                            .filter(|a| local.contains(&a.id))
+                            .map(|a| (a.id, a.tag))
+                            .collect();
+                        if let Err(e) = self.publish_tags(tags) {
+                            tracing::warn!(error = %format!("{e:#}"), "publishing tags failed");
+                        }
+                        if let Err(e) = self.claim_local_apps() {
+                            tracing::warn!(error = %format!("{e:#}"), "publishing tags failed");
+                        }
+                    }
+                    // The lease was lost (and its claims with it) while this set was on its
+                    // way: send it again.
+                    Ok(_) => {
+                        if let Err(e) = self.claim_local_apps() {
+                            tracing::warn!(error = %format!("{e:#}"), "publishing tags failed");
+                        }
+                    }
+                    // The next local change or resync tries again, not at once.
+                    Err(e) => {
+                        if epoch == self.claims_epoch {
+                            self.claimed = None;
+                        }
+                        tracing::warn!(error = %e, apps = apps.len(), "claiming this host's apps failed; the next resync retries")
+                    }
+                }
+                if let Err(e) = self.sync_policy(false) {
+                    tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+                }
+                self.sync_fastpath().await;
             }
         }
     }
@@ -306,11 +561,6 @@ impl Agent {
         for msg in batch {
             match msg {
                 WatchMessage::Snapshot(s) => {
-                    if self.have_snapshot {
-                        // A new snapshot means the watch reconnected, perhaps after the
-                        // controller was away: renew now rather than at the next tick.
-                        self.renew().await?;
-                    }
                     self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
                     self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
                     self.policies = s.policies.iter().map(Policy::untagged).collect();
@@ -370,7 +620,7 @@ impl Agent {
     async fn refresh_local(&mut self, verify: bool) {
         self.check_certificate();
         self.containers = local::overlay_containers(&self.args.cni_data_dir);
-        if let Err(e) = self.claim_local_apps().await {
+        if let Err(e) = self.claim_local_apps() {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
         }
         if let Err(e) = self.sync_policy(verify) {
@@ -527,33 +777,6 @@ impl Agent {
         }
     }
 
-    async fn renew(&mut self) -> Result<()> {
-        match self.client.renew_lease(&self.host).await {
-            Ok(l) => {
-                let moved = l.subnet != self.lease.subnet;
-                self.lease = l;
-                if moved {
-                    self.ensure_local().await?;
-                }
-            }
-            Err(e) if e.status() == Some(404) => {
-                tracing::warn!("lease lost; acquiring a new one");
-                self.lease = self
-                    .client
-                    .acquire_lease(&self.host, &self.underlay.ip.to_string())
-                    .await?;
-                self.ensure_local().await?;
-                // The lost lease took this host's app claims with it.
-                self.tags.clear();
-                if let Err(e) = self.claim_local_apps().await {
-                    tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed; will retry"),
-        }
-        Ok(())
-    }
-
     async fn leave(&mut self) -> Result<()> {
         self.client
             .release_lease(&self.host)
@@ -677,16 +900,33 @@ impl AgentArgs {
         };
         let client = client(&self)?;
         tracing::info!(%host, underlay = %underlay.ip, controller = %self.controller, "agent starting");
-        let overlay = with_retry("asking the controller for the overlay", || async {
-            Ok(client.leases().await?.overlay)
-        })
-        .await;
+        let (overlay, host_prefix) =
+            with_retry("asking the controller for the overlay", || async {
+                let list = client.leases().await?;
+                Ok((list.overlay, list.host_prefix))
+            })
+            .await;
+        // The subnet this host held before (e.g. its lease expired while the controller was
+        // away): asking for it keeps its containers' addresses when it is free.
+        let previous = HostLease::read(&self.lease_file)
+            .ok()
+            .filter(|l| l.host == host && l.overlay == overlay)
+            .map(|l| l.subnet)
+            .filter(|s| s.prefix_len() == host_prefix && overlay.contains(s));
         let uip = underlay.ip.to_string();
         let lease = with_retry("acquiring a lease", || async {
-            Ok(client.acquire_lease(&host, &uip).await?)
+            Ok(client
+                .acquire_lease_preferring(&host, &uip, previous)
+                .await?)
         })
         .await;
-        tracing::info!(subnet = %lease.subnet, "lease held");
+        match previous {
+            Some(p) if p != lease.subnet => {
+                tracing::warn!(previous = %p, subnet = %lease.subnet, "lease held, but not on the subnet this host had before (it is taken): containers on the old one lose their routes")
+            }
+            _ => tracing::info!(subnet = %lease.subnet, "lease held"),
+        }
+        let (done, mut done_rx) = mpsc::unbounded_channel();
         let mut agent = Agent {
             args: self.clone(),
             host,
@@ -705,7 +945,23 @@ impl AgentArgs {
             have_snapshot: false,
             view: Default::default(),
             fastpath: None,
+            done,
+            renewing: false,
+            claiming: false,
+            claimed: Some(Vec::new()),
+            claims_epoch: 0,
         };
+        let watch = client.watch_resuming_with(
+            None,
+            WatchOptions {
+                max_line: self.watch_max_line,
+                backoff_max: Duration::from_secs_f64(self.reconnect_max),
+                ..WatchOptions::default()
+            },
+        );
+        if let Ok(mut v) = agent.view.lock() {
+            v.watch = Some(watch.stats());
+        }
         if let Some(addr) = self.metrics_listen {
             let view = agent.view.clone();
             tokio::spawn(async move {
@@ -736,22 +992,36 @@ impl AgentArgs {
         renew.tick().await;
         let mut resync = tokio::time::interval(Duration::from_secs(self.resync.max(1)));
         resync.tick().await;
-        let mut watch = client.watch_resuming(None);
+        let mut watch = spawn_watch(watch);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
-                msg = watch.next() => {
-                    let mut batch = vec![msg.context("watching the controller")?];
+                Some(first) = watch.recv() => {
                     // Take whatever else has already arrived, without waiting.
-                    while let Some(next) = watch.next().now_or_never() {
-                        batch.push(next.context("watching the controller")?);
+                    let mut batch = Vec::new();
+                    let mut reconnected = false;
+                    let mut next = Some(first);
+                    while let Some(item) = next {
+                        match item {
+                            FromWatch::Message(m) => batch.push(m),
+                            FromWatch::Reconnected => reconnected = true,
+                            FromWatch::Failed(e) => {
+                                return Err(e).context("watching the controller");
+                            }
+                        }
+                        next = watch.try_recv().ok();
+                    }
+                    if reconnected {
+                        // The controller may have been away: renew now, not at the next tick.
+                        agent.start_renewal();
                     }
                     if let Err(e) = agent.on_messages(batch).await {
                         tracing::warn!(error = %format!("{e:#}"), "applying a change failed; the next resync retries");
                     }
                 }
+                Some(done) = done_rx.recv() => agent.on_done(done).await,
                 Some(()) = local_changes.recv() => agent.refresh_local(false).await,
-                _ = renew.tick() => agent.renew().await?,
+                _ = renew.tick() => agent.start_renewal(),
                 _ = resync.tick() => {
                     if let Err(e) = agent.reconcile().await {
                         tracing::warn!(error = %format!("{e:#}"), "resync failed");

@@ -9,9 +9,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_controller::client::{Reconnect, WatchStats};
 
 /// What the agent knows to give names to the kernel's numbers.
 #[derive(Debug, Default, Clone)]
@@ -26,6 +28,8 @@ pub struct View {
     pub fastpath: Option<weft_kernel::bpf::Map>,
     /// When the agent's client certificate expires (unix seconds), when it has one.
     pub cert_not_after: Option<i64>,
+    /// What the watch of the controller has been through.
+    pub watch: Option<Arc<WatchStats>>,
 }
 
 /// One counted element of the policy table.
@@ -216,6 +220,59 @@ async fn scrape(view: &Arc<Mutex<View>>) -> String {
         .as_ref()
         .and_then(|m| crate::fastpath::read_stats(m).ok());
     s += &render_fastpath(stats);
+    if let Some(w) = &v.watch {
+        s += &render_watch(w);
+    }
+    s
+}
+
+/// The watch's counters: reconnects by reason, resumes without a snapshot, snapshots.
+pub fn render_watch(w: &WatchStats) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# HELP weft_agent_watch_reconnects_total Times the watch of the controller was made again, by reason (silence: no heartbeat within the deadline).");
+    let _ = writeln!(s, "# TYPE weft_agent_watch_reconnects_total counter");
+    for r in Reconnect::ALL {
+        let _ = writeln!(
+            s,
+            "weft_agent_watch_reconnects_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            w.reconnects(r)
+        );
+    }
+    let counters = [
+        (
+            "weft_agent_watch_streams_total",
+            "Watch streams the controller answered.",
+            &w.streams,
+        ),
+        (
+            "weft_agent_watch_resumes_total",
+            "Watch streams that resumed after the last revision, without a snapshot.",
+            &w.resumed,
+        ),
+        (
+            "weft_agent_watch_snapshots_total",
+            "Snapshots the watch received.",
+            &w.snapshots,
+        ),
+        (
+            "weft_agent_watch_skipped_total",
+            "Watch lines of a kind this version does not know, skipped.",
+            &w.skipped,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP weft_agent_watch_deadline_seconds Silence after which the watch takes the controller for lost.\n# TYPE weft_agent_watch_deadline_seconds gauge\nweft_agent_watch_deadline_seconds {}",
+        w.deadline_ms.load(Ordering::Relaxed) as f64 / 1000.0
+    );
     s
 }
 

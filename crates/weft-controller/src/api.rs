@@ -230,7 +230,12 @@ async fn acquire_lease(
 ) -> Result<Response> {
     let req: AcquireLease = parse_json(&body)?;
     let host = caller.act_for(&req.host)?;
-    let lease = detached(async move { s.ctl.acquire_lease(&host, &req.underlay_ip).await }).await?;
+    let lease = detached(async move {
+        s.ctl
+            .acquire_lease(&host, &req.underlay_ip, req.subnet)
+            .await
+    })
+    .await?;
     Ok(Json(lease).into_response())
 }
 
@@ -362,7 +367,17 @@ async fn watch(
             )
         })?),
     };
-    let rx = watching::start_watch(s.ctl.clone(), since, s.shutdown.clone());
+    let in_parts = match q.get("snapshot").map(String::as_str) {
+        None | Some("whole") => false,
+        Some("parts") => true,
+        Some(other) => {
+            return Err(Error::field(
+                "snapshot",
+                format!("{other:?} is not \"parts\" or \"whole\""),
+            ))
+        }
+    };
+    let rx = watching::start_watch(s.ctl.clone(), since, in_parts, s.shutdown.clone());
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

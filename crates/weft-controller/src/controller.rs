@@ -1,8 +1,9 @@
 //! The controller: the operations of the API on top of a [`Store`], each in one transaction, plus
 //! the background tasks (change feed, lease expiry, change-log pruning).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
@@ -16,12 +17,20 @@ use crate::store::{Store, Tx, TxMode};
 use crate::watch::Feed;
 use crate::{apps, changelog, policies};
 
+/// Default interval of watch heartbeats: a watcher takes the controller for gone after 3 of
+/// them without a word (15 s).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
 /// What the controller hands out and how long leases live.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     pub pool: Pool,
     pub lease_ttl: Duration,
-    /// Interval of heartbeat lines on idle watch streams.
+    /// After the controller starts, no lease expires for this long (default: one TTL), on
+    /// any path: agents that could not renew while the controller was away get the time to
+    /// come back before their subnets return to the pool.
+    pub lease_grace: Duration,
+    /// Interval of heartbeat lines on idle watch streams (announced in the stream).
     pub heartbeat: Duration,
     /// Most apps one host may claim.
     pub max_claims_per_host: usize,
@@ -35,17 +44,88 @@ impl ControllerConfig {
         ControllerConfig {
             pool,
             lease_ttl: Duration::from_secs(300),
-            heartbeat: Duration::from_secs(15),
+            lease_grace: Duration::from_secs(300),
+            heartbeat: DEFAULT_HEARTBEAT,
             max_claims_per_host: DEFAULT_MAX_CLAIMS_PER_HOST,
         }
+    }
+}
+
+/// When leases may expire: not at all during the grace after the controller started (or
+/// after it was stalled), then those whose `expires_at` has passed. One rule for the sweep and
+/// for acquisitions.
+///
+/// A controller that did not run for a while (frozen, its VM suspended) is to its agents what
+/// a restarted one is: they could not renew meanwhile. So a gap of more than [`STALL`] between
+/// two looks at the clock (taken every [`STALL_TICK`] by a task of its own, and by every
+/// [`Expiry::cutoff`]) begins the grace again. A gap that only comes from a busy runtime
+/// also does: that errs on keeping leases.
+#[derive(Debug)]
+pub struct Expiry {
+    grace: Duration,
+    state: std::sync::Mutex<ExpiryClock>,
+}
+
+#[derive(Debug)]
+struct ExpiryClock {
+    grace_from: Instant,
+    seen: Instant,
+    seen_wall: std::time::SystemTime,
+}
+
+/// A gap in the controller's running longer than this begins the lease grace again.
+pub const STALL: Duration = Duration::from_secs(2);
+/// How often the controller looks at the clock to notice it was stalled.
+pub const STALL_TICK: Duration = Duration::from_millis(250);
+
+impl Expiry {
+    pub fn new(grace: Duration) -> Expiry {
+        let now = Instant::now();
+        Expiry {
+            grace,
+            state: std::sync::Mutex::new(ExpiryClock {
+                grace_from: now,
+                seen: now,
+                seen_wall: std::time::SystemTime::now(),
+            }),
+        }
+    }
+
+    /// Looks at the clock; returns when the current grace began.
+    fn observe(&self) -> Instant {
+        let now = Instant::now();
+        let wall = std::time::SystemTime::now();
+        let Ok(mut c) = self.state.lock() else {
+            return now;
+        };
+        // The monotonic clock misses a suspended VM's sleep; the wall clock sees it.
+        let gap = (now - c.seen).max(wall.duration_since(c.seen_wall).unwrap_or_default());
+        if gap > STALL && !self.grace.is_zero() {
+            tracing::warn!(
+                stalled = ?gap,
+                grace = ?self.grace,
+                "the controller did not run for a while (frozen or suspended?): no lease expires during the grace, so that hosts can renew"
+            );
+            c.grace_from = now;
+        }
+        c.seen = now;
+        c.seen_wall = wall;
+        c.grace_from
+    }
+
+    /// Leases that expired at or before the returned unix time may go now; `None` while the
+    /// grace lasts.
+    pub fn cutoff(&self) -> Option<i64> {
+        (self.observe().elapsed() >= self.grace).then(leases::now)
     }
 }
 
 pub struct Controller {
     store: Arc<dyn Store>,
     config: ControllerConfig,
+    expiry: Arc<Expiry>,
     pub(crate) feed: Feed,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -67,19 +147,31 @@ impl Controller {
         let feed = Feed::start(store.clone()).await?;
         let mut ctl = Controller {
             store,
+            expiry: Arc::new(Expiry::new(config.lease_grace)),
             config,
             feed,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             tasks: Vec::new(),
         };
-        // The first sweep waits one lease TTL: after an outage of the controller, agents get a
-        // full TTL to renew before their leases (and every other host's routes to them) go.
-        let grace = ctl.config.lease_ttl;
+        if !ctl.config.lease_grace.is_zero() {
+            tracing::info!(
+                grace = ?ctl.config.lease_grace,
+                "no lease expires during the grace after start: hosts that could not renew meanwhile get the time to come back"
+            );
+        }
         ctl.tasks.push(tokio::spawn(sweep(
             ctl.store.clone(),
-            grace,
+            ctl.expiry.clone(),
+            ctl.metrics.clone(),
             ctl.sweep_interval(),
         )));
+        let expiry = ctl.expiry.clone();
+        ctl.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(STALL_TICK).await;
+                expiry.observe();
+            }
+        }));
         Ok(Arc::new(ctl))
     }
 
@@ -112,18 +204,38 @@ impl Controller {
         self.store.begin(TxMode::Read).await
     }
 
-    pub async fn acquire_lease(&self, host: &str, underlay_ip: &str) -> Result<Lease> {
+    /// Gives `host` a lease (see [`leases::acquire`]); `subnet` is the one it held before,
+    /// if it knows.
+    pub async fn acquire_lease(
+        &self,
+        host: &str,
+        underlay_ip: &str,
+        subnet: Option<ipnet::Ipv4Net>,
+    ) -> Result<Lease> {
         let mut tx = self.write().await?;
-        let lease = leases::acquire(
+        let acquired = leases::acquire(
             &mut *tx,
-            &self.config.pool,
-            self.ttl_secs(),
+            &leases::Acquire {
+                pool: &self.config.pool,
+                ttl_secs: self.ttl_secs(),
+                expire_before: self.expiry.cutoff(),
+            },
             host,
             underlay_ip,
+            subnet,
         )
         .await?;
         tx.commit().await?;
-        Ok(lease)
+        record_expired(&self.metrics, &acquired.expired);
+        if let Some(wanted) = subnet.filter(|w| *w != acquired.lease.subnet) {
+            tracing::warn!(
+                host,
+                wanted = %wanted,
+                given = %acquired.lease.subnet,
+                "host asked for its previous subnet, which is taken; it gets another"
+            );
+        }
+        Ok(acquired.lease)
     }
 
     pub async fn renew_lease(&self, host: &str) -> Result<Lease> {
@@ -269,32 +381,50 @@ impl Controller {
     }
 }
 
-/// Returns expired leases to the pool and trims the change log, periodically.
-async fn sweep(store: Arc<dyn Store>, grace: Duration, every: Duration) {
+/// Logs and counts leases that expired (nothing expires silently).
+fn record_expired(metrics: &Metrics, expired: &[Lease]) {
+    for lease in expired {
+        metrics.leases_expired.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            host = %lease.host,
+            subnet = %lease.subnet,
+            underlay_ip = %lease.underlay_ip,
+            expired_at = lease.expires_at,
+            "lease expired; its subnet is back in the pool"
+        );
+    }
+}
+
+/// Returns expired leases to the pool (after the grace) and trims the change log, periodically.
+async fn sweep(store: Arc<dyn Store>, expiry: Arc<Expiry>, metrics: Arc<Metrics>, every: Duration) {
     let mut ticks = 0u64;
-    tokio::time::sleep(grace.saturating_sub(every)).await;
     loop {
         tokio::time::sleep(every).await;
         ticks += 1;
-        let result: Result<()> = async {
+        let result: Result<Vec<Lease>> = async {
             let mut tx = store.begin(TxMode::Write).await?;
-            let expired = leases::expire(&mut *tx, leases::now()).await?;
-            apps::drop_orphan_claims(&mut *tx).await?;
+            // Nothing expires during the grace: neither leases nor the claims of hosts without
+            // one (claims from before migration 2 have host ""; running agents re-send theirs
+            // within the grace).
+            let expired = match expiry.cutoff() {
+                Some(cutoff) => {
+                    let expired = leases::expire(&mut *tx, cutoff).await?;
+                    apps::drop_orphan_claims(&mut *tx).await?;
+                    expired
+                }
+                None => Vec::new(),
+            };
             if ticks >= 64 {
                 ticks = 0;
                 changelog::prune(&mut *tx, changelog::RETAINED_CHANGES).await?;
             }
             tx.commit().await?;
-            for e in &expired {
-                if let crate::model::Event::LeaseDeleted { lease } = e {
-                    tracing::info!(host = %lease.host, subnet = %lease.subnet, "lease expired");
-                }
-            }
-            Ok(())
+            Ok(expired)
         }
         .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "lease expiry sweep failed");
+        match result {
+            Ok(expired) => record_expired(&metrics, &expired),
+            Err(e) => tracing::warn!(error = %e, "lease expiry sweep failed"),
         }
     }
 }

@@ -1,5 +1,10 @@
 //! Subnet leases: each host holds one subnet of the overlay network, with a VTEP MAC derived from
 //! it, until the lease expires unrenewed or is released.
+//!
+//! Expiry takes a cutoff from the caller ([`crate::controller::Expiry`]): none during the grace
+//! after a controller start or stall, so that no path (sweep or acquisition) expires a lease
+//! its host could not renew while the controller was away. A host without a lease may ask for
+//! the subnet it had; it gets it when no other host holds it.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -68,6 +73,19 @@ impl Pool {
         Ipv4Net::new(addr, self.host_prefix).ok()
     }
 
+    /// The index of `subnet` in the pool: `None` unless it is one of the pool's subnets
+    /// exactly (right prefix length, network address, inside the overlay).
+    pub fn index(&self, subnet: Ipv4Net) -> Option<u64> {
+        if subnet.prefix_len() != self.host_prefix
+            || subnet != subnet.trunc()
+            || !self.overlay.contains(&subnet)
+        {
+            return None;
+        }
+        let offset = u32::from(subnet.network()) - u32::from(self.overlay.network());
+        Some((offset >> (32 - self.host_prefix)) as u64)
+    }
+
     /// The VTEP MAC of the host holding `subnet`: `ee:ee:` followed by the subnet's address, as
     /// Cloud Foundry's silk does. Unique because subnets are.
     pub fn vtep_mac(subnet: Ipv4Net) -> String {
@@ -118,6 +136,17 @@ async fn find(tx: &mut dyn Tx, column: &str, value: &str) -> Result<Option<Lease
     let sql = format!("SELECT {COLUMNS} FROM leases WHERE {column} = $1");
     let rows = tx.query(&sql, &[Value::from(value)]).await?;
     rows.first().map(lease_from_row).transpose()
+}
+
+/// Whether some host holds the subnet at `idx`.
+async fn taken(tx: &mut dyn Tx, idx: u64) -> Result<bool> {
+    let rows = tx
+        .query(
+            "SELECT 1 FROM leases WHERE idx = $1",
+            &[Value::Int(idx as i64)],
+        )
+        .await?;
+    Ok(!rows.is_empty())
 }
 
 /// All leases, by subnet order.
@@ -180,19 +209,23 @@ async fn put(tx: &mut dyn Tx, idx: u64, lease: &Lease) -> Result<()> {
     Ok(())
 }
 
-/// Deletes every lease that expired at or before `now`; their subnets return to the pool.
-pub async fn expire(tx: &mut dyn Tx, now: i64) -> Result<Vec<Event>> {
+/// Deletes every lease that expired at or before `cutoff` (unix seconds) and returns them;
+/// their subnets return to the pool. Callers take the cutoff from
+/// [`crate::controller::Expiry`], which honours the grace after a controller start.
+pub async fn expire(tx: &mut dyn Tx, cutoff: i64) -> Result<Vec<Lease>> {
     let rows = tx
         .query(
             &format!("SELECT {COLUMNS} FROM leases WHERE expires_at <= $1 ORDER BY idx"),
-            &[Value::Int(now)],
+            &[Value::Int(cutoff)],
         )
         .await?;
-    let mut events = Vec::new();
+    let mut expired = Vec::new();
     for row in &rows {
-        events.push(delete(tx, lease_from_row(row)?).await?);
+        let lease = lease_from_row(row)?;
+        delete(tx, lease.clone()).await?;
+        expired.push(lease);
     }
-    Ok(events)
+    Ok(expired)
 }
 
 /// The lowest free subnet index at or after `from`, wrapping around once.
@@ -217,14 +250,33 @@ async fn free_index(tx: &mut dyn Tx, pool: &Pool, from: u64) -> Result<Option<u6
     Ok(None)
 }
 
-/// Gives `host` a lease: its current one, renewed, if it holds one; otherwise a free subnet.
+/// What an acquisition needs besides the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Acquire<'a> {
+    pub pool: &'a Pool,
+    pub ttl_secs: i64,
+    /// Leases expired at or before this unix time may be reclaimed; `None` during the grace
+    /// after a controller start (nothing expires then, see [`crate::controller::Expiry`]).
+    pub expire_before: Option<i64>,
+}
+
+/// The lease given, and the leases that expired to make room (to be logged and counted).
+#[derive(Debug, Clone)]
+pub struct Acquired {
+    pub lease: Lease,
+    pub expired: Vec<Lease>,
+}
+
+/// Gives `host` a lease: its current one, renewed, if it holds one; otherwise `wanted` (the
+/// subnet it held before) if that is free, else a free subnet.
 pub async fn acquire(
     tx: &mut dyn Tx,
-    pool: &Pool,
-    ttl_secs: i64,
+    how: &Acquire<'_>,
     host: &str,
     underlay_ip: &str,
-) -> Result<Lease> {
+    wanted: Option<Ipv4Net>,
+) -> Result<Acquired> {
+    let pool = how.pool;
     let mut errors = FieldErrors::default();
     validate_host("host", host, &mut errors);
     let underlay: Option<IpAddr> = match underlay_ip.parse::<IpAddr>() {
@@ -245,46 +297,83 @@ pub async fn acquire(
             None
         }
     };
+    let wanted_idx = match wanted {
+        Some(w) => match pool.index(w) {
+            Some(idx) => Some(idx),
+            None => {
+                errors.push(
+                    "subnet",
+                    format!(
+                        "{w} is not a /{} subnet of the overlay {}",
+                        pool.host_prefix(),
+                        pool.overlay()
+                    ),
+                );
+                None
+            }
+        },
+        None => None,
+    };
     errors.into_result()?;
     let Some(underlay) = underlay else {
         return Err(Error::field("underlay_ip", "is required"));
     };
     let now = now();
+    let mut expired = Vec::new();
+    let expirable = |l: &Lease| {
+        how.expire_before
+            .is_some_and(|cutoff| l.expires_at <= cutoff)
+    };
 
-    // Another host on the same underlay address: only once its lease has expired.
+    // Another host on the same underlay address: only once its lease has expired (and the
+    // grace after a controller start is over).
     if let Some(other) = find(tx, "underlay_ip", &underlay.to_string()).await? {
         if other.host != host {
-            if other.expires_at > now {
+            if !expirable(&other) {
                 return Err(Error::Conflict(format!(
                     "underlay_ip {underlay} is held by host {:?} until its lease expires or is released",
                     other.host
                 )));
             }
-            delete(tx, other).await?;
+            delete(tx, other.clone()).await?;
+            expired.push(other);
         }
     }
 
     if let Some(mut lease) = find(tx, "host", host).await? {
         // Renewal, or a restarted host: same subnet, new expiry (and maybe a new underlay IP).
         lease.underlay_ip = underlay;
-        lease.expires_at = now + ttl_secs;
+        lease.expires_at = now + how.ttl_secs;
         let idx = index_of(pool, &lease)?;
         put(tx, idx, &lease).await?;
-        return Ok(lease);
+        return Ok(Acquired { lease, expired });
     }
 
-    expire(tx, now).await?;
-    let cursor = changelog::meta(tx, "lease_cursor")
-        .await?
-        .unwrap_or(0)
-        .max(0) as u64;
-    let Some(idx) = free_index(tx, pool, cursor).await? else {
-        return Err(Error::PoolExhausted(format!(
-            "no free /{} subnet left in overlay {}: all {} are leased",
-            pool.host_prefix(),
-            pool.overlay(),
-            pool.size()
-        )));
+    if let Some(cutoff) = how.expire_before {
+        expired.extend(expire(tx, cutoff).await?);
+    }
+    let free = match wanted_idx {
+        Some(idx) if !taken(tx, idx).await? => Some(idx),
+        _ => None,
+    };
+    let idx = match free {
+        Some(idx) => idx,
+        None => {
+            let cursor = changelog::meta(tx, "lease_cursor")
+                .await?
+                .unwrap_or(0)
+                .max(0) as u64;
+            let Some(idx) = free_index(tx, pool, cursor).await? else {
+                return Err(Error::PoolExhausted(format!(
+                    "no free /{} subnet left in overlay {}: all {} are leased",
+                    pool.host_prefix(),
+                    pool.overlay(),
+                    pool.size()
+                )));
+            };
+            changelog::set_meta(tx, "lease_cursor", ((idx + 1) % pool.size()) as i64).await?;
+            idx
+        }
     };
     let subnet = pool
         .subnet(idx)
@@ -295,27 +384,23 @@ pub async fn acquire(
         subnet,
         vtep_mac: Pool::vtep_mac(subnet),
         acquired_at: now,
-        expires_at: now + ttl_secs,
+        expires_at: now + how.ttl_secs,
     };
     put(tx, idx, &lease).await?;
-    changelog::set_meta(tx, "lease_cursor", ((idx + 1) % pool.size()) as i64).await?;
-    Ok(lease)
+    Ok(Acquired { lease, expired })
 }
 
 /// The pool index of a stored lease; fails if the store was made with another overlay.
 fn index_of(pool: &Pool, lease: &Lease) -> Result<u64> {
-    let overlay = pool.overlay();
-    if lease.subnet.prefix_len() != pool.host_prefix() || !overlay.contains(&lease.subnet) {
-        return Err(Error::Conflict(format!(
+    pool.index(lease.subnet).ok_or_else(|| {
+        Error::Conflict(format!(
             "stored lease of host {:?} has subnet {} outside the configured overlay {} /{}",
             lease.host,
             lease.subnet,
-            overlay,
+            pool.overlay(),
             pool.host_prefix()
-        )));
-    }
-    let offset = u32::from(lease.subnet.network()) - u32::from(overlay.network());
-    Ok((offset >> (32 - pool.host_prefix())) as u64)
+        ))
+    })
 }
 
 /// Extends the lease `host` holds.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ struct Histogram {
 pub struct Metrics {
     /// Open watch streams.
     pub watchers: AtomicI64,
+    /// Leases this controller expired (after the grace), since it started.
+    pub leases_expired: AtomicU64,
     /// (method, route, status) -> count
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// route -> latency histogram
@@ -130,6 +132,11 @@ impl Metrics {
             "weft_watchers",
             "Open watch streams on this controller.",
             self.watchers.load(Ordering::Relaxed).to_string(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP weft_leases_expired_total Leases this controller expired (unrenewed past their expiry and the grace after start).\n# TYPE weft_leases_expired_total counter\nweft_leases_expired_total {}",
+            self.leases_expired.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -1,6 +1,7 @@
 //! The resources of the controller as they travel over the wire: leases, apps, policies, changes
 //! and watch messages. The server and the [`Client`](crate::Client) share these types.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ipnet::Ipv4Net;
@@ -30,6 +31,11 @@ pub struct AcquireLease {
     pub host: String,
     #[serde(default)]
     pub underlay_ip: String,
+    /// The subnet the host held before (from its lease file): granted again when it is free
+    /// or already the host's, so a host returning after its lease expired keeps its
+    /// containers' addresses. Another subnet is given when it is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
 }
 
 /// Body of `POST /v1/leases/renew` and `POST /v1/leases/release`.
@@ -210,6 +216,19 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The `type` of every event this version knows. A watcher skips (with a warning) a
+    /// change of another type: a newer controller may send one.
+    pub const TYPES: [&'static str; 6] = [
+        "lease_put",
+        "lease_deleted",
+        "app_put",
+        "app_deleted",
+        "policy_created",
+        "policy_deleted",
+    ];
+}
+
 /// An [`Event`] with its revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -226,7 +245,9 @@ pub struct Snapshot {
     pub policies: Vec<Policy>,
 }
 
-/// One line of the watch stream (`GET /v1/watch`, JSON lines).
+/// One message of the watch stream (`GET /v1/watch`, JSON lines), as a
+/// [`Client`](crate::Client) delivers it. On the wire a snapshot may come in several lines
+/// (see [`crate::watch`]); the client joins them into one `Snapshot`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WatchMessage {
@@ -234,8 +255,17 @@ pub enum WatchMessage {
     Snapshot(Snapshot),
     /// One change after the previous message.
     Change(Change),
-    /// Nothing changed; the stream is alive at this revision.
-    Heartbeat { revision: i64 },
+    /// The stream is alive; the watcher has been sent every change up to `revision` (0 at
+    /// the start of a stream that begins with a snapshot).
+    Heartbeat {
+        revision: i64,
+        /// How often the controller sends heartbeats on an idle stream, in milliseconds. The
+        /// first line of every stream is a heartbeat that announces it; a watcher that hears
+        /// nothing for a few intervals may take the controller for gone. (Controllers before
+        /// this field sent one every 15 s without saying so.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_ms: Option<u64>,
+    },
 }
 
 impl WatchMessage {
@@ -243,9 +273,45 @@ impl WatchMessage {
         match self {
             WatchMessage::Snapshot(s) => s.revision,
             WatchMessage::Change(c) => c.revision,
-            WatchMessage::Heartbeat { revision } => *revision,
+            WatchMessage::Heartbeat { revision, .. } => *revision,
         }
     }
+}
+
+/// A snapshot, or one part of it, as one line on the wire. A client that asks for parts
+/// (`GET /v1/watch?snapshot=parts`) gets the snapshot as a `snapshot` line with `"more": true`
+/// followed by `snapshot_part` lines at the same revision, the last with `more` false (or
+/// absent); each line carries at most [`crate::watch::PART_ITEMS`] leases, apps and policies
+/// in all. Without `snapshot=parts` the whole snapshot is one `snapshot` line (older clients).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPart<'a> {
+    pub revision: i64,
+    pub leases: Cow<'a, [Lease]>,
+    pub apps: Cow<'a, [App]>,
+    pub policies: Cow<'a, [Policy]>,
+    /// More parts of this snapshot follow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+}
+
+/// One line of the watch stream exactly as it travels (see [`WatchMessage`] for what a
+/// client delivers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WatchLine<'a> {
+    Snapshot(SnapshotPart<'a>),
+    SnapshotPart(SnapshotPart<'a>),
+    Change(Cow<'a, Change>),
+    Heartbeat {
+        revision: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_ms: Option<u64>,
+    },
+}
+
+impl WatchLine<'_> {
+    /// The kinds this version knows; a client skips (with a warning) lines of another kind.
+    pub const KINDS: [&'static str; 4] = ["snapshot", "snapshot_part", "change", "heartbeat"];
 }
 
 /// Reply of `GET /healthz`.
@@ -273,4 +339,123 @@ pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease() -> Lease {
+        Lease {
+            host: "h".into(),
+            underlay_ip: "192.0.2.1".parse().unwrap(),
+            subnet: "10.255.1.0/24".parse().unwrap(),
+            vtep_mac: "ee:ee:0a:ff:01:00".into(),
+            acquired_at: 1,
+            expires_at: 2,
+        }
+    }
+
+    /// The lists a client checks unknown kinds and event types against name exactly what
+    /// this version reads.
+    #[test]
+    fn known_kinds_and_event_types_match_the_types() {
+        let app = App {
+            id: "a".into(),
+            tag: 1,
+            claimed: false,
+        };
+        let policy = Policy::new("a", "b", Protocol::Icmp, None);
+        let events = [
+            Event::LeasePut { lease: lease() },
+            Event::LeaseDeleted { lease: lease() },
+            Event::AppPut { app: app.clone() },
+            Event::AppDeleted { app },
+            Event::PolicyCreated {
+                policy: policy.clone(),
+            },
+            Event::PolicyDeleted { policy },
+        ];
+        let types: Vec<String> = events
+            .iter()
+            .map(|e| {
+                serde_json::to_value(e).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(types, Event::TYPES);
+
+        let part = SnapshotPart {
+            revision: 1,
+            leases: Cow::Owned(vec![lease()]),
+            apps: Cow::Owned(vec![]),
+            policies: Cow::Owned(vec![]),
+            more: false,
+        };
+        let lines = [
+            WatchLine::Snapshot(part.clone()),
+            WatchLine::SnapshotPart(part),
+            WatchLine::Change(Cow::Owned(Change {
+                revision: 2,
+                event: events[0].clone(),
+            })),
+            WatchLine::Heartbeat {
+                revision: 2,
+                interval_ms: Some(5000),
+            },
+        ];
+        let kinds: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                serde_json::to_value(l).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(kinds, WatchLine::KINDS);
+    }
+
+    /// A whole snapshot line is the same JSON older clients read as `WatchMessage::Snapshot`,
+    /// and `more` only appears when parts follow.
+    #[test]
+    fn a_whole_snapshot_line_is_what_older_clients_read() {
+        let part = SnapshotPart {
+            revision: 4,
+            leases: Cow::Owned(vec![lease()]),
+            apps: Cow::Owned(vec![]),
+            policies: Cow::Owned(vec![]),
+            more: false,
+        };
+        let json = serde_json::to_string(&WatchLine::Snapshot(part.clone())).unwrap();
+        assert!(!json.contains("more"));
+        let old: WatchMessage = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            old,
+            WatchMessage::Snapshot(Snapshot {
+                revision: 4,
+                leases: vec![lease()],
+                apps: vec![],
+                policies: vec![],
+            })
+        );
+        let more = SnapshotPart { more: true, ..part };
+        let json = serde_json::to_string(&WatchLine::Snapshot(more)).unwrap();
+        assert!(json.contains("\"more\":true"));
+        // A heartbeat with its interval is still a heartbeat to an older client.
+        let beat = serde_json::to_string(&WatchLine::Heartbeat {
+            revision: 4,
+            interval_ms: Some(5000),
+        })
+        .unwrap();
+        #[derive(Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum Old {
+            Heartbeat { revision: i64 },
+        }
+        let Old::Heartbeat { revision } = serde_json::from_str(&beat).unwrap();
+        assert_eq!(revision, 4);
+    }
 }

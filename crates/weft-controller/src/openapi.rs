@@ -40,7 +40,7 @@ pub fn document() -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3"}}}},
             "/v1/leases": {"get": {"summary": "All leases and the pool", "security": agent, "responses": merge(json!({"200": ok("LeaseList", "leases")}), errors(&["401"]))}},
-            "/v1/leases/acquire": {"post": {"summary": "Get a subnet for a host (its old one if it still holds it)", "security": agent, "requestBody": body("AcquireLease"),
+            "/v1/leases/acquire": {"post": {"summary": "Get a subnet for a host (its old one if it still holds it, else the one it asks for if free)", "security": agent, "requestBody": body("AcquireLease"),
                 "responses": merge(json!({"200": ok("Lease", "the lease")}), errors(&["400", "401", "403", "409", "413", "503"]))}},
             "/v1/leases/renew": {"post": {"summary": "Extend a host's lease", "security": agent, "requestBody": body("HostRef"),
                 "responses": merge(json!({"200": ok("Lease", "the renewed lease")}), errors(&["400", "401", "403", "404", "413"]))}},
@@ -71,8 +71,9 @@ pub fn document() -> Value {
             "/networking/v1/external/policies/delete": {"post": {"summary": "Delete policies (missing ones are ignored)", "security": admin, "requestBody": body("PolicyList"),
                 "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were deleted")}), errors(&["400", "401", "403", "408", "413"]))}},
             "/v1/watch": {"get": {"summary": "Snapshot then every change, as JSON lines (application/x-ndjson)", "security": agent,
-                "parameters": [{"name": "since", "in": "query", "required": false, "description": "resume after this revision: replay the changes after it if the change log still has them, else a snapshot", "schema": {"type": "integer", "minimum": 0}}],
-                "responses": merge(json!({"200": {"description": "one WatchMessage per line", "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/WatchMessage"}}}}}), errors(&["400", "401"]))}}
+                "parameters": [{"name": "since", "in": "query", "required": false, "description": "resume after this revision: replay the changes after it if the change log still has them, else a snapshot", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "snapshot", "in": "query", "required": false, "description": "parts: the snapshot comes as a snapshot line with more=true and snapshot_part lines (at most 1000 items each, the last with more false); whole (default): one line", "schema": {"type": "string", "enum": ["parts", "whole"]}}],
+                "responses": merge(json!({"200": {"description": "one WatchMessage per line: the snapshot (or the replayed changes), a heartbeat announcing interval_ms, then every change and a heartbeat after each idle interval", "content": {"application/x-ndjson": {"schema": {"$ref": "#/components/schemas/WatchMessage"}}}}}), errors(&["400", "401"]))}}
         },
         "components": {
             "securitySchemes": {
@@ -85,7 +86,8 @@ pub fn document() -> Value {
                     "error": {"type": "string"},
                     "fields": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string", "example": "policies[0].destination.ports.start"}, "message": {"type": "string"}}}}}},
                 "Health": {"type": "object", "properties": {"status": {"type": "string"}, "store": {"type": "string", "enum": ["sqlite", "postgres"]}, "revision": {"type": "integer"}}},
-                "AcquireLease": {"type": "object", "required": ["host", "underlay_ip"], "properties": {"host": {"type": "string"}, "underlay_ip": {"type": "string", "format": "ip"}}},
+                "AcquireLease": {"type": "object", "required": ["host", "underlay_ip"], "properties": {"host": {"type": "string"}, "underlay_ip": {"type": "string", "format": "ip"},
+                    "subnet": {"type": "string", "example": "10.255.7.0/24", "description": "the subnet the host held before: given again if free (400 if it is not one of the pool's subnets)"}}},
                 "HostRef": {"type": "object", "required": ["host"], "properties": {"host": {"type": "string"}}},
                 "Lease": {"type": "object", "properties": {
                     "host": {"type": "string"}, "underlay_ip": {"type": "string"}, "subnet": {"type": "string", "example": "10.255.7.0/24"},
@@ -105,8 +107,9 @@ pub fn document() -> Value {
                 "PolicyWriteResult": {"type": "object", "properties": {"changed": {"type": "integer"}, "revision": {"type": "integer"}}},
                 "Event": {"type": "object", "required": ["type"], "description": "type is one of lease_put, lease_deleted (with lease), app_put, app_deleted (with app), policy_created, policy_deleted (with policy)",
                     "properties": {"type": {"type": "string"}, "lease": {"$ref": "#/components/schemas/Lease"}, "app": {"$ref": "#/components/schemas/App"}, "policy": {"$ref": "#/components/schemas/Policy"}}},
-                "WatchMessage": {"type": "object", "required": ["kind", "revision"], "description": "kind snapshot: revision, leases, apps, policies; kind change: revision, event; kind heartbeat: revision",
-                    "properties": {"kind": {"type": "string", "enum": ["snapshot", "change", "heartbeat"]}, "revision": {"type": "integer"},
+                "WatchMessage": {"type": "object", "required": ["kind", "revision"], "description": "kind snapshot: revision, leases, apps, policies (more: parts follow); kind snapshot_part: the same, at the snapshot's revision; kind change: revision, event; kind heartbeat: revision, interval_ms. Clients skip kinds and fields they do not know.",
+                    "properties": {"kind": {"type": "string", "enum": ["snapshot", "snapshot_part", "change", "heartbeat"]}, "revision": {"type": "integer"},
+                        "more": {"type": "boolean"}, "interval_ms": {"type": "integer", "description": "heartbeat interval of this stream"},
                         "leases": {"type": "array", "items": {"$ref": "#/components/schemas/Lease"}}, "apps": {"type": "array", "items": {"$ref": "#/components/schemas/App"}},
                         "policies": {"type": "array", "items": {"$ref": "#/components/schemas/Policy"}}, "event": {"$ref": "#/components/schemas/Event"}}}
             }

@@ -4,7 +4,16 @@
 //! signals a commit (locally, or from another controller through PostgreSQL `NOTIFY`) and
 //! broadcasts each change to the controller's watchers. A watcher that falls behind, or that
 //! reconnects with `since=REV`, catches up from the change log itself, so nothing is missed.
+//!
+//! A stream is: a snapshot (or, with `since`, the changes after it), then a heartbeat that
+//! announces the interval (`interval_ms`), then every change, with a heartbeat after each
+//! interval without one. So a watcher always knows how long silence may last: the client
+//! ends a stream that stays silent for [`crate::client::WatchOptions::missed_heartbeats`]
+//! intervals. With `snapshot=parts` the snapshot comes as lines of at most [`PART_ITEMS`]
+//! items (see [`crate::model::SnapshotPart`]) so that no line has to be huge; without it, one
+//! line, as older clients expect.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +25,15 @@ use tokio::task::JoinHandle;
 use crate::changelog;
 use crate::controller::Controller;
 use crate::error::Result;
-use crate::model::{Change, WatchMessage};
+use crate::model::{Change, SnapshotPart, WatchLine};
 use crate::store::{Store, TxMode};
 
 /// Changes read from the log per query.
 const PAGE: i64 = 1000;
 /// A watcher further behind than this gets a snapshot instead of a replay.
 const MAX_REPLAY: i64 = 50_000;
+/// Most leases, apps and policies in all on one line of a snapshot sent in parts.
+pub const PART_ITEMS: usize = 1000;
 /// Backstop poll of the change log, in case a wake-up was lost (e.g. a dropped LISTEN connection).
 const POLL: Duration = Duration::from_secs(2);
 
@@ -103,7 +114,7 @@ async fn run_feed(
     }
 }
 
-fn line(msg: &WatchMessage) -> Option<Bytes> {
+fn line(msg: &WatchLine<'_>) -> Option<Bytes> {
     match serde_json::to_vec(msg) {
         Ok(mut v) => {
             v.push(b'\n');
@@ -116,17 +127,22 @@ fn line(msg: &WatchMessage) -> Option<Bytes> {
     }
 }
 
+/// Sends one line; false when the watcher has gone.
+async fn send(out: &mpsc::Sender<Bytes>, msg: &WatchLine<'_>) -> bool {
+    match line(msg) {
+        Some(bytes) => out.send(bytes).await.is_ok(),
+        None => true,
+    }
+}
+
 /// Sends the changes after `last` from the change log; returns the new last revision.
 async fn replay(ctl: &Controller, out: &mpsc::Sender<Bytes>, mut last: i64) -> Result<Option<i64>> {
     loop {
         let changes = ctl.changes_after(last, PAGE).await?;
         let n = changes.len() as i64;
-        for c in changes {
+        for c in &changes {
             last = c.revision;
-            let Some(bytes) = line(&WatchMessage::Change(c)) else {
-                continue;
-            };
-            if out.send(bytes).await.is_err() {
+            if !send(out, &WatchLine::Change(Cow::Borrowed(c))).await {
                 return Ok(None);
             }
         }
@@ -136,17 +152,74 @@ async fn replay(ctl: &Controller, out: &mpsc::Sender<Bytes>, mut last: i64) -> R
     }
 }
 
+/// How a snapshot of `n` leases, apps and policies is cut into lines of at most `per_line`
+/// items: the index ranges of each line, in order (one line, maybe empty, at least).
+pub(crate) fn cut_snapshot(n: [usize; 3], per_line: usize) -> Vec<[std::ops::Range<usize>; 3]> {
+    let per_line = per_line.max(1);
+    let mut out = Vec::new();
+    let mut next = [0usize; 3];
+    loop {
+        let mut room = per_line;
+        let mut part = [0..0, 0..0, 0..0];
+        for k in 0..3 {
+            let take = (n[k] - next[k]).min(room);
+            part[k] = next[k]..next[k] + take;
+            next[k] += take;
+            room -= take;
+        }
+        out.push(part);
+        if next == n {
+            return out;
+        }
+    }
+}
+
+/// Sends a snapshot: one line, or (`in_parts`) lines of at most [`PART_ITEMS`] items.
+async fn send_snapshot(
+    ctl: &Controller,
+    out: &mpsc::Sender<Bytes>,
+    in_parts: bool,
+) -> Result<Option<i64>> {
+    let snap = ctl.snapshot().await?;
+    let n = [snap.leases.len(), snap.apps.len(), snap.policies.len()];
+    let cuts = if in_parts {
+        cut_snapshot(n, PART_ITEMS)
+    } else {
+        vec![[0..n[0], 0..n[1], 0..n[2]]]
+    };
+    let count = cuts.len();
+    for (i, [l, a, p]) in cuts.into_iter().enumerate() {
+        let part = SnapshotPart {
+            revision: snap.revision,
+            leases: Cow::Borrowed(&snap.leases[l]),
+            apps: Cow::Borrowed(&snap.apps[a]),
+            policies: Cow::Borrowed(&snap.policies[p]),
+            more: i + 1 < count,
+        };
+        let msg = if i == 0 {
+            WatchLine::Snapshot(part)
+        } else {
+            WatchLine::SnapshotPart(part)
+        };
+        if !send(out, &msg).await {
+            return Ok(None);
+        }
+    }
+    Ok(Some(snap.revision))
+}
+
 /// Starts a watch for one client; the returned channel yields the JSON lines of the stream and
 /// closes when the controller shuts down (or the client goes away).
 pub(crate) fn start_watch(
     ctl: Arc<Controller>,
     since: Option<i64>,
+    snapshot_in_parts: bool,
     mut shutdown: watch::Receiver<bool>,
 ) -> mpsc::Receiver<Bytes> {
     let (out, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
         ctl.metrics.watchers.fetch_add(1, Ordering::Relaxed);
-        let result = serve_watch(&ctl, since, &out, &mut shutdown).await;
+        let result = serve_watch(&ctl, since, snapshot_in_parts, &out, &mut shutdown).await;
         ctl.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = result {
             tracing::warn!(error = %e, "watch stream ended with an error");
@@ -158,6 +231,7 @@ pub(crate) fn start_watch(
 async fn serve_watch(
     ctl: &Controller,
     since: Option<i64>,
+    snapshot_in_parts: bool,
     out: &mpsc::Sender<Bytes>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
@@ -165,50 +239,72 @@ async fn serve_watch(
     let mut changes = ctl.feed.subscribe();
     let (revision, floor) = ctl.log_bounds().await?;
     let resumable = since.filter(|s| *s >= floor && *s <= revision && revision - *s <= MAX_REPLAY);
-    let mut last = match resumable {
-        Some(since) => match replay(ctl, out, since).await? {
-            Some(last) => last,
-            None => return Ok(()),
-        },
-        None => {
-            let snapshot = ctl.snapshot().await?;
-            let rev = snapshot.revision;
-            if let Some(bytes) = line(&WatchMessage::Snapshot(snapshot)) {
-                if out.send(bytes).await.is_err() {
-                    return Ok(());
-                }
-            }
-            rev
-        }
+    let started = match resumable {
+        Some(since) => replay(ctl, out, since).await?,
+        None => send_snapshot(ctl, out, snapshot_in_parts).await?,
+    };
+    let Some(mut last) = started else {
+        return Ok(());
     };
     let heartbeat = ctl.config().heartbeat;
+    let interval_ms = Some(u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX));
+    // Caught up: a heartbeat at once tells the watcher the interval to expect (and, after a
+    // replay of nothing, that the stream is live).
+    let beat = |revision| WatchLine::Heartbeat {
+        revision,
+        interval_ms,
+    };
+    if !send(out, &beat(last)).await {
+        return Ok(());
+    }
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
-        let msg = tokio::select! {
+        let sent = tokio::select! {
             r = changes.recv() => match r {
                 Ok(c) if c.revision > last => {
                     last = c.revision;
-                    WatchMessage::Change((*c).clone())
+                    send(out, &WatchLine::Change(Cow::Borrowed(&*c))).await
                 }
-                Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    match replay(ctl, out, last).await? {
-                        Some(l) => { last = l; continue; }
-                        None => return Ok(()),
+                Ok(_) => true,
+                Err(broadcast::error::RecvError::Lagged(_)) => match replay(ctl, out, last).await? {
+                    Some(l) => {
+                        last = l;
+                        true
                     }
-                }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    None => false,
+                },
+                Err(broadcast::error::RecvError::Closed) => false,
             },
-            _ = tokio::time::sleep(heartbeat) => WatchMessage::Heartbeat { revision: last },
-            _ = shutdown.changed() => return Ok(()),
-            _ = out.closed() => return Ok(()),
+            _ = tokio::time::sleep(heartbeat) => send(out, &beat(last)).await,
+            _ = shutdown.changed() => false,
+            _ = out.closed() => false,
         };
-        if let Some(bytes) = line(&msg) {
-            if out.send(bytes).await.is_err() {
-                return Ok(());
-            }
+        if !sent {
+            return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_cut_into_lines_of_bounded_items_in_order() {
+        let cuts = cut_snapshot([3, 2, 6], 4);
+        assert_eq!(
+            cuts,
+            vec![[0..3, 0..1, 0..0], [3..3, 1..2, 0..3], [3..3, 2..2, 3..6]]
+        );
+        // Every item once, in order.
+        for (k, n) in [3, 2, 6].into_iter().enumerate() {
+            let covered: Vec<usize> = cuts.iter().flat_map(|c| c[k].clone()).collect();
+            assert_eq!(covered, (0..n).collect::<Vec<_>>());
+        }
+        assert_eq!(cut_snapshot([0, 0, 0], 1000), vec![[0..0, 0..0, 0..0]]);
+        assert_eq!(cut_snapshot([1000, 0, 0], 1000).len(), 1);
+        assert_eq!(cut_snapshot([1000, 1, 0], 1000).len(), 2);
     }
 }

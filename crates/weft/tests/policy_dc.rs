@@ -20,7 +20,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{ping_ok, Ns};
-use dc::{Container, Dc, DcOptions, Proc, INTERNET_IP, LIVE, UNDERLAY, VXLAN_PORT};
+use dc::{
+    metric, Container, Dc, DcOptions, Proc, INTERNET_IP, LIVE, METRICS, UNDERLAY, VXLAN_PORT,
+};
 use serde_json::Value;
 
 /// The port the policies under test allow.
@@ -28,8 +30,6 @@ const PORT: u16 = 8080;
 /// Another port AppA listens on (no policy names it).
 const OTHER: u16 = 9090;
 const UDP_PORT: u16 = 5353;
-/// The agents' metrics endpoint, inside each cell's namespace.
-const METRICS: &str = "127.0.0.1:9109";
 /// How long a probe that must be denied waits for an answer (seconds).
 const DENY_WAIT: f64 = 1.5;
 
@@ -1258,50 +1258,6 @@ fn udp_connects_quiet(dc: &Dc, from: &Container, to: &Container, at: &Proc) {
 
 // ----- 7. visibility -----
 
-/// Sum of the samples of `name` whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for l in text.lines() {
-        let Some(rest) = l.strip_prefix(name) else {
-            continue;
-        };
-        let Some(rest) = rest.strip_prefix('{') else {
-            continue;
-        };
-        let Some((lbls, value)) = rest.split_once('}') else {
-            continue;
-        };
-        if labels
-            .iter()
-            .all(|(k, v)| lbls.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
-        {
-            let v: f64 = value.trim().parse().unwrap_or(0.0);
-            found = Some(found.unwrap_or(0.0) + v);
-        }
-    }
-    found
-}
-
-/// `GET /metrics` of cell `n`'s agent (from inside the cell; bounded wait for it to serve).
-fn scrape(dc: &Dc, n: usize) -> String {
-    let start = Instant::now();
-    loop {
-        let out = dc
-            .cell_ns(n)
-            .sh(&format!("curl -sf --max-time 5 http://{METRICS}/metrics"));
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(
-            start.elapsed() < LIVE,
-            "cell {n}: no metrics at {METRICS}: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            diag(dc)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// After allowed (AppB -> AppA:8080) and denied (AppC -> AppA, AppA -> AppB) traffic, the
 /// agents' `/metrics` count allowed packets for app-b -> app-a on cell 2 and denied packets
 /// per app pair on the destination cells; `weft policy check` answers allowed (exit 0, naming
@@ -1321,8 +1277,8 @@ fn metrics_count_allowed_and_denied_and_policy_check_answers() {
     }
     denied(&dc, &[(&c, &a, PORT), (&a, &b, PORT)]);
 
-    let m2 = scrape(&dc, 2);
-    let m1 = scrape(&dc, 1);
+    let m2 = dc.agent_metrics(2);
+    let m1 = dc.agent_metrics(1);
     let allowed = metric(
         &m2,
         "weft_policy_allowed_packets_total",

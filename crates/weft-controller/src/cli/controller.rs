@@ -38,6 +38,14 @@ pub struct ControllerArgs {
     /// Seconds a lease lives unless renewed.
     #[arg(long, default_value_t = 300)]
     pub lease_ttl: u64,
+    /// Seconds after the controller starts during which no lease expires (default: the lease
+    /// TTL), so that hosts which could not renew while it was away keep their subnets.
+    #[arg(long)]
+    pub lease_grace: Option<u64>,
+    /// Seconds between heartbeats on idle watch streams (fractions allowed). Announced in the
+    /// stream: watchers take 3 intervals of silence for a lost controller.
+    #[arg(long, default_value_t = crate::controller::DEFAULT_HEARTBEAT.as_secs_f64(), value_parser = parse_interval)]
+    pub heartbeat: f64,
     /// Server certificate (PEM). Without it, a lab PKI in STATE_DIR/tls is used (made on first start).
     #[arg(long, requires_all = ["tls_key", "client_ca"])]
     pub tls_cert: Option<PathBuf>,
@@ -73,8 +81,8 @@ pub struct ControllerArgs {
     /// one). Default: half of --max-connections.
     #[arg(long)]
     pub max_pending_connections: Option<usize>,
-    /// Most connections not yet authenticated from one client address. Default: an eighth
-    /// of --max-connections, 4 to 64.
+    /// Most connections not yet authenticated from one client address. Default: a quarter
+    /// of --max-connections (at least 4).
     #[arg(long)]
     pub max_pending_per_ip: Option<usize>,
     /// Seconds a client has to send a request's headers (and to start its next request on an
@@ -87,6 +95,17 @@ pub struct ControllerArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
+}
+
+/// A heartbeat interval in seconds: 0.01 ..= 3600.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.01..=3600.0).contains(&v) {
+        return Err(format!("{v} s is outside 0.01..=3600 s"));
+    }
+    Ok(v)
 }
 
 fn init_logging(json: bool) {
@@ -147,6 +166,11 @@ impl ControllerArgs {
         let store = store::open(&self.store, &self.state_dir).await?;
         let mut config = ControllerConfig::new(pool);
         config.lease_ttl = Duration::from_secs(self.lease_ttl.max(1));
+        config.lease_grace = self
+            .lease_grace
+            .map(Duration::from_secs)
+            .unwrap_or(config.lease_ttl);
+        config.heartbeat = Duration::from_secs_f64(self.heartbeat);
         config.max_claims_per_host = self.max_claims_per_host;
         let limits = self.limits()?;
         let controller = Controller::start(store, config)

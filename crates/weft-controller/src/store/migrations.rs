@@ -3,7 +3,7 @@
 //! few differences.
 
 use super::{Tx, Value};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// (version, SQL). Append new versions; never edit a released one.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// The newest schema version this controller knows.
+pub(crate) fn latest() -> i64 {
+    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
+}
+
 fn for_sqlite(sql: &str) -> String {
     sql.replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
 }
@@ -82,6 +87,15 @@ pub(crate) async fn run(tx: &mut dyn Tx, sqlite: bool) -> Result<()> {
         Some(row) => row.int(0)?,
         None => 0,
     };
+    let known = latest();
+    if current > known {
+        // A newer controller migrated this database: its tables may mean something this
+        // version would misread or overwrite. Refuse rather than guess.
+        return Err(Error::Store(format!(
+            "the database schema is at version {current}, newer than this controller knows \
+             (version {known}): run a controller of the version that migrated it (or newer)"
+        )));
+    }
     for (version, sql) in MIGRATIONS {
         if *version <= current {
             continue;

@@ -53,6 +53,8 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const INTERNET_IP: &str = "203.0.113.2";
 /// Liveness bound for things to come up or converge; never a speed assertion.
 pub const LIVE: Duration = Duration::from_secs(20);
+/// Where agents serve their metrics when started with `--metrics-listen` (inside each cell).
+pub const METRICS: &str = "127.0.0.1:9109";
 
 /// Socket helpers run with python3 inside namespaces (see [`Dc::py`]):
 /// - `echo PORT`: per connection, reads until EOF and answers `<peer address> <data>`;
@@ -61,6 +63,8 @@ pub const LIVE: Duration = Duration::from_secs(20);
 ///   (the longest pause between two reads);
 /// - `stream HOST PORT SECS RATE`: sends RATE bytes/s for SECS seconds, half-closes, and
 ///   prints `sent=<n> got=<answer>`; exits 1 if the sink counted a different number.
+/// - `probe HOST PORT TIMEOUT INTERVAL`: one TCP exchange (as `send`) every INTERVAL seconds,
+///   forever, printing `<unix time> <ok|timeout|refused|error<errno>>` per try.
 pub const SOCK_PY: &str = r#"
 import socket, sys, time
 mode = sys.argv[1]
@@ -142,6 +146,29 @@ elif mode == "stream":
         got += b
     print("sent=%d got=%s" % (sent, got.decode()), flush=True)
     sys.exit(0 if got.split()[0] == str(sent).encode() else 1)
+elif mode == "probe":
+    host, port, timeout, interval = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+    while True:
+        t0 = time.time()
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.settimeout(timeout)
+        try:
+            c.connect((host, port))
+            c.sendall(b"probe")
+            c.shutdown(socket.SHUT_WR)
+            while c.recv(65536):
+                pass
+            kind = "ok"
+        except (socket.timeout, TimeoutError):
+            kind = "timeout"
+        except ConnectionRefusedError:
+            kind = "refused"
+        except OSError as e:
+            kind = "error%d" % (e.errno or 0)
+        finally:
+            c.close()
+        print("%.3f %s" % (t0, kind), flush=True)
+        time.sleep(interval)
 "#;
 
 /// A child process started inside a namespace, output appended to a log file; SIGKILLed on
@@ -264,6 +291,11 @@ pub struct DcOptions {
     /// switch another (a real switch costs the hosts nothing), so benches can tell the
     /// overlay's own cost from the simulated switch's.
     pub cable: bool,
+    /// `weft controller --store` (None: SQLite in the Dc's state directory). A PostgreSQL URL
+    /// with a unix socket works from the underlay namespace (the socket is a file).
+    pub store: Option<String>,
+    /// Extra arguments of the controller (e.g. `--heartbeat 500ms`).
+    pub controller_args: Vec<String>,
 }
 
 impl Default for DcOptions {
@@ -277,6 +309,8 @@ impl Default for DcOptions {
             agent_env: vec![("WEFT_POLICY".into(), "off".into())],
             agent_args: Vec::new(),
             cable: false,
+            store: None,
+            controller_args: Vec::new(),
         }
     }
 }
@@ -619,6 +653,11 @@ impl Dc {
             argv.push("--lease-ttl".into());
             argv.push(ttl.to_string());
         }
+        if let Some(store) = &self.opts.store {
+            argv.push("--store".into());
+            argv.push(store.clone());
+        }
+        argv.extend(self.opts.controller_args.iter().cloned());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let log = self
             .dir
@@ -652,6 +691,65 @@ impl Dc {
         }
     }
 
+    /// Kills the controller (SIGKILL), as a crash would: the kernel still closes its
+    /// connections (the agents see FIN or RST).
+    pub fn kill_controller(&mut self) {
+        if let Some(p) = self.controller.take() {
+            p.stop(Signal::SIGKILL, Duration::from_secs(10));
+        }
+    }
+
+    /// Freezes the controller (SIGSTOP): its connections stay open and nothing answers on
+    /// them; the kernel still accepts new connections into the listen backlog.
+    pub fn freeze_controller(&self) {
+        let p = self.controller.as_ref().expect("controller running");
+        kill(Pid::from_raw(p.pid() as i32), Signal::SIGSTOP).expect("SIGSTOP controller");
+    }
+
+    /// Lets a frozen controller run again (SIGCONT).
+    pub fn thaw_controller(&self) {
+        let p = self.controller.as_ref().expect("controller running");
+        kill(Pid::from_raw(p.pid() as i32), Signal::SIGCONT).expect("SIGCONT controller");
+    }
+
+    /// The controller vanishes without a word, as on power loss or when a firewall forgets
+    /// the flows: every connection open to it is blackholed in the underlay namespace (an
+    /// nftables drop of each connection's address and port pair, both ways, so neither FIN
+    /// nor RST gets out), then the process is killed. New connections to the same address
+    /// pass: a controller started afterwards ([`Dc::start_controller`], same store) is a
+    /// fail-over to another controller at the same address. Returns how many connections
+    /// were cut; the rule stays until the Dc goes (with the namespace).
+    pub fn vanish_controller(&mut self) -> usize {
+        let out = self.underlay.ok(&format!(
+            "ss -Htn state established '( sport = :{CONTROLLER_PORT} )'"
+        ));
+        // Lines: `0 0 198.18.0.254:7070 198.18.0.1:45678`.
+        let peers: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .filter_map(|peer| peer.rsplit_once(':'))
+            .map(|(ip, port)| format!("{ip} . {port}"))
+            .collect();
+        assert!(!peers.is_empty(), "no connection to the controller: {out}");
+        let runs = self.controller_runs;
+        let set = peers.join(", ");
+        let rules = format!(
+            "table inet weft-test-blackhole-{runs} {{\n\
+             chain in {{ type filter hook input priority -300; \
+             tcp dport {CONTROLLER_PORT} ip saddr . tcp sport {{ {set} }} drop; }}\n\
+             chain out {{ type filter hook output priority -300; \
+             tcp sport {CONTROLLER_PORT} ip daddr . tcp dport {{ {set} }} drop; }}\n}}\n"
+        );
+        let path = self
+            .dir
+            .path
+            .join(format!("blackhole.{}.nft", self.controller_runs));
+        std::fs::write(&path, rules).expect("write blackhole rules");
+        self.underlay.ok(&format!("nft -f {}", path.display()));
+        self.kill_controller();
+        peers.len()
+    }
+
     pub fn controller_alive(&mut self) -> bool {
         self.controller.as_mut().is_some_and(|p| p.alive())
     }
@@ -663,6 +761,18 @@ impl Dc {
                 .unwrap_or_default();
         }
         s
+    }
+
+    /// `GET /metrics` of the controller (None when it does not answer).
+    pub fn controller_metrics(&self) -> Option<String> {
+        let out = self.underlay.sh(&format!(
+            "curl -sf --max-time 5 --cacert {} {}/metrics",
+            self.pki().ca().display(),
+            self.controller_url()
+        ));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs `weft ARGS --controller URL` in the underlay namespace.
@@ -835,6 +945,27 @@ impl Dc {
 
     pub fn agent_alive(&mut self, n: usize) -> bool {
         self.cell_mut(n).agent_alive()
+    }
+
+    /// `GET /metrics` of cell `n`'s agent, started with `--metrics-listen` [`METRICS`] (from
+    /// inside the cell; bounded wait for it to serve).
+    pub fn agent_metrics(&self, n: usize) -> String {
+        let start = Instant::now();
+        loop {
+            let out = self
+                .cell_ns(n)
+                .sh(&format!("curl -sf --max-time 5 http://{METRICS}/metrics"));
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(
+                start.elapsed() < LIVE,
+                "cell {n}: no metrics at {METRICS}: {}\n--- agent:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.cell(n).agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The cell leaves the overlay: with `--release-on-exit` its agent is stopped with
@@ -1067,6 +1198,33 @@ impl Dc {
         let out = from.sh(&format!("ping -n -q -i {interval} -c {count} -W 2 {ip}"));
         parse_ping(&String::from_utf8_lossy(&out.stdout))
     }
+}
+
+/// Sum of the samples of `name` in a Prometheus text page whose labels include all of
+/// `labels` (`&[]` for a sample without labels).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix(name) else {
+            continue;
+        };
+        let (lbls, value) = match rest.strip_prefix('{') {
+            Some(rest) => match rest.split_once('}') {
+                Some(parts) => parts,
+                None => continue,
+            },
+            None if rest.starts_with(' ') => ("", rest),
+            None => continue,
+        };
+        if labels
+            .iter()
+            .all(|(k, v)| lbls.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+        {
+            let v: f64 = value.trim().parse().unwrap_or(0.0);
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
 }
 
 /// `(transmitted, received)` of ping's summary.
