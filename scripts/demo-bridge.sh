@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # weft bridge-mode demo: seed 003 done by weft-cni, on one machine, entirely inside network
 # namespaces this script creates (a "host", two containers, an "internet") and removes again.
-# Usage: sudo scripts/demo-bridge.sh   (builds weft first if needed)
+# Usage: sudo scripts/demo-bridge.sh   (builds weft and weft-cni first if needed)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root (it creates network namespaces)"; exit 1; }
-cargo build --release -q -p weft
+cargo build --release -q -p weft -p weft-cni
 BIN=$PWD/target/release
 P=wdemo$$
 HOST=$P-host C1=$P-c1 C2=$P-c2 NET=$P-inet

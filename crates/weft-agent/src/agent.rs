@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
-use weft_cni::lease::HostLease;
+use weft_cni::records::{self, HostLease};
 use weft_controller::client::{ClientError, ResumingWatch, WatchOptions};
 use weft_controller::model::{Event, Lease, Policy, WatchMessage};
 use weft_controller::Client;
@@ -53,7 +53,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "weft.vtep")]
     pub vtep: String,
     /// Where to write the lease for weft-cni (overlay mode's leaseFile)
-    #[arg(long, default_value = weft_cni::config::DEFAULT_LEASE_FILE)]
+    #[arg(long, default_value = records::DEFAULT_LEASE_FILE)]
     pub lease_file: PathBuf,
     /// CA certificate of the controller
     #[arg(long, env = "WEFT_CA")]
@@ -68,7 +68,7 @@ pub struct AgentArgs {
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// weft-cni's state directory (dataDir), where the agent finds this host's containers
-    #[arg(long, default_value = weft_cni::config::DEFAULT_DATA_DIR)]
+    #[arg(long, default_value = records::DEFAULT_DATA_DIR)]
     pub cni_data_dir: PathBuf,
     /// Re-check the kernel against the desired state this often (seconds)
     #[arg(long, default_value_t = 30)]
@@ -355,8 +355,9 @@ impl Agent {
         if tags != self.tags {
             self.tags = tags;
             let bytes = serde_json::to_vec_pretty(&self.tags)?;
-            weft_cni::store::write_atomic(&tags_file(&self.args.lease_file), &bytes)
-                .map_err(|e| anyhow!("writing tags: {e}"))?;
+            let path = tags_file(&self.args.lease_file);
+            records::write_atomic(&path, &bytes)
+                .map_err(|e| anyhow!("writing tags: write {}: {e}", path.display()))?;
         }
         Ok(())
     }

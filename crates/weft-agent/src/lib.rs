@@ -23,31 +23,3 @@ pub mod remote;
 pub mod vtep;
 
 pub use agent::AgentArgs;
-
-/// Every container attachment recorded under weft-cni's state directory, all networks.
-pub fn local_containers(cni_data_dir: &std::path::Path) -> Vec<weft_cni::plan::Plan> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(cni_data_dir) else {
-        return out;
-    };
-    for net in rd.filter_map(|e| e.ok()) {
-        let Ok(files) = std::fs::read_dir(net.path().join("attachments")) else {
-            continue;
-        };
-        for f in files.filter_map(|e| e.ok()) {
-            if f.path().extension().and_then(|x| x.to_str()) != Some("json") {
-                continue;
-            }
-            if let Some(p) = std::fs::read(f.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort_by(|a: &weft_cni::plan::Plan, b| {
-        (a.network(), a.container_id()).cmp(&(b.network(), b.container_id()))
-    });
-    out
-}

@@ -5,21 +5,22 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::mpsc;
+use weft_cni::records::{self, Plan, ATTACHMENTS};
 
 use crate::policy::LocalContainer;
 
 /// The overlay containers among the recorded attachments.
 pub fn overlay_containers(cni_data_dir: &Path) -> Vec<LocalContainer> {
-    crate::local_containers(cni_data_dir)
+    records::attachments(cni_data_dir)
         .into_iter()
         .filter_map(|p| match p {
-            weft_cni::plan::Plan::Overlay(o) => Some(LocalContainer {
+            Plan::Overlay(o) => Some(LocalContainer {
                 ip: o.ip,
                 mac: weft_kernel::link::parse_mac(&o.container_mac),
                 host_ifname: o.host_veth,
                 app: o.app_id,
             }),
-            weft_cni::plan::Plan::Bridge(_) => None,
+            Plan::Bridge(_) => None,
         })
         .collect()
 }
@@ -45,7 +46,7 @@ fn run(dir: &Path, tx: &mpsc::UnboundedSender<()>) -> nix::Result<()> {
         AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_DELETE | AddWatchFlags::IN_CLOSE_WRITE;
     let top = ino.add_watch(dir, dir_flags)?;
     let watch_network = |net: &Path| {
-        let att = net.join("attachments");
+        let att = net.join(ATTACHMENTS);
         if att.is_dir() {
             let _ = ino.add_watch(&att, rec_flags);
         } else if net.is_dir() {
@@ -74,7 +75,7 @@ fn run(dir: &Path, tx: &mpsc::UnboundedSender<()>) -> nix::Result<()> {
                     changed = true;
                 }
             } else if let Some(name) = &ev.name {
-                if name == "attachments" {
+                if name == ATTACHMENTS {
                     // Created inside a new network directory (records written before the
                     // watch below was added are caught by the rescan this triggers).
                     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -83,7 +84,7 @@ fn run(dir: &Path, tx: &mpsc::UnboundedSender<()>) -> nix::Result<()> {
                         }
                     }
                 }
-                changed |= name.to_string_lossy().ends_with(".json") || name == "attachments";
+                changed |= name.to_string_lossy().ends_with(".json") || name == ATTACHMENTS;
             }
         }
         if changed && tx.send(()).is_err() {

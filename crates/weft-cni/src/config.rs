@@ -7,10 +7,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::records::{PortMapping, DEFAULT_DATA_DIR, DEFAULT_LEASE_FILE};
 use crate::spec::{code, CniError};
 
-/// Default directory for IPAM allocations and attachment records.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/weft/cni";
 /// Default bridge name.
 pub const DEFAULT_BRIDGE: &str = "weft0";
 
@@ -164,23 +163,6 @@ impl Range {
     }
 }
 
-/// A port mapping after validation.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct PortMapping {
-    pub host_port: u16,
-    pub container_port: u16,
-    pub protocol: String,
-    pub host_ip: Option<IpAddr>,
-}
-
-impl PortMapping {
-    /// Do both map the same host port (protocol, port and address)?
-    pub fn same_host_port(&self, other: &PortMapping) -> bool {
-        (self.protocol.as_str(), self.host_port, self.host_ip)
-            == (other.protocol.as_str(), other.host_port, other.host_ip)
-    }
-}
-
 /// How containers of the network are connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -193,9 +175,6 @@ pub enum Mode {
 
 /// The name `weft agent` gives its VTEP unless told otherwise (`--vtep`).
 pub const DEFAULT_VTEP: &str = "weft.vtep";
-
-/// Default lease file of overlay mode.
-pub const DEFAULT_LEASE_FILE: &str = "/run/weft/lease.json";
 
 /// A network configuration, validated.
 #[derive(Debug, Clone)]

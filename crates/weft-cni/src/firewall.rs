@@ -1,6 +1,7 @@
-//! nftables for one network: one table per network (`inet weft-<network>`), written once,
-//! when the first container of the network needs it, in one transaction. Host ports are
-//! not here: every network's port mappings are in the host's one table ([`crate::ports`]).
+//! The network's own nftables table, in both modes: one table per network (`inet
+//! weft-<network>`), written once, when the first container of the network needs it, in one
+//! transaction, under the network's lock. Host ports are not here: every network's port
+//! mappings are in the host's one table ([`crate::ports`]).
 //!
 //! ```text
 //! table inet weft-NET
@@ -8,8 +9,24 @@
 //!                             hairpin: a container reaching a mapped port of its own network
 //!   chain forward   (filter)  bridge mode: accept the subnet's traffic and replies to it
 //! ```
+//!
+//! Invariants: the table's comment holds a fingerprint of what it was written from
+//! ([`NetworkFirewall::fingerprint`]); a different fingerprint rewrites the whole table in one
+//! transaction (never a half table). A stamp file in the network's state directory says the
+//! table was written in this network namespace since this boot, so ADD skips nftables when
+//! nothing changed; CHECK always compares the kernel's table.
+//!
+//! Kernel objects owned: the table `inet weft-<network>` (left in place for the network's
+//! other containers; never removed by DEL).
 
 use ipnet::IpNet;
+use weft_kernel::nft::Nft;
+
+use crate::config::NetworkConf;
+use crate::ports;
+use crate::records::Plan;
+use crate::spec::CniError;
+use crate::store::{self, Lock, NetworkStore};
 
 /// The network's table name.
 pub fn table_name(network: &str) -> String {
@@ -111,6 +128,70 @@ impl NetworkFirewall {
         s += "}\n";
         s
     }
+}
+
+/// The table an attachment needs, if any: masquerade (ipMasq) and hairpin for port
+/// mappings.
+pub fn wanted(plan: &Plan, conf: &NetworkConf) -> Option<NetworkFirewall> {
+    let table = table_name(plan.network());
+    match plan {
+        Plan::Bridge(p) if p.ip_masq || !p.port_mappings.is_empty() => Some(NetworkFirewall {
+            table,
+            subnets: conf.range_sets.iter().flatten().map(|r| r.subnet).collect(),
+            ip_masq: p.ip_masq,
+            forward: true,
+        }),
+        Plan::Overlay(p) if !p.port_mappings.is_empty() => Some(NetworkFirewall {
+            table,
+            subnets: vec![p.subnet.into()],
+            ip_masq: false,
+            forward: false,
+        }),
+        _ => None,
+    }
+}
+
+/// Writes the network's table unless its stamp says it is there. Called under the
+/// network's lock, so two first containers do not both write it.
+pub fn ensure(
+    plan: &Plan,
+    conf: &NetworkConf,
+    store: &NetworkStore,
+    _lock: &Lock,
+) -> Result<(), CniError> {
+    let Some(fw) = wanted(plan, conf) else {
+        return Ok(());
+    };
+    let stamp_path = store.dir().join("firewall");
+    let stamp = fw.stamp();
+    if std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str()) {
+        return Ok(());
+    }
+    let mut nft = Nft::new()?;
+    if !nft.table_matches("inet", &fw.table, &fw.fingerprint())? {
+        // An older version's table of this network may hold host ports, which rewriting it
+        // would drop: they move to the host's table first.
+        ports::adopt_older()?;
+        nft.run(&fw.render())?;
+    }
+    store::write_atomic(&stamp_path, stamp.as_bytes())
+}
+
+/// CHECK: the table the attachment needs is in the kernel as its configuration says.
+pub fn check(plan: &Plan, conf: &NetworkConf) -> Result<(), CniError> {
+    let Some(fw) = wanted(plan, conf) else {
+        return Ok(());
+    };
+    let ok = Nft::new()
+        .and_then(|mut n| n.table_matches("inet", &fw.table, &fw.fingerprint()))
+        .map_err(|e| CniError::mismatch(format!("firewall table {}: {e}", fw.table)))?;
+    if !ok {
+        return Err(CniError::mismatch(format!(
+            "firewall table {} is missing or differs from the configuration",
+            fw.table
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

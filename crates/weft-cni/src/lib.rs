@@ -1,67 +1,42 @@
-//! weft-cni: a CNI 1.1 plugin. Bridge mode does, per container, what seed 003 does by hand.
+//! weft-cni: a CNI 1.1 plugin. Bridge mode does, per container, what seed 003 does by hand;
+//! overlay mode is Cloud Foundry silk's routed /32 per container. The binary (`weft-cni`,
+//! `src/main.rs`) reads CNI_* and stdin and runs [`commands::run`].
+//!
+//! Who uses whom (each level uses only the levels below it):
+//!
+//! ```text
+//! commands                                 the six commands, step by step
+//!   ├─ bridge/{plan,apply}  overlay/{plan,apply}
+//!   │    each implements driver::Driver; neither uses the other
+//!   │    └─ naming, veth                   what both modes share
+//!   ├─ firewall, ports                     the network's table, the host's ports
+//!   └─ config, ipam, store                 configuration, allocation, state on disk
+//!        └─ records, spec                  the contract with the agent; the CNI protocol
+//! ```
 //!
 //! - [`spec`]: the CNI protocol (environment, errors, results of every version)
 //! - [`config`]: the network configuration, checked field by field
+//! - [`records`]: the host's lease and the attachment records, plain data shared with the
+//!   agent and the CLI (the contract: nothing here depends on the rest of the crate)
 //! - [`store`], [`ipam`]: state on disk and address allocation
-//! - [`plan`]: what one container's network should be (pure)
-//! - [`bridge`], [`firewall`]: bridge mode, applying and undoing a plan (kernel, nftables)
+//! - [`commands`]: ADD, DEL, CHECK, GC, STATUS, VERSION, step by step
+//! - [`driver`]: a mode's kernel side (setup, teardown, check) behind one trait
+//! - [`bridge`]: bridge mode, [`bridge::plan`](mod@bridge::plan) (pure) and [`bridge::apply`] (kernel)
+//! - [`overlay`]: overlay mode, [`overlay::plan`](mod@overlay::plan) (pure) and [`overlay::apply`] (kernel)
+//! - [`naming`], [`veth`]: what both modes share: names and MACs, the veth pair
+//! - [`firewall`]: the network's own nftables table (masquerade, hairpin, forward)
 //! - [`ports`]: host ports of every network on the host, one registry (nftables)
-//! - [`overlay`], [`lease`]: overlay mode (routed /32 veth, address from the host's lease)
-//! - [`commands`]: ADD, DEL, CHECK, GC, STATUS, VERSION
 
 pub mod bridge;
 pub mod commands;
 pub mod config;
+pub mod driver;
 pub mod firewall;
 pub mod ipam;
-pub mod lease;
+pub mod naming;
 pub mod overlay;
-pub mod plan;
 pub mod ports;
+pub mod records;
 pub mod spec;
 pub mod store;
 pub mod veth;
-
-use std::io::{Read, Write};
-use std::process::ExitCode;
-
-use spec::{code, CniError, Env};
-
-/// The plugin's entry point: reads CNI_* and stdin, runs the command, prints the result or
-/// the error JSON, and returns the exit code (0 or 1).
-pub fn main() -> ExitCode {
-    if std::env::var_os("WEFT_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_env("WEFT_LOG"))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-    let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin);
-    let version = crate::config::peek_version(&stdin).unwrap_or_else(|| "1.1.0".to_string());
-    let outcome = match read {
-        Err(e) => Err(CniError::new(
-            code::IO_FAILURE,
-            format!("reading stdin: {e}"),
-        )),
-        Ok(_) => Env::from_vars(|k| std::env::var(k).ok()).and_then(|env| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| CniError::new(code::IO_FAILURE, format!("starting runtime: {e}")))?;
-            rt.block_on(crate::commands::run(&env, &stdin))
-        }),
-    };
-    let mut out = std::io::stdout().lock();
-    match outcome {
-        Ok(Some(v)) => {
-            let _ = writeln!(out, "{v}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(out, "{}", e.to_json(&version));
-            ExitCode::FAILURE
-        }
-    }
-}

@@ -42,8 +42,10 @@ use weft_kernel::netns::Netns;
 use weft_kernel::nft::Nft;
 use weft_kernel::Netlink;
 
-use crate::config::PortMapping;
+use crate::config;
+use crate::records::{HostLease, Plan, PortMapping};
 use crate::spec::{code, CniError};
+use crate::store::Owner;
 
 pub const TABLE: &str = "weft-ports";
 
@@ -62,6 +64,11 @@ impl Holder {
             container_id: container_id.into(),
             ifname: ifname.into(),
         }
+    }
+
+    /// The holder of `owner`'s mappings in `network`.
+    pub fn of(network: &str, owner: &Owner) -> Holder {
+        Holder::new(network, &owner.container_id, &owner.ifname)
     }
 
     /// The element comment (none of the three parts can hold '/' or '"').
@@ -195,6 +202,52 @@ impl Change {
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.add.is_empty()
     }
+}
+
+/// The elements a plan's port mappings ask for.
+pub fn wanted(plan: &Plan, holder: &Holder) -> Vec<Element> {
+    plan.port_mappings()
+        .iter()
+        .filter_map(|(pm, to)| Element::of(pm, *to, holder))
+        .collect()
+}
+
+/// The container's IPv4 addresses: elements of older versions (no holder) that lead there
+/// are its.
+pub fn legacy_targets(plan: &Plan) -> Vec<Ipv4Addr> {
+    plan.addresses()
+        .into_iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// Host ports weft keeps for itself: the VTEP's UDP port (a container mapping it would
+/// receive the overlay's packets, and could forge them). Overlay mode: the lease's VTEP
+/// (VXLAN's port while the agent has not made it yet); bridge mode on a host that also runs
+/// the agent: the VTEP of the default name, if there is one.
+pub async fn reserved(
+    lease: Option<&HostLease>,
+    host: &Netlink,
+) -> Result<Vec<Reserved>, CniError> {
+    let (vtep, fallback) = match lease {
+        Some(l) => (l.vtep.as_str(), Some(weft_kernel::link::VXLAN_PORT)),
+        None => (config::DEFAULT_VTEP, None),
+    };
+    let port = host.vxlan_port(vtep).await?.or(fallback);
+    Ok(port
+        .map(|port| Reserved {
+            key: Key {
+                proto: "udp".into(),
+                port,
+                host_ip: None,
+            },
+            what: format!("the overlay's VXLAN port (VTEP {vtep})"),
+        })
+        .into_iter()
+        .collect())
 }
 
 /// Pure: what makes `holder`'s elements exactly `want`, given the table's `elements`.
@@ -489,14 +542,30 @@ pub fn prune(network: &str, keep: &HashSet<Holder>) -> Result<(), CniError> {
     Ok(())
 }
 
-/// `holder`'s elements as the kernel has them (for CHECK).
-pub fn held(holder: &Holder) -> Result<Vec<Element>, CniError> {
+/// `holder`'s elements as the kernel has them.
+fn held(holder: &Holder) -> Result<Vec<Element>, CniError> {
     let mut nft = Nft::new()?;
     Ok(read(&mut nft)?
         .unwrap_or_default()
         .into_iter()
         .filter(|e| e.holder.as_ref() == Some(holder))
         .collect())
+}
+
+/// CHECK: every host port the plan maps is in the table, held by `holder`.
+pub fn check(plan: &Plan, holder: &Holder) -> Result<(), CniError> {
+    let want = wanted(plan, holder);
+    if want.is_empty() {
+        return Ok(());
+    }
+    let held = held(holder)?;
+    match want.iter().find(|w| !held.contains(w)) {
+        Some(w) => Err(CniError::mismatch(format!(
+            "port mapping {} -> {}:{} is missing",
+            w.key, w.to.0, w.to.1
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Does the flow hit `key` (protocol, original destination port and address)?

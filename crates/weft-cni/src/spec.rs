@@ -52,6 +52,10 @@ impl CniError {
             details: String::new(),
         }
     }
+    /// CHECK found the kernel or the state differs from what ADD set up (code 104).
+    pub fn mismatch(msg: impl Into<String>) -> Self {
+        CniError::new(code::CHECK_MISMATCH, msg)
+    }
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = details.into();
         self
@@ -280,6 +284,21 @@ pub struct RouteSpec {
     pub table: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<u32>,
+}
+
+impl RouteSpec {
+    /// A route to `dst` (via `gw`, or on-link), with nothing else set.
+    pub fn new(dst: IpNet, gw: Option<IpAddr>) -> RouteSpec {
+        RouteSpec {
+            dst,
+            gw,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

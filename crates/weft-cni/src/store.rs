@@ -4,7 +4,9 @@
 //! <dataDir>/<network>/lock                          flock(2) held while deciding (bridge mode)
 //! <dataDir>/<network>/ips/<ip>                      "<containerID>\n<ifname>\n<network>\n": who holds it
 //! <dataDir>/<network>/ips/last_reserved.<set>       where the next allocation in range set <set> starts
-//! <dataDir>/<network>/attachments/<cid>:<if>.json   the attachment's plan (written before applying it)
+//! <dataDir>/<network>/attachments/<cid>:<if>.json   the attachment's plan (written before
+//!                                                   applying it; [`crate::records`] says who
+//!                                                   else reads it)
 //! <leaseFile>.ipam/lock, <leaseFile>.ipam/ips/...   overlay mode: lock and addresses of the host's
 //!                                                   lease, shared by every overlay network using it
 //! ```
@@ -32,6 +34,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::records::{self, ATTACHMENTS};
 use crate::spec::{code, CniError};
 
 /// Width of the last-reserved hint: the longest IPv6 address text (45 characters).
@@ -116,7 +119,7 @@ impl NetworkStore {
     }
 
     fn with_space(network: &str, dir: PathBuf, space: PathBuf) -> Result<Self, CniError> {
-        create_dir(&dir.join("attachments"))?;
+        create_dir(&dir.join(ATTACHMENTS))?;
         create_dir(&space.join("ips"))?;
         Ok(NetworkStore {
             network: network.to_string(),
@@ -260,7 +263,7 @@ impl NetworkStore {
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
-        self.dir.join("attachments").join(name)
+        self.dir.join(ATTACHMENTS).join(name)
     }
 
     /// Writes an attachment's record (whole or not at all), replacing one of the old name.
@@ -320,7 +323,7 @@ impl NetworkStore {
 
     /// All attachment records (unreadable ones are skipped with a warning).
     pub fn records<T: DeserializeOwned>(&self) -> Result<Vec<T>, CniError> {
-        let dir = self.dir.join("attachments");
+        let dir = self.dir.join(ATTACHMENTS);
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(|e| io_err(format!("read {}", dir.display()), e))? {
             let e = e.map_err(|e| io_err(format!("read {}", dir.display()), e))?;
@@ -381,19 +384,10 @@ fn remove_file(p: &Path) -> Result<(), CniError> {
     }
 }
 
-/// Writes a file whole: a temporary file in the same directory, then rename(2).
+/// Writes a file whole ([`records::write_atomic`]): the old content or the new, never a
+/// torn file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CniError> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let res = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(format!("write {}", path.display()), e));
-    }
-    Ok(())
+    records::write_atomic(path, bytes).map_err(|e| io_err(format!("write {}", path.display()), e))
 }
 
 #[cfg(test)]

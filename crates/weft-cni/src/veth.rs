@@ -1,5 +1,5 @@
 //! The container's veth pair, shared by both modes: the peer is created directly inside the
-//! container's namespace (no move afterwards). ADD run again keeps an existing pair only if
+//! container's namespace (no move afterwards); removing the host end removes both. ADD run again keeps an existing pair only if
 //! it really is the pair: the host end's peer is the interface of that name, in that
 //! namespace. Anything else of that name is not adopted (it may be another container's, or
 //! an impostor); a host end whose container end was renamed in the same namespace is
@@ -125,6 +125,25 @@ async fn lookup_pair(
         .await?
         .ok_or_else(|| conflict(format!("{} vanished in {netns_label}", peer.name)))?;
     Ok((hv, cl))
+}
+
+/// CHECK: the host end as the kernel has it; missing is a mismatch (104).
+pub async fn host_end(host: &Netlink, name: &str) -> Result<Link, CniError> {
+    host.link_by_name(name)
+        .await?
+        .ok_or_else(|| CniError::mismatch(format!("host interface {name} does not exist")))
+}
+
+/// CHECK: the container end as the kernel has it in the container's namespace (`cont`, a
+/// socket there; `netns_label` names it); missing is a mismatch (104).
+pub async fn container_end(
+    cont: &Netlink,
+    name: &str,
+    netns_label: &str,
+) -> Result<Link, CniError> {
+    cont.link_by_name(name)
+        .await?
+        .ok_or_else(|| CniError::mismatch(format!("{name} does not exist in {netns_label}")))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use weft_cni::plan::Plan;
+use weft_cni::records::Plan;
 use weft_kernel::Netlink;
 
 use crate::lab::probe::{self, Outcome};
@@ -50,10 +50,10 @@ pub struct TraceArgs {
     #[arg(long, env = "WEFT_LAB_DIR", default_value = crate::lab::state::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// weft-cni's state directory on this host (without --lab)
-    #[arg(long, default_value = weft_cni::config::DEFAULT_DATA_DIR)]
+    #[arg(long, default_value = weft_cni::records::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// The agent's lease file on this host (without --lab)
-    #[arg(long, default_value = weft_cni::config::DEFAULT_LEASE_FILE)]
+    #[arg(long, default_value = weft_cni::records::DEFAULT_LEASE_FILE)]
     lease_file: PathBuf,
     /// Controller URL, for a destination on another host (without --lab)
     #[arg(long, env = "WEFT_CONTROLLER")]
@@ -347,7 +347,7 @@ fn vtep_entries(h: &Host, vtep: &str, gw: IpAddr) -> Result<(Option<String>, Opt
 }
 
 fn containers_of(h: &Host) -> Vec<Ctr> {
-    weft_agent::local_containers(&h.cni_dir)
+    weft_cni::records::attachments(&h.cni_dir)
         .into_iter()
         .filter_map(|p: Plan| {
             let ip = p.addresses().into_iter().find_map(|a| match a {
@@ -441,7 +441,7 @@ impl World {
         self.hosts
             .iter()
             .find(|h| {
-                weft_cni::lease::HostLease::read(&h.lease_file)
+                weft_cni::records::HostLease::read(&h.lease_file)
                     .is_ok_and(|l| l.subnet.contains(&ip))
             })
             .cloned()

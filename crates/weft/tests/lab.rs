@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, WEFT};
+use common::{weft_bin, TempDir};
 use serde_json::Value;
 
 fn example(name: &str) -> PathBuf {
@@ -43,7 +43,7 @@ impl Lab {
     }
 
     fn weft(&self, args: &[&str]) -> Output {
-        Command::new(WEFT)
+        Command::new(weft_bin())
             .args(args)
             .env("WEFT_LAB_DIR", &self.dir.path)
             .output()
@@ -359,7 +359,7 @@ fn trace_names_steps_and_objects() {
         .to_string();
     let d = lab.dir.path.join(&lab.name).join("cells").join("cell1");
     let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("cell1"), WEFT, "trace"])
+        .args(["netns", "exec", &lab.ns("cell1"), weft_bin(), "trace"])
         .arg(format!("{}-app-b-0", lab.name))
         .arg(format!("{a_ip}:8080"))
         .arg("--data-dir")
@@ -476,7 +476,7 @@ fn down_after_a_killed_up_leaves_nothing() {
     }
     let lab = Lab::new("kill");
     let f = example("c2c.toml");
-    let mut child = Command::new(WEFT)
+    let mut child = Command::new(weft_bin())
         .args(["lab", "up", f.to_str().unwrap(), "--name", &lab.name, "-q"])
         .env("WEFT_LAB_DIR", &lab.dir.path)
         .spawn()

@@ -8,7 +8,7 @@ mod dc;
 
 use std::time::Instant;
 
-use common::{exec_plugin, ping_ok, result_ip, wait_until, Ns, WEFT_CNI};
+use common::{exec_plugin, ping_ok, result_ip, wait_until, weft_cni_bin, Ns};
 use dc::{Dc, DcOptions, INTERNET_IP, LIVE, UNDERLAY_GW};
 use serde_json::{json, Value};
 
@@ -59,7 +59,7 @@ fn netin_publishes_a_container_on_its_cells_address() {
         json!([{ "hostPort": PORT, "containerPort": PORT, "protocol": "tcp" }]),
     );
     let r = exec_plugin(
-        WEFT_CNI,
+        weft_cni_bin(),
         &dc.cell_ns(1).path(),
         "ADD",
         "web",
@@ -95,7 +95,7 @@ fn netin_publishes_a_container_on_its_cells_address() {
     // The VTEP's UDP port cannot be published: the overlay keeps working.
     let x = Ns::new("ct");
     let r = exec_plugin(
-        WEFT_CNI,
+        weft_cni_bin(),
         &dc.cell_ns(1).path(),
         "ADD",
         "vx",
@@ -123,7 +123,7 @@ fn netin_publishes_a_container_on_its_cells_address() {
 
     // DEL: the port is gone.
     let r = exec_plugin(
-        WEFT_CNI,
+        weft_cni_bin(),
         &dc.cell_ns(1).path(),
         "DEL",
         "web",

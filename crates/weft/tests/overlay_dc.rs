@@ -773,7 +773,7 @@ fn weft_containers_shows_netns_interfaces_ip_app_tag() {
     let c1 = dc.cell(1);
     let table = c1.ns.ok(&format!(
         "{} containers --data-dir {} --lease-file {}",
-        common::WEFT,
+        common::weft_bin(),
         c1.cni_dir().display(),
         c1.lease_file().display()
     ));

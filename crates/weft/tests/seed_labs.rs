@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ping_ok, result_ip, wait_until, Bg, Net, Ns, TempDir, WEFT};
+use common::{ping_ok, result_ip, wait_until, weft_bin, Bg, Net, Ns, TempDir};
 use serde_json::{json, Value};
 
 /// Liveness bound for a server to come up or a fresh link to pass traffic.
@@ -138,7 +138,10 @@ fn ip_netns_list() -> BTreeSet<String> {
 
 /// Runs `weft ARGS...` and returns stdout; panics when it fails.
 fn weft(args: &[&str]) -> String {
-    let out = Command::new(WEFT).args(args).output().expect("run weft");
+    let out = Command::new(weft_bin())
+        .args(args)
+        .output()
+        .expect("run weft");
     assert!(
         out.status.success(),
         "weft {}: {}{}",
@@ -178,7 +181,7 @@ fn internet_for(host: &Ns) -> Ns {
 /// web servers reached both ways.
 #[test]
 fn seed002_netns_lo_veth_web_both_ways() {
-    let blue = Ns::new("blue");
+    let blue = Ns::by_weft_cli("blue");
 
     // `ip netns list` sees what `weft netns add` made, and so does `weft netns list --json`.
     assert!(

@@ -76,7 +76,8 @@ pub fn graph_of(st: &State) -> Result<Graph> {
         let vtep = match (c.mode, &l.overlay, &subnet) {
             (Mode::Overlay, Some(o), _) => {
                 let lease =
-                    weft_cni::lease::HostLease::read(&st.cell_dir(&c.name).join("lease.json")).ok();
+                    weft_cni::records::HostLease::read(&st.cell_dir(&c.name).join("lease.json"))
+                        .ok();
                 Some(format!(
                     "{} {} vni {}",
                     lease

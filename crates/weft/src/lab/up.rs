@@ -267,8 +267,10 @@ pub fn up(
         let n = netlink_in(&l.underlay.namespace).await?;
         // A fixed address: a bridge without one takes its lowest port's, so the gateway's
         // address would change as cells join and cut off the cells that resolved it before.
-        let mac =
-            weft_cni::plan::bridge_mac(&format!("{}/{}", l.underlay.namespace, l.underlay.bridge));
+        let mac = weft_cni::naming::bridge_mac(&format!(
+            "{}/{}",
+            l.underlay.namespace, l.underlay.bridge
+        ));
         let br = n.ensure_bridge(&l.underlay.bridge, None, Some(mac)).await?;
         n.add_address(
             br.index,
@@ -432,7 +434,7 @@ pub fn up(
                         .map(|r| (r.pid, r.log.clone()))
                 },
             )?;
-            if let Ok(hl) = weft_cni::lease::HostLease::read(&lease) {
+            if let Ok(hl) = weft_cni::records::HostLease::read(&lease) {
                 p.note(format!("{}: lease {}", c.name, hl.subnet));
             }
         }
@@ -473,7 +475,7 @@ pub fn up(
                 String::from_utf8_lossy(&err)
             );
         }
-        let plan = weft_agent::local_containers(&cdir.join("cni"))
+        let plan = weft_cni::records::attachments(&cdir.join("cni"))
             .into_iter()
             .find(|pl| pl.container_id() == c.id);
         let ip = plan.as_ref().and_then(|pl| {
@@ -684,8 +686,7 @@ fn mesh_done(st: &State) -> Result<bool> {
         .collect();
     let mut subnets = Vec::new();
     for c in &cells {
-        let hl = weft_cni::lease::HostLease::read(&st.cell_dir(&c.name).join("lease.json"))
-            .map_err(|e| anyhow::anyhow!("{}", e.msg))?;
+        let hl = weft_cni::records::HostLease::read(&st.cell_dir(&c.name).join("lease.json"))?;
         subnets.push((c.name.clone(), hl.subnet));
     }
     let rt = runtime()?;

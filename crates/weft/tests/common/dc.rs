@@ -28,7 +28,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use crate::common::{exec_plugin, result_ip, wait_until, Ns, Reply, TempDir, WEFT, WEFT_CNI};
+use crate::common::{
+    exec_plugin, result_ip, wait_until, weft_bin, weft_cni_bin, Ns, Reply, TempDir,
+};
 
 /// The underlay's /24; cell `n` is `UNDERLAY.n`, the underlay namespace is `.254`.
 pub const UNDERLAY: &str = "198.18.0";
@@ -627,7 +629,7 @@ impl Dc {
         let listen = format!("{UNDERLAY_GW}:{CONTROLLER_PORT}");
         let pki = self.pki();
         let mut argv = vec![
-            WEFT.to_string(),
+            weft_bin().to_string(),
             "controller".into(),
             "--tls-cert".into(),
             pki.server_cert().display().to_string(),
@@ -778,7 +780,8 @@ impl Dc {
     /// Runs `weft ARGS --controller URL` in the underlay namespace.
     pub fn weft(&self, args: &str) -> std::process::Output {
         self.underlay.sh(&format!(
-            "{WEFT} {args} --controller {} --ca {} --token {TOKEN}",
+            "{} {args} --controller {} --ca {} --token {TOKEN}",
+            weft_bin(),
             self.controller_url(),
             self.pki().ca().display()
         ))
@@ -885,7 +888,7 @@ impl Dc {
             pki.agent_key(&cell.host).display().to_string(),
         );
         let mut argv = vec![
-            WEFT,
+            weft_bin(),
             "agent",
             "--controller",
             &url,
@@ -1103,7 +1106,7 @@ impl Dc {
         let c = self.cell(cell);
         let args = format!("WEFT_APP_ID={app}");
         exec_plugin(
-            WEFT_CNI,
+            weft_cni_bin(),
             &c.ns.path(),
             command,
             id,
@@ -1140,7 +1143,8 @@ impl Dc {
     pub fn containers_json(&self, cell: usize) -> Value {
         let c = self.cell(cell);
         let out = c.ns.ok(&format!(
-            "{WEFT} containers --json --data-dir {} --lease-file {}",
+            "{} containers --json --data-dir {} --lease-file {}",
+            weft_bin(),
             c.cni_dir().display(),
             c.lease_file().display()
         ));

@@ -9,12 +9,47 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-pub const WEFT_CNI: &str = env!("CARGO_BIN_EXE_weft-cni");
+/// The `weft` binary under test.
+pub fn weft_bin() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| locate("weft", option_env!("CARGO_BIN_EXE_weft")))
+}
+
+/// The `weft-cni` binary under test.
+pub fn weft_cni_bin() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| locate("weft-cni", option_env!("CARGO_BIN_EXE_weft-cni")))
+}
+
+/// Where binary `name` is. Cargo tells a crate's tests and benches where that crate's own
+/// binaries are (`CARGO_BIN_EXE_*`: `weft` for the weft crate's, `weft-cni` for weft-cni's);
+/// the other one is looked for beside it, in the same target directory. `cargo test
+/// --workspace` builds both before it runs any test; `cargo test -p weft` alone does not
+/// build weft-cni, and this says so.
+fn locate(name: &str, from_cargo: Option<&'static str>) -> String {
+    if let Some(p) = from_cargo {
+        return p.to_string();
+    }
+    let own = option_env!("CARGO_BIN_EXE_weft")
+        .or(option_env!("CARGO_BIN_EXE_weft-cni"))
+        .expect("the test support is included by a crate that builds neither weft nor weft-cni");
+    let path = Path::new(own).with_file_name(name);
+    let release = path
+        .parent()
+        .is_some_and(|d| d.file_name().is_some_and(|n| n == "release"));
+    assert!(
+        path.exists(),
+        "{name} is not built: it is not beside {own}. Build it with `cargo build{} -p {name}` \
+         (`cargo test --workspace` and `cargo build` build every binary)",
+        if release { " --release" } else { "" }
+    );
+    path.display().to_string()
+}
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -28,15 +63,30 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
-/// A named network namespace made with `weft netns add` and deleted on drop.
+/// A named network namespace with `lo` up (as `weft netns add` makes it), deleted on drop.
 pub struct Ns {
     pub name: String,
+    /// Made by `weft netns add` (and so removed by `weft netns del`).
+    by_cli: bool,
 }
 
 impl Ns {
+    /// Made in this process, with the library calls `weft netns add` makes.
     pub fn new(tag: &str) -> Ns {
         let name = unique(tag);
-        let out = Command::new(WEFT)
+        if let Err(e) = add_netns(&name) {
+            panic!("creating network namespace {name}: {e}");
+        }
+        Ns {
+            name,
+            by_cli: false,
+        }
+    }
+
+    /// Made by the `weft` binary (`weft netns add`), for the tests of that command.
+    pub fn by_weft_cli(tag: &str) -> Ns {
+        let name = unique(tag);
+        let out = Command::new(weft_bin())
             .args(["netns", "add", &name])
             .output()
             .expect("run weft netns add");
@@ -45,7 +95,7 @@ impl Ns {
             "weft netns add {name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Ns { name }
+        Ns { name, by_cli: true }
     }
 
     pub fn path(&self) -> String {
@@ -103,10 +153,41 @@ impl Drop for Ns {
                     let _ = Command::new("kill").args(["-9", pid]).status();
                 }
             });
-        let _ = Command::new(WEFT)
-            .args(["netns", "del", &self.name])
-            .output();
+        if self.by_cli {
+            let _ = Command::new(weft_bin())
+                .args(["netns", "del", &self.name])
+                .output();
+        } else {
+            let _ = weft_kernel::netns::del_named(&self.name);
+        }
     }
+}
+
+/// A named namespace with `lo` up; nothing is left when bringing `lo` up fails. Netlink
+/// runs on a thread and runtime of its own (the caller may be inside a runtime).
+fn add_netns(name: &str) -> Result<(), String> {
+    let ns = weft_kernel::netns::add_named(name).map_err(|e| e.to_string())?;
+    let up = std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                weft_kernel::Netlink::in_netns(&ns)?
+                    .set_up_by_name("lo")
+                    .await
+            })
+            .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the thread bringing lo up panicked".into()))
+    });
+    if let Err(e) = up {
+        let _ = weft_kernel::netns::del_named(name);
+        return Err(format!("bringing up lo: {e}"));
+    }
+    Ok(())
 }
 
 /// A background process killed on drop.
@@ -280,7 +361,7 @@ impl Net {
         conf: &Value,
     ) -> Reply {
         exec_plugin(
-            WEFT_CNI,
+            weft_cni_bin(),
             &self.host.path(),
             command,
             cid,

@@ -7,6 +7,7 @@
 //! Every test works inside namespaces it makes: a "host" namespace stands in for the machine
 //! (`Net`), an "outside" namespace for the rest of the world (`outside_of`: 203.0.113.0/24 on
 //! one veth). Each attack prints what it got (`attack: ...`) so a run shows it.
+#[path = "../../weft/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -762,7 +763,7 @@ fn reused_address_inherits_no_flow(net: &Net, py: &Py, ip: &str) {
     let env: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let old = Ns::new("old");
     let r = exec_plugin(
-        WEFT_CNI,
+        weft_cni_bin(),
         &net.host.path(),
         "ADD",
         "old",
@@ -784,7 +785,7 @@ fn reused_address_inherits_no_flow(net: &Net, py: &Py, ip: &str) {
     assert_eq!(left.trim(), "", "entries of the old container left");
     let new = Ns::new("new");
     let r = exec_plugin(
-        WEFT_CNI,
+        weft_cni_bin(),
         &net.host.path(),
         "ADD",
         "new",

@@ -2,7 +2,7 @@
 //! plugin with `host-local` IPAM, both exec'd exactly as a runtime does (issue 2, "Speed").
 //!
 //! ```text
-//! sudo cargo bench -p weft --bench cni_add_del [-- --n 100,1000 --parallel 8]
+//! sudo cargo bench -p weft-cni --bench cni_add_del [-- --n 100,1000 --parallel 8]
 //! ```
 //!
 //! Options (after `--`): `--n LIST` sequential sizes (default 100,1000); `--parallel K`
@@ -17,7 +17,7 @@
 // The shared test support trips `too_many_arguments` (exec_plugin) under clippy's
 // `--benches`; that file is not this bench's to change.
 #[allow(clippy::too_many_arguments)]
-#[path = "../tests/common/mod.rs"]
+#[path = "../../weft/tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashSet;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{exec_plugin, result_ip, Net, Ns, Reply, TempDir, WEFT_CNI};
+use common::{exec_plugin, result_ip, weft_cni_bin, Net, Ns, Reply, TempDir};
 use serde_json::{json, Value};
 
 const REF_BRIDGE: &str = "/usr/lib/cni/bridge";
@@ -207,7 +207,7 @@ fn make_bed(spec: &RunSpec, run: usize) -> Net {
 
 fn binary(plugin: Plugin) -> &'static str {
     match plugin {
-        Plugin::Weft => WEFT_CNI,
+        Plugin::Weft => weft_cni_bin(),
         Plugin::Reference => REF_BRIDGE,
     }
 }

@@ -1,6 +1,7 @@
 //! weft-cni driven exactly as a runtime drives it: every command, the error paths, chaining,
 //! idempotency, DEL after the container is gone, GC of stale state.
 
+#[path = "../../weft/tests/common/mod.rs"]
 mod common;
 
 use common::*;
@@ -15,7 +16,7 @@ fn version_lists_supported_versions() {
     let host = Ns::new("ver");
     for v in ["0.4.0", "1.0.0", "1.1.0"] {
         let r = exec_plugin(
-            WEFT_CNI,
+            weft_cni_bin(),
             &host.path(),
             "VERSION",
             "",
@@ -89,13 +90,13 @@ fn bad_input_gets_cni_errors() {
     let host = net.host.path();
     let call =
         |conf: &Value, env: &[(&str, &str)], cmd: &str, cid: &str, netns: &str, ifname: &str| {
-            exec_plugin(WEFT_CNI, &host, cmd, cid, netns, ifname, conf, env)
+            exec_plugin(weft_cni_bin(), &host, cmd, cid, netns, ifname, conf, env)
         };
 
     // Not JSON at all.
     let out = {
         use std::io::Write;
-        let mut child = std::process::Command::new(WEFT_CNI)
+        let mut child = std::process::Command::new(weft_cni_bin())
             .env("CNI_COMMAND", "ADD")
             .env("CNI_CONTAINERID", "x")
             .env("CNI_NETNS", c.path())
@@ -344,7 +345,7 @@ fn static_ip_and_mac_requests() {
     assert_eq!((r.ok, r.code()), (false, 102), "{:?}", r.json);
     // CNI_ARGS IP= works too.
     let r = exec_plugin(
-        WEFT_CNI,
+        weft_cni_bin(),
         &net.host.path(),
         "ADD",
         "c2",

@@ -1,6 +1,7 @@
 //! 200 ADDs at once into 200 namespaces: no duplicate address, all reachable; then 200 DELs
 //! at once: nothing left. The same across two overlay networks that share the host's lease.
 
+#[path = "../../weft/tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashSet;
