@@ -18,10 +18,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
+use weft_api::client::{ClientError, ResumingWatch, WatchOptions};
+use weft_api::model::{Event, Lease, Policy, WatchMessage};
+use weft_api::Client;
 use weft_cni::lease::HostLease;
-use weft_controller::client::{ClientError, ResumingWatch, WatchOptions};
-use weft_controller::model::{Event, Lease, Policy, WatchMessage};
-use weft_controller::Client;
 use weft_kernel::link::{parse_mac, VxlanSpec};
 use weft_kernel::Netlink;
 
@@ -194,7 +194,7 @@ enum Done {
     Claims {
         epoch: u64,
         apps: Vec<String>,
-        result: std::result::Result<weft_controller::model::AppList, ClientError>,
+        result: std::result::Result<weft_api::model::AppList, ClientError>,
     },
 }
 
@@ -367,7 +367,7 @@ impl Agent {
         let Some(cert) = &self.args.cert else {
             return;
         };
-        match weft_controller::tls::not_after(cert) {
+        match weft_api::tls::not_after(cert) {
             Ok(not_after) => {
                 let left = not_after - unix_now();
                 let days = left / 86_400;
@@ -879,7 +879,7 @@ impl AgentArgs {
         // The controller takes the host from the certificate: use that name, and refuse a
         // --host it would refuse.
         let cert_host = match &self.cert {
-            Some(c) => weft_controller::tls::host_of_file(c)?,
+            Some(c) => weft_api::tls::host_of_file(c)?,
             None => None,
         };
         let host = match (&self.host, cert_host) {

@@ -18,7 +18,7 @@
 //! The watchers read the NDJSON stream with a small line reader of their own (the first line,
 //! the multi-megabyte snapshot, is only scanned for its revision; change lines are decoded into
 //! `WatchMessage`), so that the client side does not spend the shared CPU on decoding 1000
-//! snapshots. Every other call uses the crate's typed `Client`.
+//! snapshots. Every other call uses weft-api's typed `Client`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use weft_controller::model::{Policy, Ports, Protocol, WatchMessage};
+use weft_api::model::{Policy, Ports, Protocol, WatchMessage};
+use weft_api::Client;
 use weft_controller::server::RunningServer;
-use weft_controller::{Client, ControllerArgs};
+use weft_controller::ControllerArgs;
 
 /// Bound on every wait of the benchmark (a liveness bound, so that it always stops by itself).
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
@@ -1103,7 +1104,7 @@ fn main() -> anyhow::Result<()> {
     if !args.is_empty() && !args.iter().any(|a| "controller".contains(a.as_str())) {
         return Ok(());
     }
-    weft_controller::tls::install_default_provider();
+    weft_api::tls::install_default_provider();
     let nofile = raise_nofile();
     let sizes = Sizes::from_env();
     let needed = (sizes.watchers * 2 + 200) as u64;

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_controller::model::{Policy, Ports, Protocol};
-use weft_controller::{Client, ControllerArgs};
+use weft_api::model::{Policy, Ports, Protocol};
+use weft_api::Client;
+use weft_controller::ControllerArgs;
 
 /// Bound of every wait (a liveness bound: the bench always stops by itself).
 const WAIT_LIMIT: Duration = Duration::from_secs(120);

@@ -12,8 +12,8 @@ use ipnet::Ipv4Net;
 
 use crate::changelog;
 use crate::error::{Error, FieldErrors, Result};
-use crate::model::{Event, Lease};
 use crate::store::{Row, Tx, Value};
+use weft_api::model::{Event, Lease};
 
 /// Largest number of subnets a pool may have (keeps allocation queries and metrics sane).
 const MAX_POOL_SIZE: u64 = 1 << 24;

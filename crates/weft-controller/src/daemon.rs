@@ -1,3 +1,9 @@
+//! `weft controller`: the daemon's arguments and what they start. [`ControllerArgs::start`]
+//! opens the store, starts the [`Controller`] and serves it (TLS with the given certificates,
+//! or a lab PKI made in `STATE_DIR/tls` on first start; `--insecure-http` for labs);
+//! [`ControllerArgs::run`] adds logging and waits for SIGINT or SIGTERM. The limits are
+//! derived from the file limit unless given ([`ControllerArgs::limits`]).
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,12 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use ipnet::Ipv4Net;
 
-use crate::certs::{self, LabPki};
 use crate::controller::{Controller, ControllerConfig};
 use crate::leases::Pool;
 use crate::limits::{self, Limits};
 use crate::server::{self, ServeOptions};
 use crate::{store, tls};
+use weft_api::pki::{self, LabPki};
 
 /// `weft controller`: serve leases, app tags and policies.
 #[derive(Debug, Clone, clap::Args)]
@@ -215,7 +221,7 @@ impl ControllerArgs {
                 Some(t) => t.clone(),
                 None => {
                     let path = self.state_dir.join("token");
-                    let t = certs::token_file(&path)?;
+                    let t = pki::token_file(&path)?;
                     tracing::info!(path = %path.display(), "policy write token");
                     t
                 }
@@ -290,5 +296,37 @@ impl ControllerArgs {
         server.wait().await;
         tracing::info!("controller stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ControllerArgs;
+
+    #[test]
+    fn arguments_parse_and_conflict() {
+        let c = ControllerArgs::from_args([
+            "--store",
+            "postgres://u@h/db",
+            "--overlay-cidr",
+            "10.240.0.0/12",
+            "--host-prefix",
+            "26",
+            "--insecure-http",
+        ])
+        .unwrap();
+        assert_eq!(c.host_prefix, 26);
+        assert!(c.insecure_http);
+        assert!(ControllerArgs::from_args(["--tls-cert", "x"]).is_err());
+        assert!(ControllerArgs::from_args([
+            "--insecure-http",
+            "--tls-cert",
+            "a",
+            "--tls-key",
+            "b",
+            "--client-ca",
+            "c"
+        ])
+        .is_err());
     }
 }
