@@ -50,7 +50,7 @@ pub struct ControllerArgs {
     pub lease_grace: Option<u64>,
     /// Seconds between heartbeats on idle watch streams (fractions allowed). Announced in the
     /// stream: watchers take 3 intervals of silence for a lost controller.
-    #[arg(long, default_value_t = crate::controller::DEFAULT_HEARTBEAT.as_secs_f64(), value_parser = parse_interval)]
+    #[arg(long, default_value_t = crate::controller::DEFAULT_HEARTBEAT.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
     pub heartbeat: f64,
     /// Server certificate (PEM). Without it, a lab PKI in STATE_DIR/tls is used (made on first start).
     #[arg(long, requires_all = ["tls_key", "client_ca"])]
@@ -101,17 +101,6 @@ pub struct ControllerArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
-}
-
-/// A heartbeat interval in seconds: 0.01 ..= 3600.
-fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(0.01..=3600.0).contains(&v) {
-        return Err(format!("{v} s is outside 0.01..=3600 s"));
-    }
-    Ok(v)
 }
 
 fn init_logging(json: bool) {

@@ -95,12 +95,7 @@ impl Pool {
 }
 
 /// Current time in unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use weft_api::model::unix_now as now;
 
 /// Checks a host name: 1..=253 printable characters without whitespace.
 pub fn validate_host(field: &str, host: &str, errors: &mut FieldErrors) {

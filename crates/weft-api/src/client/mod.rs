@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use resume::{Reconnect, ResumingWatch, WatchStats};
-pub use watch::{WatchOptions, WatchStream};
+pub use watch::{parse_interval_secs, WatchOptions, WatchStream, INTERVAL_MAX, INTERVAL_MIN};
 
 use crate::model::{
     AcquireLease, App, AppList, ClaimSet, ErrorBody, Health, HostRef, Lease, LeaseList, Policy,
@@ -269,6 +269,11 @@ impl Client {
 
     async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
         let resp = self.send(r.timeout(self.timeout)).await?;
+        self.decode(resp).await
+    }
+
+    /// The JSON body of a successful reply.
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
         let bytes = resp
             .bytes()
             .await
@@ -372,16 +377,7 @@ impl Client {
         if resp.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: self.base.clone(),
-                source,
-            })?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ClientError::Decode(e.to_string()))
+        self.decode(resp).await.map(Some)
     }
 
     /// Makes `apps` exactly the apps `host` claims (the apps of the containers it runs);

@@ -119,9 +119,28 @@ impl WatchOptions {
     }
 }
 
-/// An announced heartbeat interval, within sane bounds (10 ms ..= 1 h).
+/// The shortest heartbeat interval (or other watch timing) a watcher accepts.
+pub const INTERVAL_MIN: Duration = Duration::from_millis(10);
+/// The longest heartbeat interval (or other watch timing) a watcher accepts.
+pub const INTERVAL_MAX: Duration = Duration::from_secs(3600);
+
+/// An announced heartbeat interval, within [`INTERVAL_MIN`] ..= [`INTERVAL_MAX`].
 fn announced_interval(ms: u64) -> Duration {
-    Duration::from_millis(ms.clamp(10, 3_600_000))
+    Duration::from_millis(ms).clamp(INTERVAL_MIN, INTERVAL_MAX)
+}
+
+/// A watch timing given in seconds on a command line (fractions allowed), within the bounds a
+/// watcher accepts ([`INTERVAL_MIN`] ..= [`INTERVAL_MAX`]): the controller's `--heartbeat`,
+/// the agent's reconnect and timeout flags. For clap's `value_parser`.
+pub fn parse_interval_secs(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let (min, max) = (INTERVAL_MIN.as_secs_f64(), INTERVAL_MAX.as_secs_f64());
+    if !(min..=max).contains(&v) {
+        return Err(format!("{v} s is outside {min}..={max} s"));
+    }
+    Ok(v)
 }
 
 /// Remembers what has been warned about, so that a newer controller's unknown kinds and
@@ -431,6 +450,20 @@ mod tests {
                 "change.origin"
             ]
         );
+    }
+
+    #[test]
+    fn interval_flags_are_bounded_like_announced_intervals() {
+        assert_eq!(parse_interval_secs("0.5"), Ok(0.5));
+        assert_eq!(parse_interval_secs("0.01"), Ok(0.01));
+        assert_eq!(parse_interval_secs("3600"), Ok(3600.0));
+        assert_eq!(
+            parse_interval_secs("0.001"),
+            Err("0.001 s is outside 0.01..=3600 s".into())
+        );
+        assert!(parse_interval_secs("3601").is_err());
+        assert!(parse_interval_secs("NaN").is_err());
+        assert!(parse_interval_secs("x").is_err());
     }
 
     #[test]
