@@ -18,10 +18,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
+use weft_api::client::{ClientError, ResumingWatch, WatchOptions};
+use weft_api::model::{Event, Lease, Policy, WatchMessage};
+use weft_api::Client;
 use weft_cni::records::{self, HostLease};
-use weft_controller::client::{ClientError, ResumingWatch, WatchOptions};
-use weft_controller::model::{Event, Lease, Policy, WatchMessage};
-use weft_controller::Client;
 use weft_kernel::link::{parse_mac, VxlanSpec};
 use weft_kernel::Netlink;
 
@@ -93,7 +93,7 @@ pub struct AgentArgs {
     pub release_on_exit: bool,
     /// Bound of every call to the controller but the watch (lease renewals, app claims), in
     /// seconds; they run off the agent's loop.
-    #[arg(long, default_value_t = 10.0, value_parser = parse_secs)]
+    #[arg(long, default_value_t = 10.0, value_parser = weft_api::client::parse_interval_secs)]
     pub request_timeout: f64,
     /// The longest watch line accepted, in bytes: a longer one ends the stream (the watch
     /// reconnects) instead of filling memory. Controllers send snapshots in parts far below it.
@@ -101,19 +101,8 @@ pub struct AgentArgs {
     pub watch_max_line: usize,
     /// The longest pause between two attempts to reach the controller's watch, in seconds
     /// (pauses grow from 0.1 s, doubling, each jittered).
-    #[arg(long, default_value_t = WatchOptions::default().backoff_max.as_secs_f64(), value_parser = parse_secs)]
+    #[arg(long, default_value_t = WatchOptions::default().backoff_max.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
     pub reconnect_max: f64,
-}
-
-/// Seconds, 0.01 ..= 3600.
-fn parse_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(0.01..=3600.0).contains(&v) {
-        return Err(format!("{v} s is outside 0.01..=3600 s"));
-    }
-    Ok(v)
 }
 
 /// Where this host meets the underlay.
@@ -194,7 +183,7 @@ enum Done {
     Claims {
         epoch: u64,
         apps: Vec<String>,
-        result: std::result::Result<weft_controller::model::AppList, ClientError>,
+        result: std::result::Result<weft_api::model::AppList, ClientError>,
     },
 }
 
@@ -368,7 +357,7 @@ impl Agent {
         let Some(cert) = &self.args.cert else {
             return;
         };
-        match weft_controller::tls::not_after(cert) {
+        match weft_api::tls::not_after(cert) {
             Ok(not_after) => {
                 let left = not_after - unix_now();
                 let days = left / 86_400;
@@ -880,7 +869,7 @@ impl AgentArgs {
         // The controller takes the host from the certificate: use that name, and refuse a
         // --host it would refuse.
         let cert_host = match &self.cert {
-            Some(c) => weft_controller::tls::host_of_file(c)?,
+            Some(c) => weft_api::tls::host_of_file(c)?,
             None => None,
         };
         let host = match (&self.host, cert_host) {
@@ -988,7 +977,7 @@ impl AgentArgs {
         self.fence(overlay, &agent.underlay);
         agent.refresh_local(false).await;
 
-        let ttl = (agent.lease.expires_at - now()).max(3) as u64;
+        let ttl = (agent.lease.expires_at - unix_now()).max(3) as u64;
         let mut renew = tokio::time::interval(Duration::from_secs((ttl / 3).max(1)));
         renew.tick().await;
         let mut resync = tokio::time::interval(Duration::from_secs(self.resync.max(1)));
@@ -1052,17 +1041,8 @@ const CERT_WARN_DAYS: i64 = 30;
 /// The days left at the last expiry warning.
 static WARNED_DAYS: AtomicI64 = AtomicI64::new(-1);
 
-fn now() -> i64 {
-    unix_now()
-}
-
 /// Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use weft_api::model::unix_now;
 
 #[cfg(test)]
 mod tests {

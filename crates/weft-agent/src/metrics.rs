@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_controller::client::{Reconnect, WatchStats};
+use weft_api::client::{Reconnect, WatchStats};
 
 /// What the agent knows to give names to the kernel's numbers.
 #[derive(Debug, Default, Clone)]

@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
-use weft_controller::model::{Policy, Protocol};
+use weft_api::model::{Policy, Protocol};
 
 use crate::remote::RemoteCell;
 
@@ -410,7 +410,7 @@ pub fn fence(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_controller::model::Ports;
+    use weft_api::model::Ports;
 
     fn pol(src: &str, dst: &str, proto: Protocol, ports: Option<(u16, u16)>) -> Policy {
         Policy::new(

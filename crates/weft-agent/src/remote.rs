@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
-use weft_controller::model::Lease;
+use weft_api::model::Lease;
 use weft_kernel::link::parse_mac;
 use weft_kernel::neigh::{FdbEntry, Neighbour};
 use weft_kernel::route::Route;

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_controller::model::{Policy, Ports, Protocol};
-use weft_controller::{Client, ControllerArgs};
+use weft_api::model::{Policy, Ports, Protocol};
+use weft_api::Client;
+use weft_controller::ControllerArgs;
 
 /// Bound of every wait (a liveness bound: the bench always stops by itself).
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
@@ -36,32 +37,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Raises the soft open-file limit to the hard one (2000 watchers are 2000 sockets on each side).
-fn raise_nofile() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim = want;
-            }
-        }
-        #[allow(clippy::unnecessary_cast)]
-        let cur = lim.rlim_cur as u64;
-        cur
-    }
-}
-
 #[derive(Parser)]
 struct Serve {
     #[command(flatten)]
@@ -70,7 +45,7 @@ struct Serve {
 
 /// The child: serve until stdin closes; print the URL first.
 fn serve() -> anyhow::Result<()> {
-    raise_nofile();
+    weft_controller::limits::raise_nofile();
     let dir = tempfile::tempdir()?;
     let store = format!("sqlite:{}", dir.path().join("controller.db").display());
     let state = dir.path().join("state").display().to_string();
@@ -318,7 +293,7 @@ fn main() -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let nofile = raise_nofile();
+    let nofile = weft_controller::limits::raise_nofile();
     let watchers = env_usize("WEFT_BENCH_WATCHERS", 2000);
     let sizes: Vec<usize> = match std::env::var("WEFT_BENCH_POLICIES") {
         Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),

@@ -22,8 +22,9 @@ use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::limits::{Limits, Slot, Tracker};
 use crate::metrics::Gauges;
-use crate::model::{AcquireLease, ClaimSet, HostRef};
 use crate::{openapi, policies, watch as watching};
+use weft_api::model::{AcquireLease, ClaimSet, HostRef};
+use weft_api::paths;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -36,29 +37,23 @@ pub(crate) struct AppState {
 
 pub(crate) fn router(state: AppState) -> Router {
     let public = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_doc));
+        .route(paths::HEALTHZ, get(healthz))
+        .route(paths::METRICS, get(metrics))
+        .route(paths::OPENAPI, get(openapi_doc));
     let agent = Router::new()
-        .route("/v1/leases", get(list_leases))
-        .route("/v1/leases/acquire", post(acquire_lease))
-        .route("/v1/leases/renew", post(renew_lease))
-        .route("/v1/leases/release", post(release_lease))
-        .route("/v1/apps", get(list_apps))
-        .route(
-            "/v1/apps/{id}",
-            put(claim_app).get(get_app).delete(unclaim_app),
-        )
-        .route("/v1/hosts/{host}/apps", put(set_claims).get(get_claims))
-        .route("/v1/watch", get(watch))
-        .route("/networking/v1/external/policies", get(list_policies))
+        .route(paths::LEASES, get(list_leases))
+        .route(paths::LEASES_ACQUIRE, post(acquire_lease))
+        .route(paths::LEASES_RENEW, post(renew_lease))
+        .route(paths::LEASES_RELEASE, post(release_lease))
+        .route(paths::APPS, get(list_apps))
+        .route(paths::APP, put(claim_app).get(get_app).delete(unclaim_app))
+        .route(paths::HOST_APPS, put(set_claims).get(get_claims))
+        .route(paths::WATCH, get(watch))
+        .route(paths::POLICIES, get(list_policies))
         .route_layer(middleware::from_fn_with_state(state.clone(), agent_auth));
     let admin = Router::new()
-        .route("/networking/v1/external/policies", post(create_policies))
-        .route(
-            "/networking/v1/external/policies/delete",
-            post(delete_policies),
-        )
+        .route(paths::POLICIES, post(create_policies))
+        .route(paths::POLICIES_DELETE, post(delete_policies))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     Router::new()
         .merge(public)

@@ -11,8 +11,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::changelog;
 use crate::error::{Error, FieldErrors, Result};
-use crate::model::{App, Event};
 use crate::store::{placeholders, statement_chunks, value_rows, Row, Tx, Value};
+use weft_api::model::{App, Event};
 
 pub const MAX_TAG: i64 = 65535;
 

@@ -1,5 +1,5 @@
 //! Who may call what, and as which host. Agents authenticate with a client certificate signed
-//! by the client CA (mTLS) that names their host (see [`crate::tls`]); people and scripts with
+//! by the client CA (mTLS) that names their host (see [`weft_api::tls::host_of`]); people and scripts with
 //! the bearer token, which is the admin credential: it writes policies and may act for any host.
 //!
 //! | route class | TLS mode                         | `--insecure-http`        |

@@ -2,8 +2,8 @@
 //! same transaction as the change itself. Watchers read it in revision order.
 
 use crate::error::{Error, Result};
-use crate::model::{Change, Event};
 use crate::store::{statement_chunks, value_rows, Tx, Value};
+use weft_api::model::{Change, Event};
 
 /// How many changes the log keeps; a watcher resuming from an older revision gets a snapshot.
 pub const RETAINED_CHANGES: i64 = 100_000;

@@ -10,12 +10,12 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, Result};
 use crate::leases::{self, Pool};
 use crate::metrics::Metrics;
-use crate::model::{
-    App, AppList, Change, Health, Lease, LeaseList, Policy, PolicyList, PolicyWriteResult, Snapshot,
-};
 use crate::store::{Store, Tx, TxMode};
 use crate::watch::Feed;
 use crate::{apps, changelog, policies};
+use weft_api::model::{
+    App, AppList, Change, Health, Lease, LeaseList, Policy, PolicyList, PolicyWriteResult, Snapshot,
+};
 
 /// Default interval of watch heartbeats: a watcher takes the controller for gone after 3 of
 /// them without a word (15 s).

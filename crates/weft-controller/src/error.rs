@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::model::{ErrorBody, FieldError};
+use weft_api::model::{ErrorBody, FieldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -12,8 +12,8 @@ use ipnet::Ipv4Net;
 
 use crate::changelog;
 use crate::error::{Error, FieldErrors, Result};
-use crate::model::{Event, Lease};
 use crate::store::{Row, Tx, Value};
+use weft_api::model::{Event, Lease};
 
 /// Largest number of subnets a pool may have (keeps allocation queries and metrics sane).
 const MAX_POOL_SIZE: u64 = 1 << 24;
@@ -95,12 +95,7 @@ impl Pool {
 }
 
 /// Current time in unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use weft_api::model::unix_now as now;
 
 /// Checks a host name: 1..=253 printable characters without whitespace.
 pub fn validate_host(field: &str, host: &str, errors: &mut FieldErrors) {

@@ -7,76 +7,45 @@
 //! Dataflow: [`api`](crate) handler → [`controller::Controller`] (one transaction per operation)
 //! → [`leases`] / [`apps`] / [`policies`] (the SQL of each resource, written once) →
 //! [`changelog`] (revision per change) → [`store`] (SQLite or PostgreSQL) → [`watch`] (feed +
-//! JSON-lines streams). [`client::Client`] is the typed client; [`cli`] the `weft` subcommands.
+//! JSON-lines streams). Around it: [`server`] (TCP or TLS connections, [`tls`]), [`auth`] (who
+//! may call what), [`limits`] (connections, time, body size), [`metrics`], [`openapi`], and
+//! [`daemon`], the `weft controller` arguments that put it together.
 //!
-//! ## Mounting the CLI subcommands in the `weft` binary
+//! This crate is the server only. What travels over the wire (the resources, the paths, the
+//! error body) is `weft-api`'s [`model`](weft_api::model) and [`paths`](weft_api::paths); the
+//! typed client is [`weft_api::Client`] and the client commands (`weft leases`, `apps`,
+//! `policy`, `certs`) live in the `weft` CLI. Nothing here is needed to speak to a controller:
+//! the agent depends on `weft-api`, not on this crate.
 //!
-//! Add `weft-controller = { path = "../weft-controller" }` to `crates/weft/Cargo.toml`, then in
-//! the clap-derive `Command` enum of `weft`:
+//! ## Mounting the daemon in a binary
 //!
-//! ```ignore
-//! #[derive(clap::Subcommand)]
-//! enum Command {
-//!     // ...the existing subcommands...
-//!     /// Run the controller (leases, app tags, policies, watch).
-//!     Controller(weft_controller::ControllerArgs),
-//!     /// Subnet leases held by hosts (list, release HOST).
-//!     Leases(weft_controller::LeasesArgs),
-//!     /// Apps and their tags.
-//!     Apps(weft_controller::AppsArgs),
-//!     /// Policies between apps (add, list, rm).
-//!     Policy(weft_controller::PolicyArgs),
-//!     /// Create a lab CA, controller and agent certificates.
-//!     Certs(weft_controller::CertsArgs),
-//! }
-//! ```
-//!
-//! and dispatch each with `args.run().await` (each returns `anyhow::Result<()>`), inside a tokio
-//! runtime (multi-threaded recommended for `controller`):
-//!
-//! ```ignore
-//! match cli.command {
-//!     Command::Controller(a) => a.run().await?,
-//!     Command::Leases(a) => a.run().await?,
-//!     Command::Apps(a) => a.run().await?,
-//!     Command::Policy(a) => a.run().await?,
-//!     Command::Certs(a) => a.run().await?,
-//!     // ...
-//! }
-//! ```
-//!
-//! If `weft`'s `main` is synchronous, wrap the call:
-//! `tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(a.run())`.
-//! `ControllerArgs::run` installs a tracing subscriber (env `WEFT_LOG`) unless one is already set.
-//! The client commands read the controller URL from `--controller` or `WEFT_CONTROLLER`, and
-//! `--ca/--cert/--key/--token` or `WEFT_CA/WEFT_CERT/WEFT_KEY/WEFT_TOKEN`; all take `--json`.
+//! [`ControllerArgs`] derives `clap::Args`: the `weft` binary mounts it as
+//! `Controller(weft_controller::ControllerArgs)` and runs `args.run().await` inside a tokio
+//! runtime (multi-threaded recommended). `ControllerArgs::run` installs a tracing subscriber
+//! (env `WEFT_LOG`, `--log-json`) unless one is already set, and stops on SIGINT or SIGTERM.
 //!
 //! ## Starting a controller in-process (tests, agent tests)
 //!
 //! ```ignore
-//! let mut args = weft_controller::ControllerArgs::parse_from(["controller",
-//!     "--listen", "127.0.0.1:0", "--store", "sqlite::memory:", "--insecure-http"]);
+//! let args = weft_controller::ControllerArgs::from_args(["--listen", "127.0.0.1:0",
+//!     "--store", "sqlite::memory:", "--insecure-http"])?;
 //! let server = args.start().await?;          // RunningServer: url(), controller(), shutdown()
-//! let client = weft_controller::Client::builder(server.url()).build()?;
+//! let client = weft_api::Client::builder(server.url()).build()?;
 //! // ...
 //! server.shutdown().await;
 //! ```
-//! (`ControllerArgs` derives `clap::Args`; wrap it in a `#[derive(Parser)]` struct with
-//! `#[command(flatten)]` to use `parse_from`, or fill the public fields directly as the crate's
-//! tests do in `tests/common.rs`.)
 
 #![recursion_limit = "256"]
 mod api;
 pub mod apps;
 pub mod auth;
 pub mod changelog;
-pub mod client;
 pub mod controller;
+pub mod daemon;
 pub mod error;
 pub mod leases;
 pub mod limits;
 pub mod metrics;
-pub mod model;
 pub mod openapi;
 pub mod policies;
 pub mod server;
@@ -84,8 +53,4 @@ pub mod store;
 pub mod tls;
 pub mod watch;
 
-pub use client::Client;
-pub mod certs;
-pub mod cli;
-
-pub use cli::{AppsArgs, CertsArgs, ControllerArgs, LeasesArgs, PolicyArgs};
+pub use daemon::ControllerArgs;

@@ -45,7 +45,7 @@ impl Metrics {
                 .or_default() += 1;
         }
         // Watch streams are long-lived: their duration is not a request latency.
-        if route == "/v1/watch" {
+        if route == weft_api::paths::WATCH {
             return;
         }
         if let Ok(mut l) = self.latency.lock() {

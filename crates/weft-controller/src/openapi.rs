@@ -1,4 +1,5 @@
-//! The OpenAPI 3 document served at `/openapi.json`.
+//! The OpenAPI 3 document served at `/openapi.json` ([`weft_api::paths::OPENAPI`]): one entry
+//! per path of the contract ([`weft_api::paths`]), with the schemas of `weft_api::model`.
 
 use serde_json::{json, Value};
 
@@ -115,4 +116,23 @@ pub fn document() -> Value {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The document names exactly the contract's paths (the ones the router serves).
+    #[test]
+    fn documents_every_path_of_the_contract() {
+        let doc = super::document();
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        documented.sort();
+        let mut contract = weft_api::paths::ALL.to_vec();
+        contract.sort();
+        assert_eq!(documented, contract);
+    }
 }

@@ -9,8 +9,8 @@ use serde_json::Value as Json;
 use crate::apps;
 use crate::changelog;
 use crate::error::{Error, FieldErrors, Result};
-use crate::model::{Event, Policy, Ports, Protocol};
 use crate::store::{statement_chunks, value_rows, Row, Tx, Value};
+use weft_api::model::{Event, Policy, Ports, Protocol};
 
 /// Most policies accepted in one request.
 pub const MAX_BATCH: usize = 100_000;

@@ -210,7 +210,7 @@ async fn connection(
                 .map(|c| c.as_ref().to_vec());
             let peer = Peer {
                 client_cert: cert.is_some(),
-                host: cert.as_deref().and_then(crate::tls::host_of),
+                host: cert.as_deref().and_then(weft_api::tls::host_of),
             };
             if peer.client_cert {
                 slot.authenticated();

@@ -8,9 +8,9 @@
 //! A stream is: a snapshot (or, with `since`, the changes after it), then a heartbeat that
 //! announces the interval (`interval_ms`), then every change, with a heartbeat after each
 //! interval without one. So a watcher always knows how long silence may last: the client
-//! ends a stream that stays silent for [`crate::client::WatchOptions::missed_heartbeats`]
+//! ends a stream that stays silent for [`weft_api::client::WatchOptions::missed_heartbeats`]
 //! intervals. With `snapshot=parts` the snapshot comes as lines of at most [`PART_ITEMS`]
-//! items (see [`crate::model::SnapshotPart`]) so that no line has to be huge; without it, one
+//! items (see [`weft_api::model::SnapshotPart`]) so that no line has to be huge; without it, one
 //! line, as older clients expect.
 
 use std::borrow::Cow;
@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 use crate::changelog;
 use crate::controller::Controller;
 use crate::error::Result;
-use crate::model::{Change, SnapshotPart, WatchLine};
 use crate::store::{Store, TxMode};
+use weft_api::model::{Change, SnapshotPart, WatchLine};
 
 /// Changes read from the log per query.
 const PAGE: i64 = 1000;

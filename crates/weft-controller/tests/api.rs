@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{eventually, TestStore};
-use weft_controller::client::ClientError;
-use weft_controller::model::{Event, Policy, Ports, Protocol, WatchMessage};
+use weft_api::client::ClientError;
+use weft_api::model::{Event, Policy, Ports, Protocol, WatchMessage};
 
 on_both_backends!(
     leases_acquire_renew_release,
@@ -266,7 +266,7 @@ async fn policies_and_tags(store: TestStore) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    let body: weft_controller::model::ErrorBody = resp.json().await.unwrap();
+    let body: weft_api::model::ErrorBody = resp.json().await.unwrap();
     let fields: Vec<String> = body.fields.iter().map(|f| f.field.clone()).collect();
     assert_eq!(
         fields,
@@ -342,9 +342,7 @@ async fn policies_and_tags(store: TestStore) {
     server.shutdown().await;
 }
 
-async fn next_change(
-    w: &mut weft_controller::client::WatchStream,
-) -> weft_controller::model::Change {
+async fn next_change(w: &mut weft_api::client::WatchStream) -> weft_api::model::Change {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(20), w.next())
             .await
@@ -370,11 +368,7 @@ async fn watch_snapshot_changes_and_resume(store: TestStore) {
     assert_eq!(snap.leases.len(), 1);
     let r = c.create_policies(&[tcp("a", "b", 80)]).await.unwrap();
     let mut seen = Vec::new();
-    while seen
-        .last()
-        .map(|c: &weft_controller::model::Change| c.revision)
-        != Some(r.revision)
-    {
+    while seen.last().map(|c: &weft_api::model::Change| c.revision) != Some(r.revision) {
         seen.push(next_change(&mut w).await);
     }
     let kinds: Vec<&str> = seen

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weft_controller::certs::LabPki;
-use weft_controller::{Client, ControllerArgs};
+use weft_api::pki::LabPki;
+use weft_api::Client;
+use weft_controller::ControllerArgs;
 
 const CHILD_ENV: &str = "WEFT_ATTACK_CHILD";
 const TOKEN: &str = "attack-token";

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Backend, TestStore};
-use weft_controller::model::{Event, Policy, Ports, Protocol, WatchMessage};
+use weft_api::model::{Event, Policy, Ports, Protocol, WatchMessage};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_controller_1_reaches_a_watcher_on_controller_2() {

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, Backend, TestStore};
-use weft_controller::client::ClientError;
+use weft_api::client::ClientError;
 
 on_both_backends!(
     leases_outlive_an_outage_and_expire_after_the_grace,

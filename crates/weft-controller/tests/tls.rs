@@ -6,10 +6,11 @@ mod common;
 use std::path::Path;
 
 use common::{Backend, TestStore};
-use weft_controller::certs::LabPki;
-use weft_controller::client::ClientError;
-use weft_controller::model::{Policy, Ports, Protocol};
-use weft_controller::{Client, ControllerArgs};
+use weft_api::client::ClientError;
+use weft_api::model::{Policy, Ports, Protocol};
+use weft_api::pki::LabPki;
+use weft_api::Client;
+use weft_controller::ControllerArgs;
 
 fn tls_args(store: &TestStore, cert: &Path, key: &Path, ca: &Path) -> ControllerArgs {
     let mut args = store.args();
@@ -159,7 +160,7 @@ async fn an_agent_acts_only_as_the_host_its_certificate_names() {
     );
     assert!(pki.generate(&[], &["../evil".into()], false).is_err());
     assert_eq!(
-        weft_controller::tls::host_of_file(&pki.agent_cert("h3")).unwrap(),
+        weft_api::tls::host_of_file(&pki.agent_cert("h3")).unwrap(),
         Some("h3".to_string())
     );
 
@@ -350,7 +351,7 @@ async fn the_auth_scheme_is_case_insensitive() {
     let mut args = store.args();
     args.token = Some("s3cret".into());
     let server = args.start().await.unwrap();
-    weft_controller::tls::install_default_provider();
+    weft_api::tls::install_default_provider();
     let http = reqwest::Client::new();
     let body = r#"{"policies":[{"source":{"id":"a"},"destination":{"id":"b","protocol":"icmp"}}]}"#;
     for scheme in ["bearer", "BEARER", "Bearer", "bEaReR"] {

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use common::TestStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use weft_controller::client::{ClientError, Reconnect, WatchOptions};
-use weft_controller::model::{Event, Policy, Ports, Protocol, WatchMessage};
-use weft_controller::Client;
+use weft_api::client::{ClientError, Reconnect, WatchOptions};
+use weft_api::model::{Event, Policy, Ports, Protocol, WatchMessage};
+use weft_api::Client;
 
 on_both_backends!(a_restarted_controller_resumes_its_watchers_without_a_snapshot);
 

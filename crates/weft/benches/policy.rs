@@ -38,7 +38,7 @@ use common::{wait_until, Ns};
 use dc::{Dc, DcOptions, Proc};
 use serde_json::Value;
 use weft_agent::policy::{self, LocalContainer};
-use weft_controller::model::{Policy, Ports, Protocol, WatchMessage};
+use weft_api::model::{Policy, Ports, Protocol, WatchMessage};
 use weft_kernel::netns::Netns;
 use weft_kernel::nft::Nft;
 

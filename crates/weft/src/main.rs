@@ -1,9 +1,14 @@
 //! `weft`: the command line for people.
 
+mod apps;
+mod certs;
+mod connect;
 mod containers;
 mod demo;
 mod lab;
+mod leases;
 mod netns;
+mod policy;
 mod table;
 mod trace;
 
@@ -31,13 +36,13 @@ enum Command {
     /// Run the controller: subnet leases, apps and tags, policies, watch
     Controller(weft_controller::ControllerArgs),
     /// Subnet leases held by hosts (from the controller)
-    Leases(weft_controller::LeasesArgs),
+    Leases(leases::LeasesArgs),
     /// Apps and their tags (from the controller)
-    Apps(weft_controller::AppsArgs),
+    Apps(apps::AppsArgs),
     /// Policies: which app may reach which (from the controller)
-    Policy(weft_controller::PolicyArgs),
+    Policy(policy::PolicyArgs),
     /// Create a CA and certificates for a lab
-    Certs(weft_controller::CertsArgs),
+    Certs(certs::CertsArgs),
     /// Build seed topologies on this machine in namespaces: up, check, status, graph, down
     Lab(lab::LabArgs),
     /// The path of a packet through seed 000's eleven steps, with the kernel objects at each
@@ -73,10 +78,10 @@ fn main() -> std::process::ExitCode {
         Command::Controller(a) => block_on(a.run()),
         Command::Agent(a) => block_on(a.run()),
         Command::Containers(a) => containers::run(a),
-        Command::Leases(a) => block_on(a.run()),
-        Command::Apps(a) => block_on(a.run()),
-        Command::Policy(a) => block_on(a.run()),
-        Command::Certs(a) => block_on(a.run()),
+        Command::Leases(a) => block_on(leases::run(a)),
+        Command::Apps(a) => block_on(apps::run(a)),
+        Command::Policy(a) => block_on(policy::run(a)),
+        Command::Certs(a) => certs::run(a),
         Command::Lab(a) => lab::run(a),
         Command::Trace(a) => trace::run(a),
         Command::Demo(a) => demo::run(a),
@@ -87,5 +92,39 @@ fn main() -> std::process::ExitCode {
             eprintln!("weft: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    /// Every subcommand mounts (clap's own consistency checks) and the client commands take
+    /// their connection flags before or after the subcommand.
+    #[test]
+    fn subcommands_mount_and_parse() {
+        Cli::command().debug_assert();
+        let w = Cli::parse_from([
+            "weft",
+            "policy",
+            "--controller",
+            "http://x:1",
+            "--json",
+            "add",
+            "a",
+            "b",
+            "--port",
+            "80-90",
+        ]);
+        let Command::Policy(p) = w.command else {
+            panic!("policy")
+        };
+        assert!(p.connect.json);
+        assert_eq!(p.connect.controller, "http://x:1");
+        assert!(Cli::try_parse_from(["weft", "controller", "--tls-cert", "x"]).is_err());
+        assert!(Cli::try_parse_from(["weft", "leases", "release", "h1"]).is_ok());
+        assert!(Cli::try_parse_from(["weft", "certs", "--agent", "c1"]).is_ok());
     }
 }

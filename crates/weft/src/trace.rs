@@ -488,7 +488,7 @@ struct Ctx<'a> {
     dst: Option<Ctr>,
     protocol: String,
     port: Option<u16>,
-    controller: Option<weft_controller::Client>,
+    controller: Option<weft_api::Client>,
     controller_ns: Option<String>,
 }
 
@@ -539,7 +539,7 @@ impl Ctx<'_> {
     }
 
     /// The controller's policies, if it answers.
-    fn policies(&self) -> Option<Vec<weft_controller::model::Policy>> {
+    fn policies(&self) -> Option<Vec<weft_api::model::Policy>> {
         let c = self.controller.clone()?;
         let fut = async move { Ok::<_, anyhow::Error>(c.policies(None).await?.policies) };
         match &self.controller_ns {
@@ -918,9 +918,8 @@ impl Ctx<'_> {
                         (Some(e), _) => {
                             objs.push(format!("element {map} {{ {e} }}"));
                             let named = self.policies().and_then(|ps| {
-                                let proto =
-                                    weft_controller::model::Protocol::parse(&self.protocol)?;
-                                weft_controller::cli::allowing(
+                                let proto = weft_api::model::Protocol::parse(&self.protocol)?;
+                                weft_api::model::allowing(
                                     &ps,
                                     src.app.as_deref().unwrap_or(""),
                                     d.app.as_deref().unwrap_or(""),
@@ -1179,7 +1178,7 @@ pub fn trace(a: &TraceArgs) -> Result<Trace> {
     let (dst_s, port) = split_port(&a.dst)?;
     let protocol = match (&a.protocol, port) {
         (Some(p), _) => {
-            if weft_controller::model::Protocol::parse(p).is_none() {
+            if weft_api::model::Protocol::parse(p).is_none() {
                 bail!("--protocol {p:?}: must be tcp, udp or icmp");
             }
             p.clone()
@@ -1258,7 +1257,7 @@ pub fn trace(a: &TraceArgs) -> Result<Trace> {
         ),
         None => match &a.controller {
             Some(u) => {
-                let mut b = weft_controller::Client::builder(u.clone());
+                let mut b = weft_api::Client::builder(u.clone());
                 if let Some(t) = &a.token {
                     b = b.token(t.clone());
                 }

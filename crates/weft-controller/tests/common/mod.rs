@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use weft_api::Client;
 use weft_controller::server::RunningServer;
-use weft_controller::{Client, ControllerArgs};
+use weft_controller::ControllerArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

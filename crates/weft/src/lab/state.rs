@@ -76,8 +76,8 @@ impl State {
     }
 
     /// The lab's CA, the controller's certificate and one agent certificate per overlay cell.
-    pub fn pki(&self) -> weft_controller::certs::LabPki {
-        weft_controller::certs::LabPki::new(self.dir.join("pki"))
+    pub fn pki(&self) -> weft_api::pki::LabPki {
+        weft_api::pki::LabPki::new(self.dir.join("pki"))
     }
 
     pub fn cell_dir(&self, cell: &str) -> PathBuf {

@@ -598,15 +598,15 @@ impl Layout {
 }
 
 /// The controller policy a topology policy stands for.
-pub fn policy_of(p: &PolicySpec) -> Result<weft_controller::model::Policy> {
-    use weft_controller::model::{Policy, Protocol};
+pub fn policy_of(p: &PolicySpec) -> Result<weft_api::model::Policy> {
+    use weft_api::model::{Policy, Protocol};
     let protocol = Protocol::parse(&p.protocol)
         .with_context(|| format!("protocol {:?}: must be tcp, udp or icmp", p.protocol))?;
     let ports = match (&p.ports, protocol) {
         (None, Protocol::Icmp) => None,
         (Some(_), Protocol::Icmp) => bail!("ports: icmp has no ports"),
         (None, _) => bail!("ports: required for {protocol}"),
-        (Some(s), _) => Some(weft_controller::cli::parse_ports(s).context("ports")?),
+        (Some(s), _) => Some(crate::policy::parse_ports(s).context("ports")?),
     };
     Ok(Policy::new(&p.from, &p.to, protocol, ports))
 }

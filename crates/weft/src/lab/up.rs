@@ -600,19 +600,19 @@ pub fn up(
 }
 
 /// A client of the lab's controller (use it inside the underlay namespace).
-pub fn client(st: &State) -> Result<weft_controller::Client> {
+pub fn client(st: &State) -> Result<weft_api::Client> {
     let o = st
         .layout
         .overlay
         .as_ref()
         .context("this lab has no controller (no overlay cells)")?;
-    Ok(weft_controller::Client::builder(o.controller.clone())
+    Ok(weft_api::Client::builder(o.controller.clone())
         .ca(st.pki().ca())
         .token(st.token.clone())
         .build()?)
 }
 
-pub fn add_policies(st: &State, policies: Vec<weft_controller::model::Policy>) -> Result<()> {
+pub fn add_policies(st: &State, policies: Vec<weft_api::model::Policy>) -> Result<()> {
     let c = client(st)?;
     block_in(&st.layout.underlay.namespace, move || {
         Box::pin(async move {

@@ -548,7 +548,7 @@ impl Dc {
              sysctl -qw net.bridge.bridge-nf-call-$k=0 2>/dev/null; done; true");
         // The data centre's CA and the controller's certificate; each cell gets its own agent
         // certificate naming it (spawn_cell), as an operator would issue them.
-        weft_controller::certs::LabPki::new(dir.path.join("pki"))
+        weft_api::pki::LabPki::new(dir.path.join("pki"))
             .generate(&[UNDERLAY_GW.to_string()], &[], false)
             .expect("dc certificates");
         let mut dc = Dc {
@@ -577,13 +577,13 @@ impl Dc {
     }
 
     /// The data centre's CA, controller certificate and per-cell agent certificates.
-    pub fn pki(&self) -> weft_controller::certs::LabPki {
-        weft_controller::certs::LabPki::new(self.dir.path.join("pki"))
+    pub fn pki(&self) -> weft_api::pki::LabPki {
+        weft_api::pki::LabPki::new(self.dir.path.join("pki"))
     }
 
     /// A client of the controller with the token (use it inside the underlay namespace).
-    pub fn client(&self) -> weft_controller::Client {
-        weft_controller::Client::builder(self.controller_url())
+    pub fn client(&self) -> weft_api::Client {
+        weft_api::Client::builder(self.controller_url())
             .ca(self.pki().ca())
             .token(TOKEN)
             .build()

@@ -1,3 +1,9 @@
+//! `weft controller`: the daemon's arguments and what they start. [`ControllerArgs::start`]
+//! opens the store, starts the [`Controller`] and serves it (TLS with the given certificates,
+//! or a lab PKI made in `STATE_DIR/tls` on first start; `--insecure-http` for labs);
+//! [`ControllerArgs::run`] adds logging and waits for SIGINT or SIGTERM. The limits are
+//! derived from the file limit unless given ([`ControllerArgs::limits`]).
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,12 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use ipnet::Ipv4Net;
 
-use crate::certs::{self, LabPki};
 use crate::controller::{Controller, ControllerConfig};
 use crate::leases::Pool;
 use crate::limits::{self, Limits};
 use crate::server::{self, ServeOptions};
 use crate::{store, tls};
+use weft_api::pki::{self, LabPki};
 
 /// `weft controller`: serve leases, app tags and policies.
 #[derive(Debug, Clone, clap::Args)]
@@ -44,7 +50,7 @@ pub struct ControllerArgs {
     pub lease_grace: Option<u64>,
     /// Seconds between heartbeats on idle watch streams (fractions allowed). Announced in the
     /// stream: watchers take 3 intervals of silence for a lost controller.
-    #[arg(long, default_value_t = crate::controller::DEFAULT_HEARTBEAT.as_secs_f64(), value_parser = parse_interval)]
+    #[arg(long, default_value_t = crate::controller::DEFAULT_HEARTBEAT.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
     pub heartbeat: f64,
     /// Server certificate (PEM). Without it, a lab PKI in STATE_DIR/tls is used (made on first start).
     #[arg(long, requires_all = ["tls_key", "client_ca"])]
@@ -95,17 +101,6 @@ pub struct ControllerArgs {
     /// Seconds a client has to send a request's body.
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
-}
-
-/// A heartbeat interval in seconds: 0.01 ..= 3600.
-fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(0.01..=3600.0).contains(&v) {
-        return Err(format!("{v} s is outside 0.01..=3600 s"));
-    }
-    Ok(v)
 }
 
 fn init_logging(json: bool) {
@@ -215,7 +210,7 @@ impl ControllerArgs {
                 Some(t) => t.clone(),
                 None => {
                     let path = self.state_dir.join("token");
-                    let t = certs::token_file(&path)?;
+                    let t = pki::token_file(&path)?;
                     tracing::info!(path = %path.display(), "policy write token");
                     t
                 }
@@ -290,5 +285,37 @@ impl ControllerArgs {
         server.wait().await;
         tracing::info!("controller stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ControllerArgs;
+
+    #[test]
+    fn arguments_parse_and_conflict() {
+        let c = ControllerArgs::from_args([
+            "--store",
+            "postgres://u@h/db",
+            "--overlay-cidr",
+            "10.240.0.0/12",
+            "--host-prefix",
+            "26",
+            "--insecure-http",
+        ])
+        .unwrap();
+        assert_eq!(c.host_prefix, 26);
+        assert!(c.insecure_http);
+        assert!(ControllerArgs::from_args(["--tls-cert", "x"]).is_err());
+        assert!(ControllerArgs::from_args([
+            "--insecure-http",
+            "--tls-cert",
+            "a",
+            "--tls-key",
+            "b",
+            "--client-ca",
+            "c"
+        ])
+        .is_err());
     }
 }

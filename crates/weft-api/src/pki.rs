@@ -1,6 +1,11 @@
 //! A lab PKI made with rcgen: one CA that signs the controller's server certificate and one
 //! client certificate per agent, naming its host (`urn:weft:host:NAME` URI SAN and common name
-//! NAME, see [`crate::tls`]). For labs and tests; production PKI is the operator's.
+//! NAME, read back by [`crate::tls::host_of`]); and the policy-write token file. For labs and
+//! tests (and a controller started without certificates); production PKI is the operator's.
+//!
+//! Files it owns, in [`LabPki::dir`]: `ca.pem`, `ca-key.pem`, `server.pem`, `server-key.pem`,
+//! `agent-NAME.pem`, `agent-NAME-key.pem`; keys and tokens are written mode 0600. Behind the
+//! crate feature `pki`: the agent, which only reads certificates, does not build rcgen.
 
 use std::fs;
 use std::io::Write;

@@ -1,5 +1,7 @@
 //! The resources of the controller as they travel over the wire: leases, apps, policies, changes
-//! and watch messages. The server and the [`Client`](crate::Client) share these types.
+//! and watch messages, and the body of every error. The controller serializes them and the
+//! [`Client`](crate::Client) reads them: one type for both ends. [`allowing`] says what a set
+//! of policies allows (default deny), for whoever needs to explain a verdict.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -22,6 +24,15 @@ pub struct Lease {
     pub acquired_at: i64,
     /// Unix seconds after which an unrenewed lease returns to the pool.
     pub expires_at: i64,
+}
+
+/// Now in unix seconds: the clock of [`Lease::acquired_at`] and [`Lease::expires_at`] (0 if
+/// the system clock is before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Body of `POST /v1/leases/acquire`.
@@ -247,7 +258,7 @@ pub struct Snapshot {
 
 /// One message of the watch stream (`GET /v1/watch`, JSON lines), as a
 /// [`Client`](crate::Client) delivers it. On the wire a snapshot may come in several lines
-/// (see [`crate::watch`]); the client joins them into one `Snapshot`.
+/// (see [`SnapshotPart`]); the client joins them into one `Snapshot`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WatchMessage {
@@ -281,8 +292,8 @@ impl WatchMessage {
 /// A snapshot, or one part of it, as one line on the wire. A client that asks for parts
 /// (`GET /v1/watch?snapshot=parts`) gets the snapshot as a `snapshot` line with `"more": true`
 /// followed by `snapshot_part` lines at the same revision, the last with `more` false (or
-/// absent); each line carries at most [`crate::watch::PART_ITEMS`] leases, apps and policies
-/// in all. Without `snapshot=parts` the whole snapshot is one `snapshot` line (older clients).
+/// absent); each line carries a bounded number of leases, apps and policies in all (the
+/// controller's `weft_controller::watch::PART_ITEMS`). Without `snapshot=parts` the whole snapshot is one `snapshot` line (older clients).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPart<'a> {
     pub revision: i64,
@@ -339,6 +350,28 @@ pub struct ErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
+}
+
+/// The first policy (in the given order) that allows `source` to reach `destination` with
+/// `protocol` on `port`, if any; none means denied (the default). ICMP policies have no ports;
+/// TCP and UDP need the port inside the policy's range.
+pub fn allowing<'a>(
+    policies: &'a [Policy],
+    source: &str,
+    destination: &str,
+    protocol: Protocol,
+    port: Option<u16>,
+) -> Option<&'a Policy> {
+    policies.iter().find(|p| {
+        p.source.id == source
+            && p.destination.id == destination
+            && p.destination.protocol == protocol
+            && match (protocol, p.destination.ports, port) {
+                (Protocol::Icmp, _, _) => true,
+                (_, Some(r), Some(port)) => r.start <= port && port <= r.end,
+                _ => false,
+            }
+    })
 }
 
 #[cfg(test)]
@@ -457,5 +490,33 @@ mod tests {
         }
         let Old::Heartbeat { revision } = serde_json::from_str(&beat).unwrap();
         assert_eq!(revision, 4);
+    }
+
+    #[test]
+    fn allowing_finds_the_policy_that_allows() {
+        let ps = vec![
+            Policy::new(
+                "b",
+                "a",
+                Protocol::Tcp,
+                Some(Ports {
+                    start: 8080,
+                    end: 8090,
+                }),
+            ),
+            Policy::new("b", "a", Protocol::Icmp, None),
+        ];
+        assert!(allowing(&ps, "b", "a", Protocol::Tcp, Some(8085)).is_some());
+        assert!(allowing(&ps, "b", "a", Protocol::Tcp, Some(8091)).is_none());
+        assert!(
+            allowing(&ps, "a", "b", Protocol::Tcp, Some(8080)).is_none(),
+            "one-way"
+        );
+        assert!(allowing(&ps, "b", "a", Protocol::Udp, Some(8080)).is_none());
+        assert!(
+            allowing(&ps, "b", "a", Protocol::Tcp, None).is_none(),
+            "no port, no tcp"
+        );
+        assert!(allowing(&ps, "b", "a", Protocol::Icmp, None).is_some());
     }
 }
