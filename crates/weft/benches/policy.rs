@@ -146,18 +146,9 @@ fn tcp_policy(src: &str, dst: &str, (start, end): (u16, u16)) -> Policy {
     Policy::new(src, dst, Protocol::Tcp, Some(Ports { start, end }))
 }
 
-/// Runs `f` on a new thread that entered the namespace at `path` (for good: the thread ends).
+/// Runs `f` on a new thread inside the namespace at `path`.
 fn in_ns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            Netns::open(path)
-                .and_then(|n| n.enter())
-                .unwrap_or_else(|e| panic!("enter {path}: {e}"));
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("thread in {path} panicked"))
-    })
+    weft_kernel::netns::in_netns(path, f).unwrap_or_else(|e| panic!("in {path}: {e}"))
 }
 
 /// Elements in `inet weft-policy allow_ports` (0 when the table is missing).

@@ -139,7 +139,7 @@ pub fn block_in<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>> + Send + 'static,
 ) -> Result<T> {
-    super::probe::in_netns(ns, move || runtime()?.block_on(f()))?
+    Netns::named(ns)?.run(move || runtime()?.block_on(f()))?
 }
 
 async fn netlink_in(ns: &str) -> Result<Netlink> {
@@ -149,7 +149,7 @@ async fn netlink_in(ns: &str) -> Result<Netlink> {
 
 fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<()> {
     let (k, v) = (key.to_string(), value.to_string());
-    super::probe::in_netns(ns, move || weft_kernel::sysctl::set(&k, &v))??;
+    Netns::named(ns)?.run(move || weft_kernel::sysctl::set(&k, &v))??;
     Ok(())
 }
 
@@ -749,7 +749,7 @@ fn policies_done(st: &State) -> Result<bool> {
 /// Runs nft commands (text output) inside a namespace, through libnftables.
 pub fn nft_in(ns: &str, cmd: &str) -> Result<String> {
     let cmd = cmd.to_string();
-    super::probe::in_netns(ns, move || -> Result<String> {
+    Netns::named(ns)?.run(move || -> Result<String> {
         let mut n = weft_kernel::nft::Nft::new()?;
         Ok(n.run(&cmd)?)
     })?

@@ -4,14 +4,13 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use weft_kernel::netns::{CommandExt as _, Netns};
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 pub const WEFT_CNI: &str = env!("CARGO_BIN_EXE_weft-cni");
@@ -184,8 +183,7 @@ pub fn exec_plugin(
     conf: &Value,
     extra_env: &[(&str, &str)],
 ) -> Reply {
-    let host = std::fs::File::open(host_netns).expect("open host netns");
-    let fd = host.as_raw_fd();
+    let host = Netns::open(host_netns).expect("open host netns");
     let mut cmd = Command::new(plugin);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -206,15 +204,7 @@ pub fn exec_plugin(
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    // SAFETY: setns is async-signal-safe; the child runs it between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc_setns(fd) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cmd.netns(&host).expect("enter host netns");
     let mut child = cmd.spawn().expect("spawn plugin");
     child
         .stdin
@@ -234,15 +224,6 @@ pub fn exec_plugin(
         json,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-fn libc_setns(fd: i32) -> i32 {
-    // CLONE_NEWNET = 0x40000000
-    unsafe { setns(fd, 0x4000_0000) }
-}
-
-extern "C" {
-    fn setns(fd: i32, nstype: i32) -> i32;
 }
 
 /// A CNI network under test: a host namespace (standing in for the host), a private data
