@@ -11,6 +11,7 @@
 //! | nftables          | [`nft`]     | libnftables, in-process, one transaction per call |
 //! | conntrack entry   | [`conntrack`] | ctnetlink (NETLINK_NETFILTER socket) |
 //! | nftables trace events | [`nftrace`] | NETLINK_NETFILTER, group NFNLGRP_NFTRACE |
+//! | (codec)           | `nfnetlink` | the one NETLINK_NETFILTER wire format and socket, for conntrack and nftrace |
 //! | BPF object, map, tc filter | [`bpf`] | libbpf, in-process (bpf(2), tc over rtnetlink) |
 //!
 //! Nothing here spawns a process. [`Netlink`] is a socket bound to one network namespace,
@@ -24,6 +25,7 @@ pub mod link;
 pub mod neigh;
 mod netlink;
 pub mod netns;
+mod nfnetlink;
 pub mod nft;
 pub mod nftrace;
 pub mod route;
