@@ -8,7 +8,7 @@
 //! | route             | [`route`]   | rtnetlink                        |
 //! | neighbour / FDB   | [`neigh`]   | rtnetlink                        |
 //! | sysctl            | [`sysctl`]  | /proc/sys                        |
-//! | nftables          | [`nft`]     | libnftables, in-process, one transaction per call |
+//! | nftables table, set, map, chain, rule, element | [`nft`] | libnftables, in-process, one transaction per call; a typed table model rendered to scripts and parsed back from `nft -j` |
 //! | conntrack entry   | [`conntrack`] | ctnetlink (NETLINK_NETFILTER socket) |
 //! | nftables trace events | [`nftrace`] | NETLINK_NETFILTER, group NFNLGRP_NFTRACE |
 //! | (codec)           | `nfnetlink` | the one NETLINK_NETFILTER wire format and socket, for conntrack and nftrace |

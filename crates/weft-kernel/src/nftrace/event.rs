@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use crate::nfnetlink::{
     attrs, be32, be64, messages, msg_type, nfgen, string, Body, NFNL_SUBSYS_NFTABLES,
 };
+use crate::nft::{Family, Verdict};
 
 // <linux/netfilter/nf_tables.h>: enum nf_tables_msg_types
 const NFT_MSG_TRACE: u16 = 17;
@@ -71,50 +72,19 @@ impl TraceKind {
     }
 }
 
-/// A netfilter / nf_tables verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    Drop,
-    /// Go on with the next rule (a rule without a verdict statement, e.g. `counter`).
-    Continue,
-    Break,
-    Jump(String),
-    Goto(String),
-    Return,
-    /// Any other code (NF_QUEUE, NF_STOLEN, ...), as the kernel sent it.
-    Other(i32),
-}
-
-impl Verdict {
-    /// A verdict code (NFTA_VERDICT_CODE, NFTA_TRACE_POLICY) and the jump/goto target.
-    fn from_code(code: i32, chain: Option<String>) -> Self {
-        match code {
-            NFT_CONTINUE => Verdict::Continue,
-            NFT_BREAK => Verdict::Break,
-            NFT_JUMP => Verdict::Jump(chain.unwrap_or_default()),
-            NFT_GOTO => Verdict::Goto(chain.unwrap_or_default()),
-            NFT_RETURN => Verdict::Return,
-            // The upper bits of netfilter verdicts carry data (an errno, a queue number).
-            c if c >= 0 && c & NF_VERDICT_MASK == NF_DROP => Verdict::Drop,
-            c if c >= 0 && c & NF_VERDICT_MASK == NF_ACCEPT => Verdict::Accept,
-            c => Verdict::Other(c),
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Verdict::Accept => f.write_str("accept"),
-            Verdict::Drop => f.write_str("drop"),
-            Verdict::Continue => f.write_str("continue"),
-            Verdict::Break => f.write_str("break"),
-            Verdict::Jump(c) => write!(f, "jump {c}"),
-            Verdict::Goto(c) => write!(f, "goto {c}"),
-            Verdict::Return => f.write_str("return"),
-            Verdict::Other(c) => write!(f, "verdict {c}"),
-        }
+/// The verdict of a verdict code (NFTA_VERDICT_CODE, NFTA_TRACE_POLICY) and the jump/goto
+/// target.
+fn verdict_of_code(code: i32, chain: Option<String>) -> Verdict {
+    match code {
+        NFT_CONTINUE => Verdict::Continue,
+        NFT_BREAK => Verdict::Break,
+        NFT_JUMP => Verdict::Jump(chain.unwrap_or_default()),
+        NFT_GOTO => Verdict::Goto(chain.unwrap_or_default()),
+        NFT_RETURN => Verdict::Return,
+        // The upper bits of netfilter verdicts carry data (an errno, a queue number).
+        c if c >= 0 && c & NF_VERDICT_MASK == NF_DROP => Verdict::Drop,
+        c if c >= 0 && c & NF_VERDICT_MASK == NF_ACCEPT => Verdict::Accept,
+        c => Verdict::Other(c),
     }
 }
 
@@ -204,26 +174,13 @@ impl TraceEvent {
     }
 }
 
-/// The name `nft` uses for a table family.
-fn family_name(family: u8) -> Option<&'static str> {
-    Some(match family {
-        1 => "inet",
-        2 => "ip",
-        3 => "arp",
-        5 => "netdev",
-        7 => "bridge",
-        10 => "ip6",
-        _ => return None,
-    })
-}
-
 /// One line, the way `nft monitor trace` names things:
 /// `inet weft-policy forward rule handle 7: drop (mark 0x0000000b)`,
 /// `inet tt out policy accept`.
 impl fmt::Display for TraceEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match family_name(self.family) {
-            Some(name) => f.write_str(name)?,
+        match Family::from_nfproto(self.family) {
+            Some(name) => write!(f, "{name}")?,
             None => write!(f, "family {}", self.family)?,
         }
         write!(f, " {} {} ", self.table, self.chain)?;
@@ -261,7 +218,7 @@ fn parse_verdict(buf: &[u8]) -> Option<Verdict> {
             _ => {}
         }
     }
-    code.map(|c| Verdict::from_code(c, chain))
+    code.map(|c| verdict_of_code(c, chain))
 }
 
 /// The payload of one NFT_MSG_TRACE message (nfgenmsg + attributes). None if it is too
@@ -313,7 +270,7 @@ fn parse_event(msg: &[u8]) -> Option<TraceEvent> {
     ev.chain = chain?;
     ev.kind = kind;
     if ev.kind == TraceKind::Policy && ev.verdict.is_none() {
-        ev.verdict = policy.map(|p| Verdict::from_code(p as i32, None));
+        ev.verdict = policy.map(|p| verdict_of_code(p as i32, None));
     }
     Some(ev)
 }
@@ -513,7 +470,7 @@ pub(super) mod tests {
 
     #[test]
     fn verdict_codes() {
-        let v = |c| Verdict::from_code(c, None);
+        let v = |c| verdict_of_code(c, None);
         assert_eq!(v(0), Verdict::Drop);
         assert_eq!(v(1), Verdict::Accept);
         assert_eq!(v(-1), Verdict::Continue);

@@ -42,5 +42,6 @@
 mod event;
 mod listener;
 
-pub use event::{parse, TraceEvent, TraceKind, Verdict};
+pub use crate::nft::Verdict;
+pub use event::{parse, TraceEvent, TraceKind};
 pub use listener::{TraceListener, NFNLGRP_NFTRACE};

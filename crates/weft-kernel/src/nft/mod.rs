@@ -1,8 +1,49 @@
-//! nftables through libnftables, in-process: each [`Nft::run`] is one atomic transaction
-//! (the whole script commits or nothing does), and no `nft` process is spawned.
+//! nftables through libnftables, in-process, and the typed table model that weft writes and
+//! reads back.
 //!
-//! libnftables is loaded at run time (`libnftables.so.1`, from Debian's `libnftables1`, which
-//! the `nftables` package pulls in), so building weft needs no C headers.
+//! - [`Nft`]: a libnftables context. Each [`Nft::run`] / [`Nft::apply`] is one atomic
+//!   transaction (the whole script commits or nothing does); no `nft` process is spawned.
+//!   libnftables is loaded at run time (`libnftables.so.1`, from Debian's `libnftables1`,
+//!   which the `nftables` package pulls in), so building weft needs no C headers.
+//! - [`Table`] and its parts ([`Set`], [`Element`], [`Value`], [`Chain`], [`Rule`]): one
+//!   type both ways. Rendered ([`Table::replace_script`], [`Transaction`]) into what
+//!   [`Nft::apply`] runs, and parsed back from the kernel by [`Nft::list_table`], with rule
+//!   counters and handles and set elements with theirs. Readers ([`Table::counter_of_rule`],
+//!   [`Table::elements`], [`Table::matches`], [`Set::lookup`]) work on the type, never on
+//!   listing text.
+//!
+//! ```no_run
+//! use weft_kernel::nft::{Chain, Family, Nft, Rule, Table, Verdict};
+//!
+//! # fn main() -> weft_kernel::Result<()> {
+//! let table = Table::new(Family::Inet, "example")
+//!     .with_comment("example v1")
+//!     .with_chain(
+//!         Chain::base("input", "filter", "input", 0, Verdict::Accept)
+//!             .with_rule(Rule::new("tcp dport 23").counter().drop().comment("telnet")),
+//!     );
+//! let mut nft = Nft::new()?;
+//! nft.ensure(&table)?; // written unless the kernel has it with this comment
+//! let read = nft.list_table(Family::Inet, "example")?.expect("the table");
+//! let dropped = read.counter_of_rule("telnet").map_or(0, |c| c.packets);
+//! # let _ = dropped;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Invariant: a table is written whole or not at all (one transaction), and a reader sees
+//! the kernel's table through the same type that wrote it. Kernel objects owned: nftables
+//! tables, sets, maps, chains, rules and elements, in the calling thread's network namespace.
+
+mod model;
+mod parse;
+mod render;
+
+pub use model::{
+    Chain, Counter, Element, Family, Hook, Rule, Set, SetFlag, SetKey, SetKind, Table, Value,
+    Verdict,
+};
+pub use render::Transaction;
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::OnceLock;
@@ -131,9 +172,63 @@ impl Nft {
         }
     }
 
-    /// Writes a whole table unless it is already there with `fingerprint` in its listing (its
-    /// comment). `script` must replace the table in one transaction (`add table`, `delete
-    /// table`, then the definition). Returns whether it wrote.
+    /// Applies `tx` as one transaction (nothing when it is empty).
+    pub fn apply(&mut self, tx: &Transaction) -> Result<()> {
+        if !tx.is_empty() {
+            self.run(tx.script())?;
+        }
+        Ok(())
+    }
+
+    /// Writes `table` (replacing any table of its name, in one transaction) unless the
+    /// kernel's has the same comment (weft's fingerprint of what the table depends on).
+    /// Returns whether it wrote.
+    pub fn ensure(&mut self, table: &Table) -> Result<bool> {
+        let fingerprint = table.comment.as_deref().unwrap_or_default();
+        self.ensure_table(
+            table.family.as_str(),
+            &table.name,
+            fingerprint,
+            &table.replace_script(),
+        )
+    }
+
+    /// The table `family name` as the kernel has it, with its elements, counters and
+    /// handles; `None` when there is no such table.
+    pub fn list_table(&mut self, family: Family, name: &str) -> Result<Option<Table>> {
+        let cmd = format!("list table {family} {name}");
+        let mut attempts = 0;
+        loop {
+            let Some(json) = absent_is_none(self.run_json(&cmd))? else {
+                return Ok(None);
+            };
+            let Some(text) = absent_is_none(
+                self.run_with_flags(&cmd, NFT_CTX_OUTPUT_TERSE | NFT_CTX_OUTPUT_HANDLE),
+            )?
+            else {
+                return Ok(None);
+            };
+            match parse::table(&json, &text) {
+                Ok(t) => return Ok(Some(t)),
+                // Rewritten between the two listings: list again (a few times).
+                Err(parse::Listing::Changed(_)) if attempts < 3 => attempts += 1,
+                Err(parse::Listing::Changed(m) | parse::Listing::Malformed(m)) => {
+                    return Err(Error::Nft(m))
+                }
+            }
+        }
+    }
+
+    /// The comment of table `family name` (`Some(None)`: a table without one; `None`: no
+    /// such table). A terse listing: the cost does not grow with the table's elements.
+    pub fn table_comment(&mut self, family: &str, name: &str) -> Result<Option<Option<String>>> {
+        let listing = self.run_terse(&format!("list table {family} {name}"));
+        Ok(absent_is_none(listing)?.map(|text| parse::text_listing(&text).comment))
+    }
+
+    /// Writes a whole table unless it is already there with `fingerprint` as its comment.
+    /// `script` must replace the table in one transaction (`add table`, `delete table`, then
+    /// the definition: [`Table::replace_script`]). Returns whether it wrote.
     pub fn ensure_table(
         &mut self,
         family: &str,
@@ -148,23 +243,24 @@ impl Nft {
         Ok(true)
     }
 
-    /// Is the table there with `fingerprint` in its listing (its comment)? (A terse listing:
-    /// the cost does not grow with the table's elements.)
+    /// Is the table there with `fingerprint` as its comment? (A terse listing: the cost does
+    /// not grow with the table's elements.)
     pub fn table_matches(&mut self, family: &str, name: &str, fingerprint: &str) -> Result<bool> {
-        match self.run_terse(&format!("list table {family} {name}")) {
-            Ok(listing) => Ok(listing.contains(fingerprint)),
-            Err(Error::Nft(m)) if m.contains("No such file") => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self.table_comment(family, name)?.flatten().as_deref() == Some(fingerprint))
     }
 
     /// Does `family name` table exist?
     pub fn table_exists(&mut self, family: &str, name: &str) -> Result<bool> {
-        match self.run_terse(&format!("list table {family} {name}")) {
-            Ok(_) => Ok(true),
-            Err(Error::Nft(m)) if m.contains("No such file") => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(absent_is_none(self.run_terse(&format!("list table {family} {name}")))?.is_some())
+    }
+}
+
+/// A listing's answer, `None` when what it lists does not exist.
+fn absent_is_none(r: Result<String>) -> Result<Option<String>> {
+    match r {
+        Ok(s) => Ok(Some(s)),
+        Err(Error::Nft(m)) if m.contains("No such file") => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
