@@ -265,9 +265,20 @@ fn a_missing_table_is_none_and_deleting_removes_it() {
         nft(&t, |n| n.table_comment("inet", "wk-sample")).expect("comment"),
         None
     );
+    assert_eq!(
+        nft(&t, |n| n.list_tables(Family::Inet)).expect("tables"),
+        Vec::<String>::new()
+    );
     let table = sample("wk sample v1");
     nft(&t, |n| n.ensure(&table)).expect("write");
     assert!(nft(&t, |n| n.table_exists("inet", "wk-sample")).expect("exists"));
+    assert_eq!(
+        nft(&t, |n| n.list_tables(Family::Inet)).expect("tables"),
+        ["wk-sample"]
+    );
+    assert!(nft(&t, |n| n.list_tables(Family::Ip))
+        .expect("tables")
+        .is_empty());
     let mut del = Transaction::new();
     del.delete_table(Family::Inet, "wk-sample");
     nft(&t, |n| n.apply(&del)).expect("delete");

@@ -219,6 +219,12 @@ impl Nft {
         }
     }
 
+    /// The names of the tables of `family`, as the kernel lists them.
+    pub fn list_tables(&mut self, family: Family) -> Result<Vec<String>> {
+        let json = self.run_json(&format!("list tables {family}"))?;
+        parse::table_names(&json).map_err(Error::Nft)
+    }
+
     /// The comment of table `family name` (`Some(None)`: a table without one; `None`: no
     /// such table). A terse listing: the cost does not grow with the table's elements.
     pub fn table_comment(&mut self, family: &str, name: &str) -> Result<Option<Option<String>>> {

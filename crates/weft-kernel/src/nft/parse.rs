@@ -82,6 +82,17 @@ pub(crate) fn table(json: &str, text: &str) -> Result<Table, Listing> {
     Ok(t)
 }
 
+/// The names in a `list tables` JSON answer.
+pub(crate) fn table_names(json: &str) -> Result<Vec<String>, String> {
+    let v: Json = serde_json::from_str(json).map_err(|e| format!("nftables JSON listing: {e}"))?;
+    Ok(v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["table"]["name"].as_str().map(str::to_string))
+        .collect())
+}
+
 fn table_of(body: &Json) -> Result<Table, Listing> {
     let family: Family = body["family"]
         .as_str()
