@@ -16,8 +16,8 @@ use ipnet::Ipv4Net;
 use weft_cni::lease::HostLease;
 use weft_controller::model::{Event, Lease, Policy, WatchMessage};
 use weft_controller::Client;
-use weft_kernel::link::{parse_mac, VxlanSpec};
-use weft_kernel::Netlink;
+use weft_kernel::link::VxlanSpec;
+use weft_kernel::{MacAddr, Netlink};
 
 use crate::{fastpath, local, nat, policy, remote, vtep};
 
@@ -249,8 +249,11 @@ impl Agent {
 
     /// Sets up (or adopts) the VTEP and NAT for our lease and writes the lease file.
     async fn ensure_local(&mut self) -> Result<()> {
-        let mac = parse_mac(&self.lease.vtep_mac)
-            .ok_or_else(|| anyhow!("lease has a bad VTEP MAC {:?}", self.lease.vtep_mac))?;
+        let mac: MacAddr = self
+            .lease
+            .vtep_mac
+            .parse()
+            .map_err(|_| anyhow!("lease has a bad VTEP MAC {:?}", self.lease.vtep_mac))?;
         let spec = VxlanSpec {
             name: self.args.vtep.clone(),
             vni: self.args.vni,
@@ -477,7 +480,7 @@ impl Agent {
         if self.fastpath.is_none() || !self.have_snapshot {
             return;
         }
-        let Some(vtep_mac) = parse_mac(&self.lease.vtep_mac) else {
+        let Ok(vtep_mac) = self.lease.vtep_mac.parse::<MacAddr>() else {
             return;
         };
         let links: BTreeMap<String, weft_kernel::link::Link> = match self.nl.links().await {

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use weft_kernel::link::{parse_mac, VethEnd};
+use weft_kernel::link::VethEnd;
 use weft_kernel::netns::Netns;
 use weft_kernel::route::Route;
 use weft_kernel::{sysctl, Netlink};
@@ -13,15 +13,11 @@ use weft_kernel::{sysctl, Netlink};
 use crate::plan::BridgePlan;
 use crate::spec::{code, CniError};
 
-fn mac(s: &str) -> Option<[u8; 6]> {
-    parse_mac(s)
-}
-
 /// Creates the bridge and the container's veth, addresses and routes. Idempotent: applying
 /// the same plan again changes nothing.
 pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
     let br = host
-        .ensure_bridge(&plan.bridge, plan.mtu, mac(&plan.bridge_mac))
+        .ensure_bridge(&plan.bridge, plan.mtu, Some(plan.bridge_mac))
         .await?;
     for a in &plan.bridge_addrs {
         host.add_address(br.index, *a).await?;
@@ -48,7 +44,7 @@ pub async fn apply(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
     };
     let peer = VethEnd {
         name: &plan.ifname,
-        mac: mac(&plan.container_mac),
+        mac: plan.container_mac,
         mtu: plan.mtu,
         alias: None,
         arp_off: false,
@@ -118,13 +114,13 @@ pub async fn check(plan: &BridgePlan, host: &Netlink, ns: &Netns) -> Result<(), 
     if !cl.up {
         return Err(mismatch(format!("{} is down", plan.ifname)));
     }
-    if let Some(m) = mac(&plan.container_mac) {
+    if let Some(m) = plan.container_mac {
         if cl.mac != Some(m) {
             return Err(mismatch(format!(
                 "{} has MAC {:?}, expected {}",
                 plan.ifname,
-                cl.mac.map(|m| weft_kernel::link::format_mac(&m)),
-                plan.container_mac
+                cl.mac.map(|m| m.to_string()),
+                m
             )));
         }
     }

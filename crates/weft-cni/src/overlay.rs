@@ -11,15 +11,15 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
-use weft_kernel::link::{format_mac, parse_mac, VethEnd};
+use weft_kernel::link::VethEnd;
 use weft_kernel::neigh::Neighbour;
 use weft_kernel::netns::Netns;
 use weft_kernel::route::Route;
-use weft_kernel::{sysctl, Netlink};
+use weft_kernel::{sysctl, MacAddr, Netlink};
 
 use crate::config::{NetworkConf, PortMapping};
 use crate::lease::{HostLease, GATEWAY};
-use crate::plan::{alias_prefix, host_veth_name, mac_from_ip};
+use crate::plan::{alias_prefix, host_veth_name};
 use crate::spec::{code, CniError, CniResult, Interface, IpConfig, RouteSpec};
 
 /// One container attachment in overlay mode.
@@ -31,8 +31,8 @@ pub struct OverlayPlan {
     pub netns: String,
     pub host_veth: String,
     pub host_alias: String,
-    pub host_mac: String,
-    pub container_mac: String,
+    pub host_mac: MacAddr,
+    pub container_mac: MacAddr,
     /// The container's overlay address.
     pub ip: Ipv4Addr,
     /// The host's lease subnet it came from.
@@ -61,12 +61,10 @@ pub fn plan(
         netns: netns.to_string(),
         host_veth: host_veth_name(&conf.network, container_id, ifname),
         host_alias: format!("{}{container_id}:{ifname}", alias_prefix(&conf.network)),
-        host_mac: format_mac(&mac_from_ip(0x59, IpAddr::V4(ip))),
-        container_mac: format_mac(
-            &conf
-                .mac
-                .unwrap_or_else(|| mac_from_ip(0x58, IpAddr::V4(ip))),
-        ),
+        host_mac: MacAddr::from_ip(0x59, IpAddr::V4(ip)),
+        container_mac: conf
+            .mac
+            .unwrap_or_else(|| MacAddr::from_ip(0x58, IpAddr::V4(ip))),
         ip,
         subnet: lease.subnet,
         mtu: conf.mtu.unwrap_or(lease.mtu),
@@ -99,12 +97,12 @@ impl OverlayPlan {
             interfaces: vec![
                 Interface {
                     name: self.host_veth.clone(),
-                    mac: self.host_mac.clone(),
+                    mac: self.host_mac.to_string(),
                     ..Default::default()
                 },
                 Interface {
                     name: self.ifname.clone(),
-                    mac: self.container_mac.clone(),
+                    mac: self.container_mac.to_string(),
                     mtu: Some(self.mtu),
                     sandbox: self.netns.clone(),
                     ..Default::default()
@@ -121,15 +119,6 @@ impl OverlayPlan {
     }
 }
 
-fn mac(s: &str) -> Result<[u8; 6], CniError> {
-    parse_mac(s).ok_or_else(|| {
-        CniError::new(
-            code::IO_FAILURE,
-            format!("bad MAC {s:?} in attachment record"),
-        )
-    })
-}
-
 /// Creates the veth pair, the /32s, the link-local gateway and the neighbour entries.
 /// Idempotent.
 pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
@@ -137,7 +126,7 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
     let cont = Netlink::in_netns(ns)?;
     let local = VethEnd {
         name: &plan.host_veth,
-        mac: Some(mac(&plan.host_mac)?),
+        mac: Some(plan.host_mac),
         mtu: Some(plan.mtu),
         alias: Some(&plan.host_alias),
         arp_off: true,
@@ -146,7 +135,7 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
     };
     let peer = VethEnd {
         name: &plan.ifname,
-        mac: Some(mac(&plan.container_mac)?),
+        mac: Some(plan.container_mac),
         mtu: Some(plan.mtu),
         alias: None,
         arp_off: true,
@@ -172,7 +161,7 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
     host.replace_neighbour(&Neighbour {
         index: hv.index,
         ip: plan.ip.into(),
-        mac: mac(&plan.container_mac)?,
+        mac: plan.container_mac,
     })
     .await?;
     host.replace_route(&Route {
@@ -191,7 +180,7 @@ pub async fn apply(plan: &OverlayPlan, host: &Netlink, ns: &Netns) -> Result<(),
     cont.replace_neighbour(&Neighbour {
         index: cl.index,
         ip: GATEWAY.into(),
-        mac: mac(&plan.host_mac)?,
+        mac: plan.host_mac,
     })
     .await?;
     cont.replace_route(&Route {

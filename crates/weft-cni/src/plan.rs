@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use weft_kernel::MacAddr;
 
 use crate::config::{NetworkConf, PortMapping};
 use crate::ipam::Allocation;
@@ -21,14 +22,16 @@ pub struct BridgePlan {
     pub ifname: String,
     pub netns: String,
     pub bridge: String,
-    pub bridge_mac: String,
+    pub bridge_mac: MacAddr,
     /// Gateway addresses put on the bridge (empty unless isGateway).
     pub bridge_addrs: Vec<IpNet>,
     /// Host end of the veth pair: `weft` + 10 hex digits of a hash of network, container, ifname.
     pub host_veth: String,
     /// Alias set on the host end, so GC can find weft's links for this network.
     pub host_alias: String,
-    pub container_mac: String,
+    /// The container end's MAC (`""` in the record when none was set).
+    #[serde(with = "weft_kernel::mac::or_empty")]
+    pub container_mac: Option<MacAddr>,
     pub mtu: Option<u32>,
     pub hairpin: bool,
     /// Container addresses with their subnet's prefix length, and the gateway of each.
@@ -65,23 +68,10 @@ pub fn alias_prefix(network: &str) -> String {
     format!("weft:{network}:")
 }
 
-/// A MAC derived from an IP (locally administered, unicast), as silk and OVN do: the same
-/// address always gets the same MAC, so re-adding a container does not poison ARP caches.
-pub fn mac_from_ip(prefix: u8, ip: IpAddr) -> [u8; 6] {
-    let b = match ip {
-        IpAddr::V4(v4) => v4.octets(),
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            [o[12], o[13], o[14], o[15]]
-        }
-    };
-    [0x0a, prefix, b[0], b[1], b[2], b[3]]
-}
-
 /// A stable MAC for a bridge, from its name.
-pub fn bridge_mac(bridge: &str) -> [u8; 6] {
+pub fn bridge_mac(bridge: &str) -> MacAddr {
     let h = hash(&["bridge", bridge]);
-    [0x0a, 0x5a, h[0], h[1], h[2], h[3]]
+    MacAddr::new([0x0a, 0x5a, h[0], h[1], h[2], h[3]])
 }
 
 /// Computes the plan of one attachment.
@@ -153,9 +143,7 @@ pub fn bridge(
         .map(|(n, _)| n.addr());
     let container_mac = conf
         .mac
-        .or_else(|| first_ip.map(|ip| mac_from_ip(0x58, ip)))
-        .map(|m| weft_kernel::link::format_mac(&m))
-        .unwrap_or_default();
+        .or_else(|| first_ip.map(|ip| MacAddr::from_ip(0x58, ip)));
     let v4 = addresses
         .iter()
         .find(|(n, _)| n.addr().is_ipv4())
@@ -174,7 +162,7 @@ pub fn bridge(
         ifname: ifname.to_string(),
         netns: netns.to_string(),
         bridge: conf.bridge.clone(),
-        bridge_mac: weft_kernel::link::format_mac(&bridge_mac(&conf.bridge)),
+        bridge_mac: bridge_mac(&conf.bridge),
         bridge_addrs,
         host_veth: host_veth_name(&conf.network, container_id, ifname),
         host_alias: format!("{}{container_id}:{ifname}", alias_prefix(&conf.network)),
@@ -195,7 +183,7 @@ impl BridgePlan {
             interfaces: vec![
                 Interface {
                     name: self.bridge.clone(),
-                    mac: self.bridge_mac.clone(),
+                    mac: self.bridge_mac.to_string(),
                     ..Default::default()
                 },
                 Interface {
@@ -204,7 +192,10 @@ impl BridgePlan {
                 },
                 Interface {
                     name: self.ifname.clone(),
-                    mac: self.container_mac.clone(),
+                    mac: self
+                        .container_mac
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
                     mtu: self.mtu,
                     sandbox: self.netns.clone(),
                     ..Default::default()
@@ -342,13 +333,52 @@ mod tests {
         assert_eq!(p.bridge_addrs[0].to_string(), "10.88.0.1/16");
         assert_eq!(p.routes[0].dst.to_string(), "0.0.0.0/0");
         assert_eq!(p.routes[0].gw.unwrap().to_string(), "10.88.0.1");
-        assert_eq!(p.container_mac, "0a:58:0a:58:00:05");
+        assert_eq!(
+            p.container_mac.map(|m| m.to_string()).as_deref(),
+            Some("0a:58:0a:58:00:05")
+        );
         assert!(p.host_veth.starts_with("weft") && p.host_veth.len() == 14);
         assert_eq!(p.host_veth, host_veth_name("net1", "abc", "eth0"));
         assert_ne!(p.host_veth, host_veth_name("net1", "abc", "eth1"));
         let r = p.result();
         assert_eq!(r.ips[0].interface, Some(2));
         assert_eq!(r.interfaces[2].sandbox, "/run/netns/x");
+    }
+
+    /// Records older versions wrote (MACs as text) read into the typed plans, and the typed
+    /// plans write them byte for byte the same (an older version reads what this one wrote).
+    #[test]
+    fn records_of_older_versions_read_and_write_the_same() {
+        let bridge = r#"{"mode":"bridge","network":"net1","container_id":"abc","ifname":"eth0","netns":"/run/netns/x","bridge":"weft0","bridge_mac":"0a:5a:12:34:56:78","bridge_addrs":["10.88.0.1/16"],"host_veth":"weft0123456789","host_alias":"weft:net1:abc:eth0","container_mac":"0a:58:0a:58:00:05","mtu":null,"hairpin":false,"addresses":[["10.88.0.5/16","10.88.0.1"]],"routes":[{"dst":"0.0.0.0/0","gw":"10.88.0.1"}],"ip_masq":true,"port_mappings":[[{"host_port":8080,"container_port":80,"protocol":"tcp","host_ip":null},"10.88.0.5"]]}"#;
+        let overlay = r#"{"mode":"overlay","network":"ov","container_id":"c1","ifname":"eth0","netns":"/run/netns/y","host_veth":"weftabcdef0123","host_alias":"weft:ov:c1:eth0","host_mac":"0a:59:0a:ff:07:02","container_mac":"0a:58:0a:ff:07:02","ip":"10.255.7.2","subnet":"10.255.7.0/24","mtu":1450,"app_id":"app-a"}"#;
+        let no_mac = bridge.replace("\"0a:58:0a:58:00:05\"", "\"\"");
+        for old in [bridge, overlay, no_mac.as_str()] {
+            let p: Plan = serde_json::from_str(old).unwrap_or_else(|e| panic!("{old}: {e}"));
+            assert_eq!(serde_json::to_string(&p).expect("encode"), old);
+        }
+        let Plan::Bridge(b) = serde_json::from_str(bridge).unwrap() else {
+            panic!("bridge")
+        };
+        assert_eq!(
+            b.bridge_mac,
+            MacAddr::new([0x0a, 0x5a, 0x12, 0x34, 0x56, 0x78])
+        );
+        assert_eq!(
+            b.container_mac,
+            Some(MacAddr::new([0x0a, 0x58, 10, 88, 0, 5]))
+        );
+        let Plan::Bridge(b) = serde_json::from_str(&no_mac).unwrap() else {
+            panic!("bridge")
+        };
+        assert_eq!(b.container_mac, None);
+        let Plan::Overlay(o) = serde_json::from_str(overlay).unwrap() else {
+            panic!("overlay")
+        };
+        assert_eq!(o.host_mac.to_string(), "0a:59:0a:ff:07:02");
+        // A record whose MAC is not one is refused, naming it, not read half.
+        let bad = overlay.replace("0a:59:0a:ff:07:02", "0a:59:0a:ff:07");
+        let e = serde_json::from_str::<Plan>(&bad).expect_err("bad MAC");
+        assert!(e.to_string().contains("invalid MAC address"), "{e}");
     }
 
     #[test]

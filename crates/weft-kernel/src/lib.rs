@@ -13,6 +13,7 @@
 //! | nftables trace events | [`nftrace`] | NETLINK_NETFILTER, group NFNLGRP_NFTRACE |
 //! | (codec)           | `nfnetlink` | the one NETLINK_NETFILTER wire format and socket, for conntrack and nftrace |
 //! | BPF object, map, tc filter | [`bpf`] | libbpf, in-process (bpf(2), tc over rtnetlink) |
+//! | (type)            | [`mac`]     | [`MacAddr`], the link-layer address links, neighbours and FDB entries carry |
 //!
 //! Nothing here spawns a process. [`Netlink`] is a socket bound to one network namespace,
 //! opened once and reused for every request (the pattern netavark uses).
@@ -22,6 +23,7 @@ pub mod bpf;
 pub mod conntrack;
 mod error;
 pub mod link;
+pub mod mac;
 pub mod neigh;
 mod netlink;
 pub mod netns;
@@ -32,4 +34,5 @@ pub mod route;
 pub mod sysctl;
 
 pub use error::{Error, Result};
+pub use mac::MacAddr;
 pub use netlink::{Netlink, REQUEST_TIMEOUT};

@@ -204,7 +204,7 @@ fn bench_apply() -> Vec<ApplyRow> {
         let cells = vec![weft_agent::remote::RemoteCell {
             subnet: "10.255.2.0/24".parse().expect("subnet"),
             vtep_ip: Ipv4Addr::new(10, 255, 2, 0),
-            vtep_mac: [2, 0, 0, 0, 0, 2],
+            vtep_mac: weft_kernel::MacAddr::new([2, 0, 0, 0, 0, 2]),
             underlay_ip: "198.18.0.2".parse().expect("ip"),
         }];
         let mut rows = Vec::new();

@@ -342,7 +342,7 @@ fn vtep_entries(h: &Host, vtep: &str, gw: IpAddr) -> Result<(Option<String>, Opt
                     .map(|f| f.dst),
                 None => None,
             };
-            Ok((mac.map(|m| weft_kernel::link::format_mac(&m)), dst))
+            Ok((mac.map(|m| m.to_string()), dst))
         })
     })
 }
