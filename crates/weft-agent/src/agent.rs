@@ -19,73 +19,8 @@ use weft_controller::Client;
 use weft_kernel::link::VxlanSpec;
 use weft_kernel::{MacAddr, Netlink};
 
+use crate::args::{AgentArgs, FastpathMode, PolicyMode};
 use crate::{fastpath, local, nat, policy, remote, vtep};
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct AgentArgs {
-    /// Controller URL
-    #[arg(long, env = "WEFT_CONTROLLER")]
-    pub controller: String,
-    /// This host's underlay address (the VXLAN tunnel endpoint); default: the first IPv4
-    /// address of --underlay-dev
-    #[arg(long)]
-    pub underlay_ip: Option<Ipv4Addr>,
-    /// The underlay interface; default: the interface holding --underlay-ip
-    #[arg(long)]
-    pub underlay_dev: Option<String>,
-    /// The name this host's lease is held under (default: the host its client certificate
-    /// names, else the host name)
-    #[arg(long, env = "WEFT_HOST")]
-    pub host: Option<String>,
-    /// VXLAN network identifier
-    #[arg(long, default_value_t = 1)]
-    pub vni: u32,
-    /// VXLAN UDP port
-    #[arg(long, default_value_t = 4789)]
-    pub vxlan_port: u16,
-    /// Name of the VTEP device
-    #[arg(long, default_value = "weft.vtep")]
-    pub vtep: String,
-    /// Where to write the lease for weft-cni (overlay mode's leaseFile)
-    #[arg(long, default_value = weft_cni::config::DEFAULT_LEASE_FILE)]
-    pub lease_file: PathBuf,
-    /// CA certificate of the controller
-    #[arg(long, env = "WEFT_CA")]
-    pub ca: Option<PathBuf>,
-    /// Client certificate (mTLS)
-    #[arg(long, env = "WEFT_CERT", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// Client certificate key
-    #[arg(long, env = "WEFT_KEY", requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// Bearer token (instead of a client certificate)
-    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// weft-cni's state directory (dataDir), where the agent finds this host's containers
-    #[arg(long, default_value = weft_cni::config::DEFAULT_DATA_DIR)]
-    pub cni_data_dir: PathBuf,
-    /// Re-check the kernel against the desired state this often (seconds)
-    #[arg(long, default_value_t = 30)]
-    pub resync: u64,
-    /// Policy enforcement: "on" (default deny between apps, policies allow) or "off" (labs:
-    /// every container reaches every other; marking and anti-spoofing stay on)
-    #[arg(long, env = "WEFT_POLICY", default_value = "on", value_parser = ["on", "off"])]
-    pub policy: String,
-    /// Serve Prometheus metrics (allowed/denied packets per policy and app pair) here,
-    /// e.g. 127.0.0.1:9109
-    #[arg(long)]
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// The BPF fast path for established TCP connections across hosts (see `fastpath`):
-    /// "auto" (default) uses it when the kernel and build allow and says why not otherwise,
-    /// "on" refuses to start without it, "off" runs on the kernel path alone (and removes
-    /// the programs an earlier run left)
-    #[arg(long, env = "WEFT_FASTPATH", default_value = "auto", value_parser = ["auto", "on", "off"])]
-    pub fastpath: String,
-    /// On exit, release the lease and remove the VTEP, routes and NAT (the host leaves the
-    /// overlay). Without it, exiting leaves everything in place so traffic keeps flowing.
-    #[arg(long)]
-    pub release_on_exit: bool,
-}
 
 /// Where this host meets the underlay.
 struct Underlay {
@@ -440,7 +375,7 @@ impl Agent {
 
     /// Loads the fast path (or, with `--fastpath off`, removes one an earlier run left).
     async fn start_fastpath(&mut self) -> Result<()> {
-        if self.args.fastpath == "off" {
+        if self.args.fastpath == FastpathMode::Off {
             let mut ifs = vec![self.underlay.dev];
             for c in local::overlay_containers(&self.args.cni_data_dir) {
                 if let Ok(Some(l)) = self.nl.link_by_name(&c.host_ifname).await {
@@ -465,7 +400,9 @@ impl Agent {
                 }
                 self.fastpath = Some(fp);
             }
-            Err(e) if self.args.fastpath == "on" => return Err(e.context("--fastpath on")),
+            Err(e) if self.args.fastpath == FastpathMode::On => {
+                return Err(e.context("--fastpath on"))
+            }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "running without the fast path (kernel path only)")
             }
@@ -623,7 +560,7 @@ impl AgentArgs {
             vxlan_port: self.vxlan_port,
             vtep: self.vtep.clone(),
             underlay: underlay.name.clone(),
-            enforce: self.policy == "on",
+            enforce: self.policy == PolicyMode::On,
         }
     }
 
