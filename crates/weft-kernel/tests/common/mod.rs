@@ -7,6 +7,7 @@
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use weft_kernel::link::VethEnd;
 use weft_kernel::netns::{self, Netns};
 use weft_kernel::Netlink;
 
@@ -98,6 +99,40 @@ impl TestNs {
 }
 
 impl TestNs {
+    /// A veth pair with both ends in this namespace and up (a link with a carrier, to put
+    /// addresses, routes and neighbours on). Returns the ends' indices.
+    pub fn veth(&self, a: &str, b: &str) -> (u32, u32) {
+        let ns = &self.ns;
+        self.block_on(|nl| async move {
+            let end = |name| VethEnd {
+                name,
+                mac: None,
+                mtu: None,
+                alias: None,
+                arp_off: false,
+                master: None,
+                // Made down: the kernel refuses to open a veth end before the pair exists.
+                up: false,
+            };
+            nl.add_veth(&end(a), &end(b), ns)
+                .await
+                .unwrap_or_else(|e| panic!("veth {a} <-> {b}: {e}"));
+            let up = |name| {
+                let nl = &nl;
+                async move {
+                    let l = nl
+                        .link_by_name(name)
+                        .await
+                        .expect("get link")
+                        .unwrap_or_else(|| panic!("{name} is there"));
+                    nl.set_up(l.index).await.expect("up");
+                    l.index
+                }
+            };
+            (up(a).await, up(b).await)
+        })
+    }
+
     /// Loads an nft script inside the namespace (`nft -f -`, as a user would).
     pub fn nft(&self, script: &str) {
         use std::io::Write;
