@@ -93,8 +93,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+        weft_kernel::netns::in_new_netns(|| {
             ensure(overlay(), "weft.vtep").expect("write");
             let mut nft = Nft::new().expect("libnftables");
             let read = nft
@@ -110,7 +109,6 @@ mod tests {
             assert_eq!(nft.list_table(Family::Ip, TABLE).expect("list"), None);
             remove().expect("removing a missing table is fine");
         })
-        .join()
-        .expect("test thread panicked");
+        .expect("a thread in a namespace of its own");
     }
 }

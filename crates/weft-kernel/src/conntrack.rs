@@ -480,13 +480,8 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        std::thread::spawn(|| {
-            // If this fails, nothing below runs in the host's namespace.
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
-            in_private_netns();
-        })
-        .join()
-        .expect("test thread panicked");
+        // If the namespace cannot be made, nothing runs (in the host's namespace or anywhere).
+        crate::netns::in_new_netns(in_private_netns).expect("a thread in a namespace of its own");
     }
 
     /// (source, destination) of the original tuple of every entry of `family`, sorted.

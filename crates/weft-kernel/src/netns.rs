@@ -2,8 +2,8 @@
 //! under /run/netns that `ip netns` uses.
 //!
 //! Invariant: no thread of the caller ever changes namespace to do work in another one.
-//! [`Netns::run`] (and [`in_netns`]) runs a closure on a fresh thread that enters the
-//! namespace and ends with the closure (the shape of the CNI plugins' `ns.Do`, without its
+//! [`Netns::run`] (and [`in_netns`], and [`in_new_netns`] for a namespace of the closure's
+//! own) runs a closure on a fresh thread that enters the namespace and ends with the closure (the shape of the CNI plugins' `ns.Do`, without its
 //! risk of a thread left behind in the wrong namespace); [`CommandExt::netns`] makes a child
 //! process join a namespace between fork and exec. A socket belongs to the namespace of the
 //! thread that created it, so a socket made inside `run` keeps talking to that namespace.
@@ -107,22 +107,7 @@ impl Netns {
     /// namespace for good. `f` may borrow from the caller (a scoped thread). A panic in `f`
     /// comes back as an error naming the namespace.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        std::thread::scope(|s| {
-            let thread = std::thread::Builder::new()
-                .name("weft-netns".into())
-                .spawn_scoped(s, || -> Result<T> {
-                    self.enter()?;
-                    Ok(f())
-                })
-                .map_err(|e| Error::io(format!("start a thread for {}", self.path.display()), e))?;
-            thread.join().unwrap_or_else(|panic| {
-                Err(Error::Invalid(format!(
-                    "the thread in network namespace {} panicked: {}",
-                    self.path.display(),
-                    panic_message(panic.as_ref())
-                )))
-            })
-        })
+        on_fresh_thread(&self.path.display().to_string(), || self.enter(), f)
     }
 
     /// Moves the calling thread into this namespace for good (a thread of its own that stays
@@ -136,6 +121,45 @@ impl Netns {
 /// Runs `f` on a fresh thread inside the namespace at `path` (see [`Netns::run`]).
 pub fn in_netns<T: Send>(path: impl AsRef<Path>, f: impl FnOnce() -> T + Send) -> Result<T> {
     Netns::open(path)?.run(f)
+}
+
+/// Runs `f` on a fresh thread in a network namespace of its own: new, unnamed, holding only
+/// a `lo` (down), and freed by the kernel with everything in it (links, routes,
+/// tables) when the thread ends. Nothing to clean up, even when `f` panics; the caller never
+/// changes namespace. What tests use when they need a namespace and nobody else does.
+pub fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
+    on_fresh_thread(
+        "(a new one)",
+        || {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::io("unshare a new network namespace", e.into()))
+        },
+        f,
+    )
+}
+
+/// Runs `enter`, then `f`, on a thread of their own that ends with them (a scoped thread:
+/// `f` may borrow). A panic comes back as an error naming the namespace (`which`).
+fn on_fresh_thread<T: Send>(
+    which: &str,
+    enter: impl FnOnce() -> Result<()> + Send,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        let thread = std::thread::Builder::new()
+            .name("weft-netns".into())
+            .spawn_scoped(s, || -> Result<T> {
+                enter()?;
+                Ok(f())
+            })
+            .map_err(|e| Error::io(format!("start a thread for network namespace {which}"), e))?;
+        thread.join().unwrap_or_else(|panic| {
+            Err(Error::Invalid(format!(
+                "the thread in network namespace {which} panicked: {}",
+                panic_message(panic.as_ref())
+            )))
+        })
+    })
 }
 
 /// What a panic said, when it said it with a string.

@@ -107,6 +107,38 @@ fn run_is_inside_and_the_caller_never_moves() {
     assert!(netns::in_netns("/run/netns/no-such-namespace-wk", || ()).is_err());
 }
 
+#[test]
+fn a_new_namespace_of_its_own_lives_as_long_as_its_thread() {
+    if common::skip() {
+        return;
+    }
+    let before = Netns::current().expect("current");
+    // Each call gets a namespace of its own: not the caller's, not the previous call's.
+    let id = || {
+        netns::in_new_netns(|| {
+            let ns = Netns::current().expect("current");
+            assert!(!ns.same_as(&before).expect("compare"));
+            // Only a `lo` (procfs answers for the reading thread's namespace).
+            let dev = std::fs::read_to_string("/proc/thread-self/net/dev").expect("net/dev");
+            let links: Vec<String> = dev
+                .lines()
+                .skip(2)
+                .filter_map(|l| l.split(':').next().map(|n| n.trim().to_string()))
+                .collect();
+            (ns.id().expect("id"), links)
+        })
+        .expect("in_new_netns")
+    };
+    let ((a, links), (b, _)) = (id(), id());
+    assert_ne!(a, b);
+    assert_eq!(links, ["lo"]);
+    assert!(Netns::current().unwrap().same_as(&before).unwrap());
+    // A panic comes back as an error; the caller is unmoved.
+    let e = netns::in_new_netns(|| -> u8 { panic!("boom in a new one") }).expect_err("panic");
+    assert!(e.to_string().contains("boom in a new one"), "{e}");
+    assert!(Netns::current().unwrap().same_as(&before).unwrap());
+}
+
 #[tokio::test]
 async fn sockets_made_inside_stay_inside() {
     if common::skip() {
