@@ -73,6 +73,26 @@ fn sample(comment: &str) -> Table {
             )
             .with_comment("net1/ca/eth0")]),
         )
+        .with_set(
+            // The policy table's verdict map: concatenated, intervals, counted.
+            Set::map(
+                "allow_ports",
+                SetKey::types(&["mark", "ipv4_addr", "inet_proto", "inet_service"]),
+                "verdict",
+            )
+            .with_flags(&[SetFlag::Interval])
+            .with_counter()
+            .with_elements([
+                Element::pair(
+                    allow(11, "127.0.0.6", "udp", 4990, 5010),
+                    Value::Verdict(Verdict::Accept),
+                ),
+                Element::pair(
+                    allow(11, "127.0.0.6", "tcp", 8080, 8080),
+                    Value::Verdict(Verdict::Accept),
+                ),
+            ]),
+        )
         .with_chain(Chain::regular("counted"))
         .with_chain(
             Chain::base("output", "filter", "output", 0, Verdict::Accept).with_rules([
@@ -82,6 +102,10 @@ fn sample(comment: &str) -> Table {
                     .counter()
                     .verdict(Verdict::Jump("counted".into())),
                 Rule::new("udp dport 5000 ip daddr vmap @dests"),
+                Rule::new("ip daddr 127.0.0.6 meta mark set 0x0000000b"),
+                Rule::new(
+                    "meta l4proto { tcp, udp } meta mark . ip daddr . meta l4proto . th dport vmap @allow_ports",
+                ),
                 Rule::new("ct state established,related").accept(),
             ]),
         )
@@ -92,6 +116,16 @@ fn sample(comment: &str) -> Table {
                 ),
             ),
         )
+}
+
+/// An `allow_ports` key: mark . address . protocol . port range.
+fn allow(mark: u64, ip: &str, proto: &str, from: u64, to: u64) -> Value {
+    Value::concat([
+        Value::Int(mark),
+        lit(ip),
+        lit(proto),
+        Value::range(Value::Int(from), Value::Int(to)),
+    ])
 }
 
 fn send_udp(t: &TestNs, dst: Ipv4Addr, n: usize) {
@@ -196,6 +230,52 @@ fn counters_of_rules_and_elements_count_real_packets() {
         .expect("rule");
     assert_eq!(jump.counted.map(|c| c.packets), Some(0));
     assert_eq!(read.counter_of_rule("not there"), None);
+
+    // An element of a concatenated interval map: found by a key inside its range, with the
+    // packets that matched it (what the agent's metrics and `weft trace` read).
+    send_udp(&t, Ipv4Addr::new(127, 0, 0, 6), 4);
+    let read = list(&t, Family::Inet, "wk-sample").expect("table");
+    let key = Value::concat([
+        Value::Int(11),
+        lit("127.0.0.6"),
+        lit("udp"),
+        Value::Int(5000),
+    ]);
+    let el = read
+        .set("allow_ports")
+        .and_then(|s| s.lookup(&key))
+        .expect("the element whose range holds 5000");
+    assert_eq!(el.counter.map(|c| c.packets), Some(4));
+    let parts = el.key.parts();
+    assert_eq!(parts[0].as_int(), Some(11));
+    assert_eq!(parts[1].as_ip(), Some("127.0.0.6".parse().expect("ip")));
+    assert_eq!(parts[2].as_str(), Some("udp"));
+    assert_eq!(parts[3].as_int_range(), Some((4990, 5010)));
+    let other = read
+        .set("allow_ports")
+        .and_then(|s| {
+            s.lookup(&Value::concat([
+                Value::Int(11),
+                lit("127.0.0.6"),
+                lit("tcp"),
+                Value::Int(8080),
+            ]))
+        })
+        .expect("the single port");
+    assert_eq!(other.counter.map(|c| c.packets), Some(0));
+    // Written as the range 8080-8080 (what the policy writes), read back as the port.
+    assert_eq!(other.key.parts()[3], Value::Int(8080));
+    let miss = Value::concat([
+        Value::Int(12),
+        lit("127.0.0.6"),
+        lit("udp"),
+        Value::Int(5000),
+    ]);
+    assert!(read
+        .set("allow_ports")
+        .expect("map")
+        .lookup(&miss)
+        .is_none());
 }
 
 #[test]
