@@ -109,6 +109,22 @@ pub struct VethEnd<'a> {
     pub up: bool,
 }
 
+impl<'a> VethEnd<'a> {
+    /// An end called `name` and nothing else: the kernel's MAC and MTU, no alias, ARP on,
+    /// no bridge, down.
+    pub fn new(name: &'a str) -> Self {
+        VethEnd {
+            name,
+            mac: None,
+            mtu: None,
+            alias: None,
+            arp_off: false,
+            master: None,
+            up: false,
+        }
+    }
+}
+
 impl Netlink {
     pub async fn links(&self) -> Result<Vec<Link>> {
         let messages = self

@@ -9,18 +9,6 @@ use common::TestNs;
 use weft_kernel::link::{VethEnd, VxlanSpec};
 use weft_kernel::MacAddr;
 
-fn end(name: &str) -> VethEnd<'_> {
-    VethEnd {
-        name,
-        mac: None,
-        mtu: None,
-        alias: None,
-        arp_off: false,
-        master: None,
-        up: false,
-    }
-}
-
 fn mac(s: &str) -> MacAddr {
     s.parse().expect("mac")
 }
@@ -38,12 +26,12 @@ fn veth_pair_with_its_peer_made_in_another_namespace() {
         mtu: Some(1400),
         alias: Some("weft:net1:c1:eth0"),
         arp_off: true,
-        ..end("wkveth0")
+        ..VethEnd::new("wkveth0")
     };
     let peer = VethEnd {
         mac: Some(cmac),
         mtu: Some(1400),
-        ..end("eth0")
+        ..VethEnd::new("eth0")
     };
     let cns = &cont.ns;
     let (h, id, again) = host.block_on(|nl| async move {
@@ -143,10 +131,12 @@ fn a_bridge_is_made_once_and_taken_when_there() {
         let port = VethEnd {
             master: Some(br.index),
             up: true,
-            ..end("wkp0")
+            ..VethEnd::new("wkp0")
         };
-        nl.add_veth(&port, &end("wkp0b"), ns).await.expect("port");
-        nl.add_veth(&end("wkp1"), &end("wkp1b"), ns)
+        nl.add_veth(&port, &VethEnd::new("wkp0b"), ns)
+            .await
+            .expect("port");
+        nl.add_veth(&VethEnd::new("wkp1"), &VethEnd::new("wkp1b"), ns)
             .await
             .expect("veth");
         let other = nl.link_by_name("wkp1").await.expect("get").expect("wkp1");

@@ -104,17 +104,8 @@ impl TestNs {
     pub fn veth(&self, a: &str, b: &str) -> (u32, u32) {
         let ns = &self.ns;
         self.block_on(|nl| async move {
-            let end = |name| VethEnd {
-                name,
-                mac: None,
-                mtu: None,
-                alias: None,
-                arp_off: false,
-                master: None,
-                // Made down: the kernel refuses to open a veth end before the pair exists.
-                up: false,
-            };
-            nl.add_veth(&end(a), &end(b), ns)
+            // Made down: the kernel refuses to open a veth end before the pair exists.
+            nl.add_veth(&VethEnd::new(a), &VethEnd::new(b), ns)
                 .await
                 .unwrap_or_else(|e| panic!("veth {a} <-> {b}: {e}"));
             let up = |name| {

@@ -175,23 +175,11 @@ async fn link_namespaces(
         None => None,
     };
     let local = weft_kernel::link::VethEnd {
-        name: upper_if,
-        mac: None,
-        mtu: None,
-        alias: None,
-        arp_off: false,
         master,
         up: true,
+        ..weft_kernel::link::VethEnd::new(upper_if)
     };
-    let peer = weft_kernel::link::VethEnd {
-        name: "eth0",
-        mac: None,
-        mtu: None,
-        alias: None,
-        arp_off: false,
-        master: None,
-        up: false,
-    };
+    let peer = weft_kernel::link::VethEnd::new("eth0");
     up.add_veth(&local, &peer, &lower).await?;
     if let Some(a) = upper_addr {
         let l = up
