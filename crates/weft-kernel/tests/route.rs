@@ -20,12 +20,8 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// The routes of the main table to `dst`.
-fn to(routes: &[Route], dst: &str) -> Vec<Route> {
-    routes
-        .iter()
-        .filter(|r| r.dst == net(dst))
-        .cloned()
-        .collect()
+fn to<'a>(routes: &'a [Route], dst: &str) -> Vec<&'a Route> {
+    routes.iter().filter(|r| r.dst == net(dst)).collect()
 }
 
 #[test]
@@ -56,8 +52,8 @@ fn replace_read_delete() {
         nl.replace_route(&host).await.expect("on-link route");
         nl.replace_route(&remote).await.expect("gateway route");
         let routes = nl.routes(false).await.expect("list");
-        assert_eq!(to(&routes, "10.255.1.2/32"), [host.clone()]);
-        assert_eq!(to(&routes, "10.255.2.0/24"), [remote.clone()]);
+        assert_eq!(to(&routes, "10.255.1.2/32"), [&host]);
+        assert_eq!(to(&routes, "10.255.2.0/24"), [&remote]);
         // The connected route of the address is read like any other.
         assert!(routes
             .iter()
@@ -67,7 +63,7 @@ fn replace_read_delete() {
         nl.replace_route(&remote).await.expect("again");
         assert_eq!(
             to(&nl.routes(false).await.expect("list"), "10.255.2.0/24"),
-            [remote.clone()]
+            [&remote]
         );
         let moved = Route {
             gateway: Some(ip("10.88.0.3")),
@@ -76,7 +72,7 @@ fn replace_read_delete() {
         nl.replace_route(&moved).await.expect("moved");
         assert_eq!(
             to(&nl.routes(false).await.expect("list"), "10.255.2.0/24"),
-            [moved.clone()]
+            [&moved]
         );
 
         // IPv6 lives in its own listing.
@@ -92,7 +88,7 @@ fn replace_read_delete() {
         nl.replace_route(&v6).await.expect("v6 route");
         assert_eq!(
             to(&nl.routes(true).await.expect("list v6"), "fd00:99::/64"),
-            [v6.clone()]
+            [&v6]
         );
         assert!(to(&nl.routes(false).await.expect("list v4"), "fd00:99::/64").is_empty());
 
@@ -102,7 +98,7 @@ fn replace_read_delete() {
         assert!(nl.del_route(&v6).await.expect("delete v6"));
         let left = nl.routes(false).await.expect("list");
         assert!(to(&left, "10.255.2.0/24").is_empty());
-        assert_eq!(to(&left, "10.255.1.2/32"), [host]);
+        assert_eq!(to(&left, "10.255.1.2/32"), [&host]);
 
         // The kernel's own lookup: the address is ours, the neighbour's is not, nor is an
         // address nothing routes to.
