@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use weft_cni::records::Plan;
+use weft_kernel::netns::Netns;
 use weft_kernel::Netlink;
 
 use crate::lab::probe::{self, Outcome};
@@ -158,7 +159,7 @@ pub struct Trace {
 /// Runs `f` in the host's namespace.
 fn on<T: Send + 'static>(h: &Host, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     match &h.ns {
-        Some(ns) => probe::in_netns(ns, f)?,
+        Some(ns) => Netns::named(ns)?.run(f)?,
         None => f(),
     }
 }
@@ -341,7 +342,7 @@ fn vtep_entries(h: &Host, vtep: &str, gw: IpAddr) -> Result<(Option<String>, Opt
                     .map(|f| f.dst),
                 None => None,
             };
-            Ok((mac.map(|m| weft_kernel::link::format_mac(&m)), dst))
+            Ok((mac.map(|m| m.to_string()), dst))
         })
     })
 }
@@ -565,12 +566,9 @@ impl Ctx<'_> {
                 ns: None,
                 ..sh.clone()
             };
-            let r = std::thread::spawn(move || -> Result<Option<String>> {
-                let n = weft_kernel::netns::Netns::open(&ns)?;
-                n.run(|| route_to(&h, dst_ip))?.map(|o| o.map(|r| r.text))
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("route lookup panicked"))??;
+            let r = Netns::open(&ns)?
+                .run(|| route_to(&h, dst_ip))??
+                .map(|r| r.text);
             r.unwrap_or_else(|| "no route".into())
         };
         steps.push(step(
