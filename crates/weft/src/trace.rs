@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use weft_cni::records::Plan;
-use weft_kernel::netns::Netns;
+use weft_kernel::netns::{in_netns, Netns};
 use weft_kernel::Netlink;
 
 use crate::lab::probe::{self, Outcome};
@@ -1106,8 +1106,8 @@ fn probe(ctx: &Ctx, hosts: &[Host]) -> Result<ProbeReport> {
         let ns = ctx.src.netns.clone();
         let dst = ctx.dst_ip;
         let outcome = match (ctx.protocol.as_str(), ctx.port) {
-            ("icmp", _) | (_, None) => probe_in_path(&ns, move || probe::ping_here(dst, timeout))?,
-            (_, Some(port)) => probe_in_path(&ns, move || probe::tcp_here(dst, port, timeout))?,
+            ("icmp", _) | (_, None) => in_netns(&ns, move || probe::ping_here(dst, timeout))?,
+            (_, Some(port)) => in_netns(&ns, move || probe::tcp_here(dst, port, timeout))?,
         };
         let mut events = Vec::new();
         let mut dropped_by = None;
@@ -1149,16 +1149,6 @@ fn probe(ctx: &Ctx, hosts: &[Host]) -> Result<ProbeReport> {
     })();
     cleanup(hosts);
     result
-}
-
-fn probe_in_path<T: Send + 'static>(
-    netns_path: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
-    let n = weft_kernel::netns::Netns::open(netns_path)?;
-    let h = std::thread::spawn(move || n.run(f));
-    Ok(h.join()
-        .map_err(|_| anyhow::anyhow!("probe thread panicked"))??)
 }
 
 fn family_name(f: u8) -> &'static str {
