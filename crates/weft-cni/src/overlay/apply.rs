@@ -107,7 +107,7 @@ impl Driver for OverlayPlan {
         Ok(())
     }
 
-    /// CHECK: the kernel matches the self.
+    /// CHECK: the kernel matches the plan.
     async fn check(&self, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
         let hv = veth::host_end(host, &self.host_veth).await?;
         let routes = host.routes(false).await?;
