@@ -22,88 +22,11 @@ use weft_api::client::{ClientError, ResumingWatch, WatchOptions};
 use weft_api::model::{Event, Lease, Policy, WatchMessage};
 use weft_api::Client;
 use weft_cni::records::{self, HostLease};
-use weft_kernel::link::{parse_mac, VxlanSpec};
-use weft_kernel::Netlink;
+use weft_kernel::link::VxlanSpec;
+use weft_kernel::{MacAddr, Netlink};
 
+use crate::args::{AgentArgs, FastpathMode, PolicyMode};
 use crate::{fastpath, local, nat, policy, remote, vtep};
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct AgentArgs {
-    /// Controller URL
-    #[arg(long, env = "WEFT_CONTROLLER")]
-    pub controller: String,
-    /// This host's underlay address (the VXLAN tunnel endpoint); default: the first IPv4
-    /// address of --underlay-dev
-    #[arg(long)]
-    pub underlay_ip: Option<Ipv4Addr>,
-    /// The underlay interface; default: the interface holding --underlay-ip
-    #[arg(long)]
-    pub underlay_dev: Option<String>,
-    /// The name this host's lease is held under (default: the host its client certificate
-    /// names, else the host name)
-    #[arg(long, env = "WEFT_HOST")]
-    pub host: Option<String>,
-    /// VXLAN network identifier
-    #[arg(long, default_value_t = 1)]
-    pub vni: u32,
-    /// VXLAN UDP port
-    #[arg(long, default_value_t = 4789)]
-    pub vxlan_port: u16,
-    /// Name of the VTEP device
-    #[arg(long, default_value = "weft.vtep")]
-    pub vtep: String,
-    /// Where to write the lease for weft-cni (overlay mode's leaseFile)
-    #[arg(long, default_value = records::DEFAULT_LEASE_FILE)]
-    pub lease_file: PathBuf,
-    /// CA certificate of the controller
-    #[arg(long, env = "WEFT_CA")]
-    pub ca: Option<PathBuf>,
-    /// Client certificate (mTLS)
-    #[arg(long, env = "WEFT_CERT", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// Client certificate key
-    #[arg(long, env = "WEFT_KEY", requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// Bearer token (instead of a client certificate)
-    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// weft-cni's state directory (dataDir), where the agent finds this host's containers
-    #[arg(long, default_value = records::DEFAULT_DATA_DIR)]
-    pub cni_data_dir: PathBuf,
-    /// Re-check the kernel against the desired state this often (seconds)
-    #[arg(long, default_value_t = 30)]
-    pub resync: u64,
-    /// Policy enforcement: "on" (default deny between apps, policies allow) or "off" (labs:
-    /// every container reaches every other; marking and anti-spoofing stay on)
-    #[arg(long, env = "WEFT_POLICY", default_value = "on", value_parser = ["on", "off"])]
-    pub policy: String,
-    /// Serve Prometheus metrics (allowed/denied packets per policy and app pair) here,
-    /// e.g. 127.0.0.1:9109
-    #[arg(long)]
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// The BPF fast path for established TCP connections across hosts (see `fastpath`):
-    /// "auto" (default) uses it when the kernel and build allow and says why not otherwise,
-    /// "on" refuses to start without it, "off" runs on the kernel path alone (and removes
-    /// the programs an earlier run left)
-    #[arg(long, env = "WEFT_FASTPATH", default_value = "auto", value_parser = ["auto", "on", "off"])]
-    pub fastpath: String,
-    /// On exit, release the lease and remove the VTEP, routes and NAT (the host leaves the
-    /// overlay). Without it, exiting leaves everything in place so traffic keeps flowing.
-    #[arg(long)]
-    pub release_on_exit: bool,
-    /// Bound of every call to the controller but the watch (lease renewals, app claims), in
-    /// seconds; they run off the agent's loop.
-    #[arg(long, default_value_t = 10.0, value_parser = weft_api::client::parse_interval_secs)]
-    pub request_timeout: f64,
-    /// The longest watch line accepted, in bytes: a longer one ends the stream (the watch
-    /// reconnects) instead of filling memory. Controllers send snapshots in parts far below it.
-    #[arg(long, default_value_t = WatchOptions::default().max_line)]
-    pub watch_max_line: usize,
-    /// The longest pause between two attempts to reach the controller's watch, in seconds
-    /// (pauses grow from 0.1 s, doubling, each jittered).
-    #[arg(long, default_value_t = WatchOptions::default().backoff_max.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
-    pub reconnect_max: f64,
-}
 
 /// Where this host meets the underlay.
 struct Underlay {
@@ -494,8 +417,11 @@ impl Agent {
 
     /// Sets up (or adopts) the VTEP and NAT for our lease and writes the lease file.
     async fn ensure_local(&mut self) -> Result<()> {
-        let mac = parse_mac(&self.lease.vtep_mac)
-            .ok_or_else(|| anyhow!("lease has a bad VTEP MAC {:?}", self.lease.vtep_mac))?;
+        let mac: MacAddr = self
+            .lease
+            .vtep_mac
+            .parse()
+            .map_err(|_| anyhow!("lease has a bad VTEP MAC {:?}", self.lease.vtep_mac))?;
         let spec = VxlanSpec {
             name: self.args.vtep.clone(),
             vni: self.args.vni,
@@ -677,7 +603,7 @@ impl Agent {
 
     /// Loads the fast path (or, with `--fastpath off`, removes one an earlier run left).
     async fn start_fastpath(&mut self) -> Result<()> {
-        if self.args.fastpath == "off" {
+        if self.args.fastpath == FastpathMode::Off {
             let mut ifs = vec![self.underlay.dev];
             for c in local::overlay_containers(&self.args.cni_data_dir) {
                 if let Ok(Some(l)) = self.nl.link_by_name(&c.host_ifname).await {
@@ -702,7 +628,9 @@ impl Agent {
                 }
                 self.fastpath = Some(fp);
             }
-            Err(e) if self.args.fastpath == "on" => return Err(e.context("--fastpath on")),
+            Err(e) if self.args.fastpath == FastpathMode::On => {
+                return Err(e.context("--fastpath on"))
+            }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "running without the fast path (kernel path only)")
             }
@@ -717,7 +645,7 @@ impl Agent {
         if self.fastpath.is_none() || !self.have_snapshot {
             return;
         }
-        let Some(vtep_mac) = parse_mac(&self.lease.vtep_mac) else {
+        let Ok(vtep_mac) = self.lease.vtep_mac.parse::<MacAddr>() else {
             return;
         };
         let links: BTreeMap<String, weft_kernel::link::Link> = match self.nl.links().await {
@@ -833,7 +761,7 @@ impl AgentArgs {
             vxlan_port: self.vxlan_port,
             vtep: self.vtep.clone(),
             underlay: underlay.name.clone(),
-            enforce: self.policy == "on",
+            enforce: self.policy == PolicyMode::On,
         }
     }
 

@@ -36,6 +36,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{anyhow, Context, Result};
 use ipnet::Ipv4Net;
 use weft_kernel::bpf::{Map, Object, Program, TcIngress};
+use weft_kernel::MacAddr;
 
 use crate::policy::LocalContainer;
 use crate::remote::RemoteCell;
@@ -63,8 +64,8 @@ pub struct Endpoint {
     /// Host end of its veth.
     pub ifindex: u32,
     pub tag: u16,
-    pub mac: [u8; 6],
-    pub host_mac: [u8; 6],
+    pub mac: MacAddr,
+    pub host_mac: MacAddr,
 }
 
 /// Where the agent meets the underlay, and the VXLAN parameters.
@@ -74,7 +75,7 @@ pub struct Config {
     pub underlay_ifindex: u32,
     pub vni: u32,
     pub port: u16,
-    pub vtep_mac: [u8; 6],
+    pub vtep_mac: MacAddr,
 }
 
 /// Everything the maps should hold.
@@ -92,7 +93,7 @@ pub struct Desired {
 pub struct Attached<'a> {
     pub container: &'a LocalContainer,
     pub ifindex: u32,
-    pub host_mac: [u8; 6],
+    pub host_mac: MacAddr,
 }
 
 /// Pure: the maps' content for these containers, tags and remote cells. Containers without a
@@ -142,7 +143,7 @@ pub fn config_value(c: &Config) -> [u8; 20] {
     v[4..8].copy_from_slice(&c.underlay_ifindex.to_ne_bytes());
     v[8..12].copy_from_slice(&c.vni.to_ne_bytes());
     v[12..14].copy_from_slice(&c.port.to_ne_bytes());
-    v[14..20].copy_from_slice(&c.vtep_mac);
+    v[14..20].copy_from_slice(c.vtep_mac.as_ref());
     v
 }
 
@@ -150,8 +151,8 @@ pub fn endpoint_value(e: &Endpoint) -> [u8; 20] {
     let mut v = [0u8; 20];
     v[0..4].copy_from_slice(&e.ifindex.to_ne_bytes());
     v[4..6].copy_from_slice(&e.tag.to_ne_bytes());
-    v[6..12].copy_from_slice(&e.mac);
-    v[12..18].copy_from_slice(&e.host_mac);
+    v[6..12].copy_from_slice(e.mac.as_ref());
+    v[12..18].copy_from_slice(e.host_mac.as_ref());
     v
 }
 
@@ -167,7 +168,7 @@ pub fn remote_value(r: &RemoteCell) -> [u8; 12] {
     if let IpAddr::V4(u) = r.underlay_ip {
         v[0..4].copy_from_slice(&u.octets());
     }
-    v[4..10].copy_from_slice(&r.vtep_mac);
+    v[4..10].copy_from_slice(r.vtep_mac.as_ref());
     v
 }
 
@@ -419,7 +420,7 @@ pub fn detach_all(ifindexes: impl IntoIterator<Item = u32>) {
 mod tests {
     use super::*;
 
-    fn ct(ip: &str, app: Option<&str>, mac: Option<[u8; 6]>) -> LocalContainer {
+    fn ct(ip: &str, app: Option<&str>, mac: Option<MacAddr>) -> LocalContainer {
         LocalContainer {
             ip: ip.parse().expect("ip"),
             host_ifname: format!("weft{ip}"),
@@ -434,7 +435,7 @@ mod tests {
             underlay_ifindex: 2,
             vni: 1,
             port: 4789,
-            vtep_mac: [2, 0, 0, 0, 0, 1],
+            vtep_mac: MacAddr::new([2, 0, 0, 0, 0, 1]),
         }
     }
 
@@ -443,25 +444,29 @@ mod tests {
         let a = ct(
             "10.255.1.2",
             Some("app-a"),
-            Some([0x0a, 0x58, 10, 255, 1, 2]),
+            Some(MacAddr::new([0x0a, 0x58, 10, 255, 1, 2])),
         );
-        let b = ct("10.255.1.3", None, Some([0x0a, 0x58, 10, 255, 1, 3]));
+        let b = ct(
+            "10.255.1.3",
+            None,
+            Some(MacAddr::new([0x0a, 0x58, 10, 255, 1, 3])),
+        );
         let no_mac = ct("10.255.1.4", Some("app-a"), None);
         let attached = [
             Attached {
                 container: &b,
                 ifindex: 8,
-                host_mac: [1; 6],
+                host_mac: MacAddr::new([1; 6]),
             },
             Attached {
                 container: &a,
                 ifindex: 7,
-                host_mac: [2; 6],
+                host_mac: MacAddr::new([2; 6]),
             },
             Attached {
                 container: &no_mac,
                 ifindex: 9,
-                host_mac: [3; 6],
+                host_mac: MacAddr::new([3; 6]),
             },
         ];
         let tags = BTreeMap::from([("app-a".to_string(), 42u16)]);
@@ -469,13 +474,13 @@ mod tests {
             RemoteCell {
                 subnet: "10.255.2.0/24".parse().expect("net"),
                 vtep_ip: "10.255.2.0".parse().expect("ip"),
-                vtep_mac: [4; 6],
+                vtep_mac: MacAddr::new([4; 6]),
                 underlay_ip: "198.18.0.2".parse().expect("ip"),
             },
             RemoteCell {
                 subnet: "10.255.3.0/24".parse().expect("net"),
                 vtep_ip: "10.255.3.0".parse().expect("ip"),
-                vtep_mac: [5; 6],
+                vtep_mac: MacAddr::new([5; 6]),
                 underlay_ip: "fd00::3".parse().expect("ip"),
             },
         ];
@@ -487,15 +492,15 @@ mod tests {
                     ip: "10.255.1.2".parse().expect("ip"),
                     ifindex: 7,
                     tag: 42,
-                    mac: [0x0a, 0x58, 10, 255, 1, 2],
-                    host_mac: [2; 6],
+                    mac: MacAddr::new([0x0a, 0x58, 10, 255, 1, 2]),
+                    host_mac: MacAddr::new([2; 6]),
                 },
                 Endpoint {
                     ip: "10.255.1.3".parse().expect("ip"),
                     ifindex: 8,
                     tag: 0,
-                    mac: [0x0a, 0x58, 10, 255, 1, 3],
-                    host_mac: [1; 6],
+                    mac: MacAddr::new([0x0a, 0x58, 10, 255, 1, 3]),
+                    host_mac: MacAddr::new([1; 6]),
                 },
             ],
             "sorted, untagged as tag 0, no MAC left out"
@@ -517,8 +522,8 @@ mod tests {
             ip: Ipv4Addr::new(10, 255, 1, 2),
             ifindex: 0x01020304,
             tag: 0x0506,
-            mac: [7; 6],
-            host_mac: [8; 6],
+            mac: MacAddr::new([7; 6]),
+            host_mac: MacAddr::new([8; 6]),
         });
         assert_eq!(
             u32::from_ne_bytes(e[0..4].try_into().expect("4")),

@@ -12,8 +12,10 @@
 //! - [`nat`]: the host's nftables table (masquerade)
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
+//! - [`args`]: its command line (flags, environment, the policy and fast path modes)
 
 pub mod agent;
+pub mod args;
 pub mod fastpath;
 pub mod local;
 pub mod metrics;
@@ -22,4 +24,4 @@ pub mod policy;
 pub mod remote;
 pub mod vtep;
 
-pub use agent::AgentArgs;
+pub use args::{AgentArgs, FastpathMode, PolicyMode};

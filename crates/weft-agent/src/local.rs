@@ -16,7 +16,7 @@ pub fn overlay_containers(cni_data_dir: &Path) -> Vec<LocalContainer> {
         .filter_map(|p| match p {
             Plan::Overlay(o) => Some(LocalContainer {
                 ip: o.ip,
-                mac: weft_kernel::link::parse_mac(&o.container_mac),
+                mac: Some(o.container_mac),
                 host_ifname: o.host_veth,
                 app: o.app_id,
             }),

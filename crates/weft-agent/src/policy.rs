@@ -111,7 +111,7 @@ pub struct LocalContainer {
     pub host_ifname: String,
     pub app: Option<String>,
     /// The container end's MAC (the fast path delivers to it).
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<weft_kernel::MacAddr>,
 }
 
 /// Every element of the table's sets and maps, rendered as nft element text.
@@ -554,7 +554,7 @@ mod tests {
         RemoteCell {
             subnet: subnet.parse().unwrap(),
             vtep_ip: subnet.parse::<Ipv4Net>().unwrap().network(),
-            vtep_mac: [2, 0, 0, 0, 0, 1],
+            vtep_mac: weft_kernel::MacAddr::new([2, 0, 0, 0, 0, 1]),
             underlay_ip: underlay.parse().unwrap(),
         }
     }

@@ -9,17 +9,16 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use weft_api::model::Lease;
-use weft_kernel::link::parse_mac;
 use weft_kernel::neigh::{FdbEntry, Neighbour};
 use weft_kernel::route::Route;
-use weft_kernel::Netlink;
+use weft_kernel::{MacAddr, Netlink};
 
 /// One remote host as the kernel should know it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RemoteCell {
     pub subnet: Ipv4Net,
     pub vtep_ip: Ipv4Addr,
-    pub vtep_mac: [u8; 6],
+    pub vtep_mac: MacAddr,
     pub underlay_ip: IpAddr,
 }
 
@@ -32,7 +31,7 @@ pub fn plan<'a>(leases: impl IntoIterator<Item = &'a Lease>, own_host: &str) -> 
             Some(RemoteCell {
                 subnet: l.subnet,
                 vtep_ip: l.subnet.network(),
-                vtep_mac: parse_mac(&l.vtep_mac)?,
+                vtep_mac: l.vtep_mac.parse().ok()?,
                 underlay_ip: l.underlay_ip,
             })
         })
@@ -46,8 +45,8 @@ pub fn plan<'a>(leases: impl IntoIterator<Item = &'a Lease>, own_host: &str) -> 
 pub struct Observed {
     /// Routes with a gateway through the VTEP: subnet → gateway.
     pub routes: BTreeMap<Ipv4Net, Ipv4Addr>,
-    pub neighbours: BTreeMap<Ipv4Addr, [u8; 6]>,
-    pub fdb: BTreeSet<([u8; 6], IpAddr)>,
+    pub neighbours: BTreeMap<Ipv4Addr, MacAddr>,
+    pub fdb: BTreeSet<(MacAddr, IpAddr)>,
 }
 
 /// The changes that make [`Observed`] match a plan.
@@ -55,8 +54,8 @@ pub struct Observed {
 pub struct Diff {
     pub add: Vec<RemoteCell>,
     pub del_routes: Vec<(Ipv4Net, Ipv4Addr)>,
-    pub del_neighbours: Vec<(Ipv4Addr, [u8; 6])>,
-    pub del_fdb: Vec<([u8; 6], IpAddr)>,
+    pub del_neighbours: Vec<(Ipv4Addr, MacAddr)>,
+    pub del_fdb: Vec<(MacAddr, IpAddr)>,
 }
 
 impl Diff {
@@ -80,9 +79,9 @@ impl Diff {
         }
         let want_routes: BTreeMap<Ipv4Net, Ipv4Addr> =
             desired.iter().map(|c| (c.subnet, c.vtep_ip)).collect();
-        let want_neigh: BTreeMap<Ipv4Addr, [u8; 6]> =
+        let want_neigh: BTreeMap<Ipv4Addr, MacAddr> =
             desired.iter().map(|c| (c.vtep_ip, c.vtep_mac)).collect();
-        let want_fdb: BTreeSet<([u8; 6], IpAddr)> = desired
+        let want_fdb: BTreeSet<(MacAddr, IpAddr)> = desired
             .iter()
             .map(|c| (c.vtep_mac, c.underlay_ip))
             .collect();
@@ -124,7 +123,7 @@ pub async fn observe(nl: &Netlink, vtep: u32) -> weft_kernel::Result<Observed> {
         }
     }
     for e in nl.fdb_entries(vtep).await? {
-        if e.mac != [0; 6] {
+        if !e.mac.is_zero() {
             o.fdb.insert((e.mac, e.dst));
         }
     }
@@ -208,7 +207,7 @@ mod tests {
         let p = plan(&ls, "a");
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].vtep_ip.to_string(), "10.255.2.0");
-        assert_eq!(p[0].vtep_mac, [0xee, 0xee, 10, 255, 2, 0]);
+        assert_eq!(p[0].vtep_mac, MacAddr::new([0xee, 0xee, 10, 255, 2, 0]));
     }
 
     #[test]
@@ -226,8 +225,10 @@ mod tests {
         o.fdb.insert((b.vtep_mac, b.underlay_ip));
         let d_net: Ipv4Net = "10.255.4.0/24".parse().unwrap();
         o.routes.insert(d_net, "10.255.4.0".parse().unwrap());
-        o.fdb
-            .insert(([0xee, 0xee, 10, 255, 4, 0], "198.18.0.4".parse().unwrap()));
+        o.fdb.insert((
+            MacAddr::new([0xee, 0xee, 10, 255, 4, 0]),
+            "198.18.0.4".parse().unwrap(),
+        ));
         let d = Diff::between(&want, &o);
         assert_eq!(d.add, vec![want[1].clone()]);
         assert_eq!(d.del_routes, vec![(d_net, "10.255.4.0".parse().unwrap())]);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
+use weft_kernel::MacAddr;
 
 use crate::records::{PortMapping, DEFAULT_DATA_DIR, DEFAULT_LEASE_FILE};
 use crate::spec::{code, CniError};
@@ -197,7 +198,7 @@ pub struct NetworkConf {
     pub routes: Option<Vec<(IpNet, Option<IpAddr>)>>,
     pub port_mappings: Vec<PortMapping>,
     pub requested_ips: Vec<IpAddr>,
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<MacAddr>,
     pub prev_result: Option<Value>,
     pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
@@ -294,10 +295,11 @@ fn parse_range(field: &str, rc: &RangeConf) -> Result<Range, CniError> {
     })
 }
 
-fn parse_mac(field: &str, s: &str) -> Result<[u8; 6], CniError> {
-    let mac = weft_kernel::link::parse_mac(s)
-        .ok_or_else(|| invalid(field, format!("{s:?} is not a MAC address")))?;
-    if mac[0] & 1 == 1 {
+fn parse_mac(field: &str, s: &str) -> Result<MacAddr, CniError> {
+    let mac: MacAddr = s
+        .parse()
+        .map_err(|_| invalid(field, format!("{s:?} is not a MAC address")))?;
+    if mac.is_multicast() {
         return Err(invalid(field, format!("{s} is a multicast address")));
     }
     Ok(mac)
@@ -771,7 +773,7 @@ mod tests {
             c.requested_ips,
             vec!["10.88.0.9".parse::<IpAddr>().unwrap()]
         );
-        assert_eq!(c.mac, Some([0x0a, 0, 0, 0, 0, 1]));
+        assert_eq!(c.mac, Some(MacAddr::new([0x0a, 0, 0, 0, 0, 1])));
         let e = conf(
             r#"{"cniVersion":"1.1.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"},
                "runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]}}"#,

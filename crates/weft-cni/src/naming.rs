@@ -3,9 +3,8 @@
 //! it), and MACs derived from addresses and names (stable across re-ADDs, so ARP caches are
 //! never poisoned). Pure; names, not objects.
 
-use std::net::IpAddr;
-
 use sha2::{Digest, Sha256};
+use weft_kernel::MacAddr;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -39,28 +38,15 @@ pub fn host_alias(network: &str, container_id: &str, ifname: &str) -> String {
     format!("{}{container_id}:{ifname}", alias_prefix(network))
 }
 
-/// The second byte of the MAC [`mac_from_ip`] gives a container's interface.
+/// The second byte of the MAC [`MacAddr::from_ip`] gives a container's interface.
 pub const CONTAINER_MAC_PREFIX: u8 = 0x58;
-/// The second byte of the MAC [`mac_from_ip`] gives the host end of an overlay veth.
+/// The second byte of the MAC [`MacAddr::from_ip`] gives the host end of an overlay veth.
 pub const HOST_MAC_PREFIX: u8 = 0x59;
 
-/// A MAC derived from an IP (locally administered, unicast), as silk and OVN do: the same
-/// address always gets the same MAC, so re-adding a container does not poison ARP caches.
-pub fn mac_from_ip(prefix: u8, ip: IpAddr) -> [u8; 6] {
-    let b = match ip {
-        IpAddr::V4(v4) => v4.octets(),
-        IpAddr::V6(v6) => {
-            let o = v6.octets();
-            [o[12], o[13], o[14], o[15]]
-        }
-    };
-    [0x0a, prefix, b[0], b[1], b[2], b[3]]
-}
-
 /// A stable MAC for a bridge, from its name.
-pub fn bridge_mac(bridge: &str) -> [u8; 6] {
+pub fn bridge_mac(bridge: &str) -> MacAddr {
     let h = hash(&["bridge", bridge]);
-    [0x0a, 0x5a, h[0], h[1], h[2], h[3]]
+    MacAddr::new([0x0a, 0x5a, h[0], h[1], h[2], h[3]])
 }
 
 #[cfg(test)]
@@ -77,11 +63,11 @@ mod tests {
         assert_eq!(host_alias("net1", "abc", "eth0"), "weft:net1:abc:eth0");
         assert!(host_alias("net1", "abc", "eth0").starts_with(&alias_prefix("net1")));
         assert_eq!(
-            mac_from_ip(CONTAINER_MAC_PREFIX, "10.88.0.5".parse().unwrap()),
-            [0x0a, 0x58, 10, 88, 0, 5]
+            MacAddr::from_ip(CONTAINER_MAC_PREFIX, "10.88.0.5".parse().unwrap()),
+            MacAddr::new([0x0a, 0x58, 10, 88, 0, 5])
         );
         assert_eq!(bridge_mac("weft0"), bridge_mac("weft0"));
         assert_ne!(bridge_mac("weft0"), bridge_mac("weft1"));
-        assert_eq!(bridge_mac("weft0")[..2], [0x0a, 0x5a]);
+        assert_eq!(bridge_mac("weft0").octets()[..2], [0x0a, 0x5a]);
     }
 }

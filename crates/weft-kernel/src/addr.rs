@@ -1,4 +1,8 @@
 //! Interface addresses.
+//!
+//! Invariant: adding an address the link has is not an error and does not add it twice;
+//! removing one that is not there is `Ok(false)`; every request is bounded in time. Kernel
+//! objects owned: IPv4 and IPv6 interface addresses (RTM_NEWADDR / RTM_DELADDR), per link.
 
 use std::net::IpAddr;
 

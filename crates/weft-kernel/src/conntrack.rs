@@ -5,34 +5,22 @@
 //! inherit stale (NAT) state: what `conntrack -D -s IP` and `conntrack -D -d IP` do, without
 //! spawning `conntrack`. [`flows`] dumps the table, the caller picks, [`delete`] removes.
 //!
-//! The messages are small enough to build and parse by hand: a `nlmsghdr`, a `nfgenmsg`
-//! and netlink attributes (NLAs), each 4-byte aligned, nested ones flagged `NLA_F_NESTED`.
-//! Header fields are in host byte order; addresses, ports, zones and ids in network order.
+//! The messages go through the one nfnetlink codec ([`crate::nfnetlink`]); this module
+//! knows ctnetlink's attributes (`enum ctattr_*`) and what a flow is. Every request waits a
+//! bounded time for the kernel ([`crate::REQUEST_TIMEOUT`] of silence).
+//!
+//! Invariant: a delete always names one entry (its original tuple, zone and id as the dump
+//! gave them); a request without a tuple, which would flush the whole table, is never sent.
+//!
+//! Kernel objects owned: conntrack entries (read and deleted, never created).
 
-use std::io;
 use std::net::IpAddr;
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
-
-use crate::{Error, Result};
-
-// <linux/netlink.h>
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300; // NLM_F_ROOT | NLM_F_MATCH
-const NLA_HDRLEN: usize = 4;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_F_NET_BYTEORDER: u16 = 0x4000;
-const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
-
-// <linux/netfilter/nfnetlink.h>: struct nfgenmsg { u8 family; u8 version; __be16 res_id; }
-const NFGENMSG_LEN: usize = 4;
-const NFNETLINK_V0: u8 = 0;
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+use crate::nfnetlink::{
+    self, attrs, be16, msg_type, push_attr, NfSocket, NFNL_SUBSYS_CTNETLINK, NLA_F_NESTED,
+    NLA_F_NET_BYTEORDER, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use crate::{Result, REQUEST_TIMEOUT};
 
 // <linux/netfilter/nfnetlink_conntrack.h>
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -54,9 +42,6 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
-
-/// Big enough for any datagram of a dump: the kernel fills at most 32 KiB per batch.
-const RECV_BUF_LEN: usize = 64 * 1024;
 
 /// Deletes every conntrack entry whose original or reply tuple has `ip` as source or
 /// destination, in the calling thread's network namespace. Returns how many were deleted.
@@ -152,59 +137,15 @@ impl Flow {
     }
 }
 
-/// Iterates over the attributes in `buf`: (type without flags, payload). Stops at the first
-/// malformed header instead of reading past the buffer.
-struct Nlas<'a> {
-    buf: &'a [u8],
-}
-
-fn nlas(buf: &[u8]) -> Nlas<'_> {
-    Nlas { buf }
-}
-
-impl<'a> Iterator for Nlas<'a> {
-    type Item = (u16, &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let hdr = self.buf.get(..NLA_HDRLEN)?;
-        let len = u16::from_ne_bytes([hdr[0], hdr[1]]) as usize;
-        let kind = u16::from_ne_bytes([hdr[2], hdr[3]]) & NLA_TYPE_MASK;
-        if len < NLA_HDRLEN || len > self.buf.len() {
-            self.buf = &[];
-            return None;
-        }
-        let payload = &self.buf[NLA_HDRLEN..len];
-        // The last attribute's padding may be missing.
-        self.buf = self.buf.get(align4(len)..).unwrap_or(&[]);
-        Some((kind, payload))
-    }
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Appends one attribute (header, payload, padding to 4 bytes).
-fn push_nla(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = (NLA_HDRLEN + payload.len()) as u16;
-    out.extend_from_slice(&len.to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(align4(out.len()), 0);
-}
-
-/// A whole ctnetlink request: nlmsghdr + nfgenmsg + `attrs` (already encoded).
+/// A whole ctnetlink request.
 fn request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg).to_ne_bytes());
-    out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: 0, the kernel fills it in
-    out.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]); // res_id 0
-    out.extend_from_slice(attrs);
-    out
+    nfnetlink::request(
+        msg_type(NFNL_SUBSYS_CTNETLINK, msg),
+        flags,
+        seq,
+        family,
+        attrs,
+    )
 }
 
 /// The dump request for one address family.
@@ -222,12 +163,12 @@ fn dump_request(seq: u32, family: u8) -> Vec<u8> {
 /// would flush the whole table.
 fn delete_request(seq: u32, e: &Flow) -> Vec<u8> {
     let mut attrs = Vec::new();
-    push_nla(&mut attrs, CTA_TUPLE_ORIG | NLA_F_NESTED, &e.orig_raw);
+    push_attr(&mut attrs, CTA_TUPLE_ORIG | NLA_F_NESTED, &e.orig_raw);
     if let Some(zone) = &e.zone {
-        push_nla(&mut attrs, CTA_ZONE | NLA_F_NET_BYTEORDER, zone);
+        push_attr(&mut attrs, CTA_ZONE | NLA_F_NET_BYTEORDER, zone);
     }
     if let Some(id) = &e.id {
-        push_nla(&mut attrs, CTA_ID | NLA_F_NET_BYTEORDER, id);
+        push_attr(&mut attrs, CTA_ID | NLA_F_NET_BYTEORDER, id);
     }
     request(
         IPCTNL_MSG_CT_DELETE,
@@ -243,10 +184,10 @@ fn delete_request(seq: u32, e: &Flow) -> Vec<u8> {
 fn parse_tuple(buf: &[u8]) -> (Tuple, Option<u8>) {
     let mut t = Tuple::default();
     let mut proto = None;
-    for (kind, part) in nlas(buf) {
+    for (kind, part) in attrs(buf) {
         match kind {
             CTA_TUPLE_IP => {
-                for (kind, addr) in nlas(part) {
+                for (kind, addr) in attrs(part) {
                     let addr = match kind {
                         CTA_IP_V4_SRC | CTA_IP_V4_DST => {
                             <[u8; 4]>::try_from(addr).ok().map(IpAddr::from)
@@ -264,8 +205,8 @@ fn parse_tuple(buf: &[u8]) -> (Tuple, Option<u8>) {
                 }
             }
             CTA_TUPLE_PROTO => {
-                for (kind, v) in nlas(part) {
-                    let port = <[u8; 2]>::try_from(v).ok().map(u16::from_be_bytes);
+                for (kind, v) in attrs(part) {
+                    let port = be16(v);
                     match kind {
                         CTA_PROTO_NUM if v.len() == 1 => proto = Some(v[0]),
                         CTA_PROTO_SRC_PORT => t.sport = port,
@@ -282,13 +223,13 @@ fn parse_tuple(buf: &[u8]) -> (Tuple, Option<u8>) {
 
 /// Parses the attributes of one conntrack message of `family` (after the nfgenmsg); None
 /// without an original tuple, which we could not delete by anyway.
-fn parse_entry(family: u8, attrs: &[u8]) -> Option<Flow> {
+fn parse_entry(family: u8, attributes: &[u8]) -> Option<Flow> {
     let mut e = Flow {
         family,
         ..Flow::default()
     };
     let mut has_orig = false;
-    for (kind, payload) in nlas(attrs) {
+    for (kind, payload) in attrs(attributes) {
         match kind {
             CTA_TUPLE_ORIG => {
                 (e.orig, e.proto) = parse_tuple(payload);
@@ -304,77 +245,17 @@ fn parse_entry(family: u8, attrs: &[u8]) -> Option<Flow> {
     has_orig.then_some(e)
 }
 
-/// One netlink message of a received datagram.
-#[derive(Debug, PartialEq, Eq)]
-enum Msg<'a> {
-    /// A data message (for us: a conntrack entry); the payload starts with the nfgenmsg.
-    Data(&'a [u8]),
-    /// NLMSG_ERROR with 0: the ACK.
-    Ack,
-    /// NLMSG_ERROR with an error, or NLMSG_DONE carrying one: the positive errno.
-    Error(i32),
-    /// NLMSG_DONE: end of a dump.
-    Done,
-    /// NLMSG_NOOP: nothing.
-    Noop,
-}
-
-/// Splits a datagram into (sequence number, message); stops at a malformed header.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u32, Msg<'_>)> {
-    std::iter::from_fn(move || {
-        let hdr = buf.get(..NLMSG_HDRLEN)?;
-        let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-        let kind = u16::from_ne_bytes([hdr[4], hdr[5]]);
-        let seq = u32::from_ne_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            buf = &[];
-            return None;
-        }
-        let payload = &buf[NLMSG_HDRLEN..len];
-        buf = buf.get(align4(len)..).unwrap_or(&[]);
-        // The errno of NLMSG_ERROR (and of NLMSG_DONE after a dump) is a negative int.
-        let code = || {
-            payload
-                .get(..4)
-                .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        let msg = match kind {
-            NLMSG_NOOP => Msg::Noop,
-            NLMSG_ERROR => match code() {
-                Some(0) => Msg::Ack,
-                Some(c) => Msg::Error(c.saturating_neg()),
-                None => Msg::Error(libc::EBADMSG),
-            },
-            NLMSG_DONE => match code() {
-                Some(c) if c < 0 => Msg::Error(c.saturating_neg()),
-                _ => Msg::Done,
-            },
-            _ => Msg::Data(payload),
-        };
-        Some((seq, msg))
-    })
-}
-
 /// A ctnetlink socket in the calling thread's network namespace.
 struct Ctnetlink {
-    sock: Socket,
+    sock: NfSocket,
     seq: u32,
-    buf: Vec<u8>,
 }
 
 impl Ctnetlink {
     fn open() -> Result<Self> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)
-            .map_err(|e| Error::io("open NETLINK_NETFILTER socket", e))?;
-        sock.bind_auto()
-            .map_err(|e| Error::io("bind NETLINK_NETFILTER socket", e))?;
-        // Port 0 is the kernel.
-        sock.connect(&SocketAddr::new(0, 0))
-            .map_err(|e| Error::io("connect NETLINK_NETFILTER socket", e))?;
         Ok(Ctnetlink {
-            sock,
+            sock: NfSocket::to_kernel()?,
             seq: 0,
-            buf: Vec::with_capacity(RECV_BUF_LEN),
         })
     }
 
@@ -394,19 +275,12 @@ impl Ctnetlink {
         }
         let seq = self.next_seq();
         let mut entries = Vec::new();
-        self.transact(
+        self.sock.transact(
             "dump conntrack table",
             &dump_request(seq, family),
             seq,
-            |m| {
-                let parsed = m
-                    .first()
-                    .zip(m.get(NFGENMSG_LEN..))
-                    .and_then(|(f, a)| parse_entry(*f, a));
-                if let Some(e) = parsed {
-                    entries.push(e);
-                }
-            },
+            REQUEST_TIMEOUT,
+            |m| entries.extend(nfnetlink::nfgen(m).and_then(|(f, a)| parse_entry(f, a))),
         )?;
         Ok(entries)
     }
@@ -414,10 +288,11 @@ impl Ctnetlink {
     /// Deletes one entry; false if it was already gone.
     fn delete(&mut self, e: &Flow) -> Result<bool> {
         let seq = self.next_seq();
-        match self.transact(
+        match self.sock.transact(
             "delete conntrack entry",
             &delete_request(seq, e),
             seq,
+            REQUEST_TIMEOUT,
             |_| {},
         ) {
             Ok(()) => Ok(true),
@@ -425,69 +300,15 @@ impl Ctnetlink {
             Err(err) => Err(err),
         }
     }
-
-    /// Sends `req` and reads the answers to `seq` until its ACK, DONE or error, handing data
-    /// messages to `on_data`.
-    fn transact(
-        &mut self,
-        op: &str,
-        req: &[u8],
-        seq: u32,
-        mut on_data: impl FnMut(&[u8]),
-    ) -> Result<()> {
-        self.sock
-            .send(req, 0)
-            .map_err(|e| Error::io(format!("{op}: send"), e))?;
-        loop {
-            self.buf.clear();
-            // MSG_TRUNC: the return value is the datagram's real size, so truncation shows.
-            let n = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(format!("{op}: receive"), e)),
-            };
-            if n > self.buf.len() {
-                return Err(Error::Invalid(format!(
-                    "{op}: {n}-byte netlink message truncated to {}",
-                    self.buf.len()
-                )));
-            }
-            for (s, msg) in messages(&self.buf) {
-                if s != seq {
-                    continue; // a late answer to an earlier request
-                }
-                match msg {
-                    Msg::Data(payload) => on_data(payload),
-                    Msg::Noop => {}
-                    Msg::Ack | Msg::Done => return Ok(()),
-                    Msg::Error(errno) => {
-                        return Err(Error::Netlink {
-                            op: op.to_string(),
-                            errno: Some(errno),
-                            msg: io::Error::from_raw_os_error(errno).to_string(),
-                        })
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = Vec::new();
-        push_nla(&mut out, kind | NLA_F_NESTED, &parts.concat());
-        out
-    }
-
-    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        push_nla(&mut out, kind, payload);
-        out
-    }
+    use crate::nfnetlink::tests::{attr as nla, control as control_msg, nested};
+    use crate::nfnetlink::{
+        messages, Body, NFGENMSG_LEN, NLA_HDRLEN, NLMSG_DONE, NLMSG_HDRLEN, NLM_F_MULTI,
+    };
 
     /// A tuple as the kernel dumps it: CTA_TUPLE_IP + CTA_TUPLE_PROTO (UDP, ports).
     fn tuple(kind: u16, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
@@ -517,34 +338,12 @@ mod tests {
     /// A dumped entry: nlmsghdr + nfgenmsg + attributes.
     fn entry_msg(seq: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
         let mut m = request(IPCTNL_MSG_CT_GET, NLM_F_REQUEST, seq, 2, &attrs.concat());
-        m[6..8].copy_from_slice(&0x2u16.to_ne_bytes()); // NLM_F_MULTI
-        m
-    }
-
-    fn control_msg(seq: u32, kind: u16, code: i32) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&20u32.to_ne_bytes());
-        m.extend_from_slice(&kind.to_ne_bytes());
-        m.extend_from_slice(&0u16.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(&code.to_ne_bytes());
+        m[6..8].copy_from_slice(&NLM_F_MULTI.to_ne_bytes());
         m
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn nla_is_padded_to_four_bytes() {
-        let mut out = Vec::new();
-        push_nla(&mut out, CTA_ZONE | NLA_F_NET_BYTEORDER, &[0, 7]);
-        assert_eq!(out.len(), 8);
-        assert_eq!(&out[..2], &6u16.to_ne_bytes());
-        assert_eq!(&out[2..4], &(CTA_ZONE | NLA_F_NET_BYTEORDER).to_ne_bytes());
-        let parsed: Vec<_> = nlas(&out).collect();
-        assert_eq!(parsed, vec![(CTA_ZONE, &[0u8, 7][..])]);
     }
 
     #[test]
@@ -555,7 +354,7 @@ mod tests {
         assert_eq!(&m[4..6], &0x0101u16.to_ne_bytes()); // CTNETLINK << 8 | CT_GET
         assert_eq!(&m[6..8], &0x0301u16.to_ne_bytes()); // REQUEST | DUMP
         assert_eq!(&m[8..12], &7u32.to_ne_bytes());
-        assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, NFNETLINK_V0, 0, 0]);
+        assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, 0, 0, 0]);
     }
 
     #[test]
@@ -574,7 +373,7 @@ mod tests {
         );
         let msgs: Vec<_> = messages(&m).collect();
         assert_eq!(msgs.len(), 1);
-        let Msg::Data(payload) = msgs[0].1 else {
+        let Body::Data(payload) = msgs[0].body else {
             panic!("not data: {:?}", msgs[0]);
         };
         let e = parse_entry(2, &payload[NFGENMSG_LEN..]).expect("entry");
@@ -635,7 +434,7 @@ mod tests {
         assert_eq!(&m[6..8], &0x0005u16.to_ne_bytes()); // REQUEST | ACK
         assert_eq!(&m[8..12], &42u32.to_ne_bytes());
         assert_eq!(m[16], libc::AF_INET as u8);
-        let attrs: Vec<_> = nlas(&m[NLMSG_HDRLEN + NFGENMSG_LEN..]).collect();
+        let attrs: Vec<_> = attrs(&m[NLMSG_HDRLEN + NFGENMSG_LEN..]).collect();
         assert_eq!(
             attrs,
             vec![
@@ -650,24 +449,6 @@ mod tests {
     }
 
     #[test]
-    fn control_messages() {
-        let mut d = control_msg(3, NLMSG_ERROR, 0);
-        d.extend(control_msg(4, NLMSG_ERROR, -libc::ENOENT));
-        d.extend(control_msg(5, NLMSG_DONE, 0));
-        d.extend(control_msg(6, NLMSG_DONE, -libc::EINTR));
-        let got: Vec<_> = messages(&d).collect();
-        assert_eq!(
-            got,
-            vec![
-                (3, Msg::Ack),
-                (4, Msg::Error(libc::ENOENT)),
-                (5, Msg::Done),
-                (6, Msg::Error(libc::EINTR)),
-            ]
-        );
-    }
-
-    #[test]
     fn truncated_or_garbage_input_never_panics() {
         let mut d = entry_msg(
             1,
@@ -679,8 +460,8 @@ mod tests {
         );
         d.extend(control_msg(1, NLMSG_DONE, 0));
         for cut in 0..=d.len() {
-            for (_, m) in messages(&d[..cut]) {
-                if let Msg::Data(p) = m {
+            for m in messages(&d[..cut]) {
+                if let Body::Data(p) = m.body {
                     let _ = p.get(NFGENMSG_LEN..).and_then(|a| parse_entry(2, a));
                 }
             }
@@ -688,11 +469,6 @@ mod tests {
             let _ = parse_entry(2, &d[cut..]);
             let _ = parse_tuple(&d[..cut]);
         }
-        // Lengths pointing past the end or below the header size.
-        assert_eq!(nlas(&[0xff, 0xff, 1, 0, 1, 2]).count(), 0);
-        assert_eq!(nlas(&[2, 0, 1, 0, 1, 2]).count(), 0);
-        assert_eq!(messages(&[0xff; 16]).count(), 0);
-        assert_eq!(messages(&[0; 16]).count(), 0);
     }
 
     /// Needs root (CI runs as root). Everything happens in a network namespace private to a
@@ -704,13 +480,8 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        std::thread::spawn(|| {
-            // If this fails, nothing below runs in the host's namespace.
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
-            in_private_netns();
-        })
-        .join()
-        .expect("test thread panicked");
+        // If the namespace cannot be made, nothing runs (in the host's namespace or anywhere).
+        crate::netns::in_new_netns(in_private_netns).expect("a thread in a namespace of its own");
     }
 
     /// (source, destination) of the original tuple of every entry of `family`, sorted.

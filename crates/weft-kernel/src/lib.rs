@@ -8,10 +8,12 @@
 //! | route             | [`route`]   | rtnetlink                        |
 //! | neighbour / FDB   | [`neigh`]   | rtnetlink                        |
 //! | sysctl            | [`sysctl`]  | /proc/sys                        |
-//! | nftables          | [`nft`]     | libnftables, in-process, one transaction per call |
+//! | nftables table, set, map, chain, rule, element | [`nft`] | libnftables, in-process, one transaction per call; a typed table model rendered to scripts and parsed back from `nft -j` |
 //! | conntrack entry   | [`conntrack`] | ctnetlink (NETLINK_NETFILTER socket) |
 //! | nftables trace events | [`nftrace`] | NETLINK_NETFILTER, group NFNLGRP_NFTRACE |
+//! | (codec)           | `nfnetlink` | the one NETLINK_NETFILTER wire format and socket, for conntrack and nftrace |
 //! | BPF object, map, tc filter | [`bpf`] | libbpf, in-process (bpf(2), tc over rtnetlink) |
+//! | (type)            | [`mac`]     | [`MacAddr`], the link-layer address links, neighbours and FDB entries carry |
 //!
 //! Nothing here spawns a process. [`Netlink`] is a socket bound to one network namespace,
 //! opened once and reused for every request (the pattern netavark uses).
@@ -21,13 +23,16 @@ pub mod bpf;
 pub mod conntrack;
 mod error;
 pub mod link;
+pub mod mac;
 pub mod neigh;
 mod netlink;
 pub mod netns;
+mod nfnetlink;
 pub mod nft;
 pub mod nftrace;
 pub mod route;
 pub mod sysctl;
 
 pub use error::{Error, Result};
+pub use mac::MacAddr;
 pub use netlink::{Netlink, REQUEST_TIMEOUT};

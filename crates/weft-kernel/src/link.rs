@@ -1,4 +1,9 @@
 //! Links: veth pairs, bridges, VXLAN devices; their state, master, MTU and MAC.
+//!
+//! Invariant: creating is safe under races and repeats (an existing bridge is taken, an
+//! existing veth is the caller's to judge), deleting what is gone is `Ok(false)`, and every
+//! request is bounded in time. Kernel objects owned: links (veth, bridge, vxlan) and their
+//! attributes (up, master, MTU, MAC, alias, hairpin).
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
@@ -7,7 +12,7 @@ use netlink_packet_route::link::{
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::netns::Netns;
-use crate::{Error, Netlink, Result};
+use crate::{Error, MacAddr, Netlink, Result};
 
 /// What the kernel says about one link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +20,7 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub kind: Option<String>,
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<MacAddr>,
     pub mtu: u32,
     pub up: bool,
     /// Index of the bridge (or other controller) this link is enslaved to.
@@ -51,11 +56,7 @@ impl Link {
                 LinkAttribute::Link(p) => l.peer_index = Some(*p),
                 LinkAttribute::LinkNetNsId(id) if *id >= 0 => l.link_netnsid = Some(*id),
                 LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
-                LinkAttribute::Address(a) if a.len() == 6 => {
-                    let mut mac = [0u8; 6];
-                    mac.copy_from_slice(a);
-                    l.mac = Some(mac);
-                }
+                LinkAttribute::Address(a) => l.mac = MacAddr::from_slice(a).or(l.mac),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let LinkInfo::Kind(k) = i {
@@ -68,30 +69,6 @@ impl Link {
         }
         l
     }
-}
-
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
-            return None;
-        }
-        mac[i] = u8::from_str_radix(p, 16).ok()?;
-    }
-    Some(mac)
 }
 
 /// Checks an interface name as the kernel would (IFNAMSIZ, no '/', ':' or spaces).
@@ -121,7 +98,7 @@ pub fn validate_ifname(name: &str) -> std::result::Result<(), String> {
 #[derive(Debug, Clone)]
 pub struct VethEnd<'a> {
     pub name: &'a str,
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<MacAddr>,
     pub mtu: Option<u32>,
     pub alias: Option<&'a str>,
     /// Turn ARP off (point-to-point links with permanent neighbour entries).
@@ -130,6 +107,22 @@ pub struct VethEnd<'a> {
     pub master: Option<u32>,
     /// Create the end up (saves a round trip).
     pub up: bool,
+}
+
+impl<'a> VethEnd<'a> {
+    /// An end called `name` and nothing else: the kernel's MAC and MTU, no alias, ARP on,
+    /// no bridge, down.
+    pub fn new(name: &'a str) -> Self {
+        VethEnd {
+            name,
+            mac: None,
+            mtu: None,
+            alias: None,
+            arp_off: false,
+            master: None,
+            up: false,
+        }
+    }
 }
 
 impl Netlink {
@@ -245,7 +238,7 @@ impl Netlink {
             .name(peer.name.to_string())
             .setns_by_fd(peer_ns.raw_fd());
         if let Some(mac) = peer.mac {
-            pb = pb.address(mac.to_vec());
+            pb = pb.address(mac.octets().to_vec());
         }
         if let Some(mtu) = peer.mtu {
             pb = pb.mtu(mtu);
@@ -259,7 +252,7 @@ impl Netlink {
         let mut b = LinkVeth::new(local.name, peer.name)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(pb.build())));
         if let Some(mac) = local.mac {
-            b = b.address(mac.to_vec());
+            b = b.address(mac.octets().to_vec());
         }
         if let Some(mtu) = local.mtu {
             b = b.mtu(mtu);
@@ -305,7 +298,7 @@ impl Netlink {
         &self,
         name: &str,
         mtu: Option<u32>,
-        mac: Option<[u8; 6]>,
+        mac: Option<MacAddr>,
     ) -> Result<Link> {
         if let Some(l) = self.link_by_name(name).await? {
             if l.kind.as_deref() != Some("bridge") {
@@ -326,7 +319,7 @@ impl Netlink {
         // An explicit MAC keeps the bridge's address (the containers' gateway MAC) from
         // changing as ports come and go.
         if let Some(mac) = mac {
-            b = b.address(mac.to_vec());
+            b = b.address(mac.octets().to_vec());
         }
         match self
             .answer(
@@ -422,7 +415,7 @@ pub struct VxlanSpec {
     /// The underlay device the tunnel's packets leave through.
     pub dev: Option<u32>,
     pub mtu: u32,
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
 }
 
 impl VxlanSpec {
@@ -445,7 +438,7 @@ impl Netlink {
             .learning(false)
             .gbp()
             .mtu(spec.mtu)
-            .address(spec.mac.to_vec());
+            .address(spec.mac.octets().to_vec());
         if let Some(dev) = spec.dev {
             b = b.dev(dev);
         }

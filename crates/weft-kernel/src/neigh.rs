@@ -1,4 +1,8 @@
 //! Neighbours (ARP/NDP entries) and bridge/VXLAN forwarding database (FDB) entries.
+//!
+//! Invariant: adding replaces (idempotent), removing what is gone is `Ok(false)`; weft's
+//! entries are permanent, so the kernel never ages them out from under the agent. Kernel
+//! objects owned: permanent neighbour entries, and FDB entries with a remote destination.
 
 use std::net::IpAddr;
 
@@ -6,14 +10,14 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourState,
 };
 
-use crate::{Netlink, Result};
+use crate::{MacAddr, Netlink, Result};
 
 /// A permanent neighbour entry: `ip` on link `index` has `mac`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {
     pub index: u32,
     pub ip: IpAddr,
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
 }
 
 impl Netlink {
@@ -23,7 +27,7 @@ impl Netlink {
             .handle()
             .neighbours()
             .add(n.index, n.ip)
-            .link_layer_address(&n.mac)
+            .link_layer_address(&n.mac.octets())
             .state(NeighbourState::Permanent)
             .replace()
             .execute();
@@ -54,11 +58,7 @@ impl Netlink {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
                         ip = Some(IpAddr::V6(*v6))
                     }
-                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                        let mut b = [0u8; 6];
-                        b.copy_from_slice(l);
-                        mac = Some(b);
-                    }
+                    NeighbourAttribute::LinkLayerAddress(l) => mac = MacAddr::from_slice(l).or(mac),
                     _ => {}
                 }
             }
@@ -70,11 +70,11 @@ impl Netlink {
     }
 
     /// Adds or replaces an FDB entry on a VXLAN device: frames for `mac` go to `dst`.
-    pub async fn replace_fdb(&self, index: u32, mac: [u8; 6], dst: IpAddr) -> Result<()> {
+    pub async fn replace_fdb(&self, index: u32, mac: MacAddr, dst: IpAddr) -> Result<()> {
         let request = self
             .handle()
             .neighbours()
-            .add_bridge(index, &mac)
+            .add_bridge(index, &mac.octets())
             .destination(dst)
             .flags(NeighbourFlags::Own)
             .state(NeighbourState::Permanent)
@@ -88,7 +88,7 @@ impl Netlink {
 /// An FDB entry of a VXLAN device: frames for `mac` are sent to the underlay address `dst`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FdbEntry {
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     pub dst: IpAddr,
 }
 
@@ -126,11 +126,7 @@ impl Netlink {
             let mut dst = None;
             for a in &m.attributes {
                 match a {
-                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                        let mut b = [0u8; 6];
-                        b.copy_from_slice(l);
-                        mac = Some(b);
-                    }
+                    NeighbourAttribute::LinkLayerAddress(l) => mac = MacAddr::from_slice(l).or(mac),
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
                         dst = Some(IpAddr::V4(*v4))
                     }
@@ -157,8 +153,9 @@ impl Netlink {
         msg.header.family = netlink_packet_route::AddressFamily::Bridge;
         msg.header.ifindex = index;
         msg.header.flags = NeighbourFlags::Own;
-        msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(e.mac.to_vec()));
+        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(
+            e.mac.octets().to_vec(),
+        ));
         msg.attributes
             .push(NeighbourAttribute::Destination(match e.dst {
                 IpAddr::V4(v4) => NeighbourAddress::Inet(v4),

@@ -42,9 +42,15 @@ impl Netlink {
         })
     }
 
-    /// A socket in `ns`; the calling thread is back in its own namespace when this returns.
+    /// A socket in `ns`, made on a thread inside it ([`Netns::run`]); the calling thread
+    /// never leaves its own namespace. Must be called from inside a tokio runtime.
     pub fn in_netns(ns: &Netns) -> Result<Self> {
-        ns.run(Self::current)?
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| Error::Invalid(format!("a netlink socket needs a tokio runtime: {e}")))?;
+        ns.run(move || {
+            let _in_runtime = runtime.enter();
+            Self::current()
+        })?
     }
 
     /// The same socket, each request waiting at most `timeout` for the kernel's answer.

@@ -1,11 +1,19 @@
-//! Network namespaces: open, enter, and the named ones under /run/netns that `ip netns` uses.
+//! Network namespaces: open, run code inside, start processes inside, and the named ones
+//! under /run/netns that `ip netns` uses.
 //!
-//! Named namespaces are bind mounts of a namespace file onto `/run/netns/NAME`, exactly as
-//! iproute2 makes them, so `ip netns` and `weft netns` see each other's namespaces.
+//! Invariant: no thread of the caller ever changes namespace to do work in another one.
+//! [`Netns::run`] (and [`in_netns`], and [`in_new_netns`] for a namespace of the closure's
+//! own) runs a closure on a fresh thread that enters the namespace and ends with the closure (the shape of the CNI plugins' `ns.Do`, without its
+//! risk of a thread left behind in the wrong namespace); [`CommandExt::netns`] makes a child
+//! process join a namespace between fork and exec. A socket belongs to the namespace of the
+//! thread that created it, so a socket made inside `run` keeps talking to that namespace.
+//!
+//! Kernel objects owned: network namespace files (`/run/netns/NAME` bind mounts, exactly as
+//! iproute2 makes them, so `ip netns` and `weft netns` see each other's namespaces).
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -87,25 +95,109 @@ impl Netns {
         }
     }
 
-    /// Runs `f` with the calling thread inside this namespace and always returns it to the
-    /// namespace it was in (the shape of the CNI plugins' `ns.Do`).
-    pub fn run<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
-        let back = Netns::current()?;
-        self.enter()?;
-        let out = f();
-        back.enter().map_err(|e| {
-            // A thread stuck in the wrong namespace must not go on working.
-            Error::Invalid(format!(
-                "could not return to the original network namespace: {e}"
-            ))
-        })?;
-        Ok(out)
+    /// Opens the named namespace `/run/netns/NAME` (the names `ip netns` uses).
+    pub fn named(name: &str) -> Result<Self> {
+        validate_name(name)?;
+        Self::open(named_path(name))
     }
 
-    /// Moves the calling thread into this namespace (for good; see [`Netns::run`]).
+    /// Runs `f` on a fresh thread inside this namespace and returns what it returned. The
+    /// calling thread never changes namespace; the thread that did ends with `f`, so nothing
+    /// is ever left running in the wrong namespace. Sockets `f` opens belong to this
+    /// namespace for good. `f` may borrow from the caller (a scoped thread). A panic in `f`
+    /// comes back as an error naming the namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        on_fresh_thread(&self.path.display().to_string(), || self.enter(), f)
+    }
+
+    /// Moves the calling thread into this namespace for good (a thread of its own that stays
+    /// there; to do something there and come back, use [`Netns::run`]).
     pub fn enter(&self) -> Result<()> {
         setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
             .map_err(|e| Error::io(format!("setns {}", self.path.display()), e.into()))
+    }
+}
+
+/// Runs `f` on a fresh thread inside the namespace at `path` (see [`Netns::run`]).
+pub fn in_netns<T: Send>(path: impl AsRef<Path>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    Netns::open(path)?.run(f)
+}
+
+/// Runs `f` on a fresh thread in a network namespace of its own: new, unnamed, holding only
+/// a `lo` (down), and freed by the kernel with everything in it (links, routes,
+/// tables) when the thread ends. Nothing to clean up, even when `f` panics; the caller never
+/// changes namespace. What tests use when they need a namespace and nobody else does.
+pub fn in_new_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
+    on_fresh_thread(
+        "(a new one)",
+        || {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::io("unshare a new network namespace", e.into()))
+        },
+        f,
+    )
+}
+
+/// Runs `enter`, then `f`, on a thread of their own that ends with them (a scoped thread:
+/// `f` may borrow). A panic comes back as an error naming the namespace (`which`).
+fn on_fresh_thread<T: Send>(
+    which: &str,
+    enter: impl FnOnce() -> Result<()> + Send,
+    f: impl FnOnce() -> T + Send,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        let thread = std::thread::Builder::new()
+            .name("weft-netns".into())
+            .spawn_scoped(s, || -> Result<T> {
+                enter()?;
+                Ok(f())
+            })
+            .map_err(|e| Error::io(format!("start a thread for network namespace {which}"), e))?;
+        thread.join().unwrap_or_else(|panic| {
+            Err(Error::Invalid(format!(
+                "the thread in network namespace {which} panicked: {}",
+                panic_message(panic.as_ref())
+            )))
+        })
+    })
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Starting a child process inside a network namespace.
+pub trait CommandExt {
+    /// The child joins `ns` between fork and exec (setns(2), nothing else): the program runs
+    /// inside `ns` from its first instruction, and the parent never changes namespace. The
+    /// command keeps its own handle on the namespace until it is dropped.
+    fn netns(&mut self, ns: &Netns) -> Result<&mut Self>;
+}
+
+impl CommandExt for std::process::Command {
+    fn netns(&mut self, ns: &Netns) -> Result<&mut Self> {
+        // A handle of the command's own (close-on-exec): `ns` may be gone by the spawn.
+        let fd: OwnedFd = ns
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(format!("duplicate {}", ns.path.display()), e))?
+            .into();
+        // SAFETY: between fork and exec the closure makes one async-signal-safe call
+        // (setns) on an fd it owns, and allocates nothing.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(self, move || {
+                if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(self)
     }
 }
 

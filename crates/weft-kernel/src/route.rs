@@ -1,4 +1,10 @@
 //! Routes (main table).
+//!
+//! Invariant: [`Netlink::replace_route`] is idempotent (the same route again changes
+//! nothing; a route to the same destination with another gateway takes the old one's
+//! place), deleting what is gone is `Ok(false)`, and every request is bounded in time.
+//! Kernel objects owned: routes of the main table (254), IPv4 and IPv6; readers see the
+//! destination, gateway, output link and scope.
 
 use std::net::IpAddr;
 

@@ -1,4 +1,9 @@
 //! Sysctls, through /proc/sys of the calling thread's network namespace (no `sysctl` process).
+//!
+//! Invariant: a key names a file under /proc/sys and nothing else (empty, absolute and `..`
+//! keys are refused). Kernel objects owned: the sysctl values weft sets (forwarding,
+//! `route_localnet` of a link, conntrack's TCP window tracking), in the calling thread's
+//! namespace.
 
 use std::fs;
 use std::path::PathBuf;

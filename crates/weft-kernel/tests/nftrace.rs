@@ -1,16 +1,16 @@
 //! nftables trace events from a real kernel. Needs root (skipped otherwise).
 //!
-//! Every test works in a named network namespace of its own (`nftr-PID-TEST`), deleted by a
-//! guard when the test ends, also when it panics; the host's namespace is never changed:
+//! Every test works in a named network namespace of its own ([`common::TestNs`]), deleted by
+//! a guard when the test ends, also when it panics; the host's namespace is never changed:
 //! the ruleset goes in with `ip netns exec`, and the listener and the probe sender enter the
 //! namespace only through `Netns::run`.
 
-use std::io::Write;
+mod common;
+
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weft_kernel::netns::Netns;
+use common::TestNs;
 use weft_kernel::nftrace::{TraceEvent, TraceKind, TraceListener, Verdict};
 
 /// Tracing switched on for packets to 127.0.0.7, and those to port 9999 dropped.
@@ -27,110 +27,26 @@ table inet tt {
 
 const PROBE_DST: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+/// The handle of the rule whose listing contains `needle`, per `nft -a list ruleset`.
+fn rule_handle(t: &TestNs, needle: &str) -> u64 {
+    let listing = t.sh("nft -a list ruleset");
+    let line = listing
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no rule with {needle:?} in:\n{listing}"));
+    line.rsplit_once("# handle ")
+        .and_then(|(_, h)| h.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no handle in {line:?}"))
 }
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A named namespace, deleted on drop (fields drop in order: the handle, then the name).
-struct TestNs {
-    ns: Netns,
-    name: String,
-    _del: DelOnDrop,
-}
-
-impl TestNs {
-    fn new(test: &str) -> Self {
-        let name = format!("nftr-{}-{test}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        // Armed before anything else can fail.
-        let del = DelOnDrop(name.clone());
-        let ns = Netns::open(format!("/run/netns/{name}")).expect("open namespace");
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        TestNs {
-            ns,
-            name,
-            _del: del,
-        }
-    }
-
-    fn nft_load(&self, ruleset: &str) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nft");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(ruleset.as_bytes())
-            .expect("write ruleset");
-        let out = child.wait_with_output().expect("wait nft");
-        assert!(
-            out.status.success(),
-            "nft -f: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The handle of the rule whose listing contains `needle`, per `nft -a list ruleset`.
-    fn rule_handle(&self, needle: &str) -> u64 {
-        let listing = run(
-            "ip",
-            &["netns", "exec", &self.name, "nft", "-a", "list", "ruleset"],
-        );
-        let line = listing
-            .lines()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no rule with {needle:?} in:\n{listing}"));
-        line.rsplit_once("# handle ")
-            .and_then(|(_, h)| h.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no handle in {line:?}"))
-    }
-
-    /// Sends one UDP datagram from inside the namespace, on a thread of its own.
-    fn send_udp(&self, dst: Ipv4Addr, port: u16) {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                self.ns
-                    .run(|| {
-                        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-                        // A drop in the output hook fails the send (EPERM): that is the point.
-                        let _ = sock.send_to(b"probe", (dst, port));
-                    })
-                    .expect("enter namespace");
-            })
-            .join()
-            .expect("sender thread panicked");
-        });
-    }
-}
-
-/// Runs `ip netns del NAME` when dropped.
-struct DelOnDrop(String);
-
-impl Drop for DelOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .stderr(Stdio::null())
-            .status();
-    }
+/// Sends one UDP datagram from inside the namespace, on a thread of its own.
+fn send_udp(t: &TestNs, dst: Ipv4Addr, port: u16) {
+    t.ns.run(|| {
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        // A drop in the output hook fails the send (EPERM): that is the point.
+        let _ = sock.send_to(b"probe", (dst, port));
+    })
+    .expect("enter namespace");
 }
 
 fn show(events: &[TraceEvent]) -> String {
@@ -142,16 +58,15 @@ fn show(events: &[TraceEvent]) -> String {
 
 #[test]
 fn dropped_probe_names_the_rule() {
-    if !is_root() {
-        eprintln!("skipped: not root");
+    if common::skip() {
         return;
     }
     let t = TestNs::new("drop");
-    t.nft_load(RULESET);
-    let handle = t.rule_handle("probe drop");
+    t.nft(RULESET);
+    let handle = rule_handle(&t, "probe drop");
     let mut trace = TraceListener::open_in(&t.ns).expect("open trace listener");
 
-    t.send_udp(PROBE_DST, 9999);
+    send_udp(&t, PROBE_DST, 9999);
     let events = trace.recv(Duration::from_millis(500)).expect("recv");
 
     let drop = events
@@ -183,16 +98,15 @@ fn dropped_probe_names_the_rule() {
 
 #[test]
 fn accepted_probe_ends_in_the_policy() {
-    if !is_root() {
-        eprintln!("skipped: not root");
+    if common::skip() {
         return;
     }
     let t = TestNs::new("accept");
-    t.nft_load(RULESET);
+    t.nft(RULESET);
     let mut trace = TraceListener::open_in(&t.ns).expect("open trace listener");
 
     // Another port: the drop rule does not match, the chain's policy accepts.
-    t.send_udp(PROBE_DST, 9998);
+    send_udp(&t, PROBE_DST, 9998);
     let events = trace.recv(Duration::from_millis(500)).expect("recv");
 
     assert!(
@@ -217,15 +131,14 @@ fn accepted_probe_ends_in_the_policy() {
 
 #[test]
 fn nothing_traced_means_no_events() {
-    if !is_root() {
-        eprintln!("skipped: not root");
+    if common::skip() {
         return;
     }
     let t = TestNs::new("quiet");
-    t.nft_load(RULESET);
+    t.nft(RULESET);
     let mut trace = TraceListener::open_in(&t.ns).expect("open trace listener");
     // Not matched by the nftrace rule.
-    t.send_udp(Ipv4Addr::new(127, 0, 0, 8), 9999);
+    send_udp(&t, Ipv4Addr::new(127, 0, 0, 8), 9999);
     let started = std::time::Instant::now();
     let events = trace.recv(Duration::from_millis(100)).expect("recv");
     assert!(events.is_empty(), "{}", show(&events));

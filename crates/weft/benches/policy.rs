@@ -146,18 +146,9 @@ fn tcp_policy(src: &str, dst: &str, (start, end): (u16, u16)) -> Policy {
     Policy::new(src, dst, Protocol::Tcp, Some(Ports { start, end }))
 }
 
-/// Runs `f` on a new thread that entered the namespace at `path` (for good: the thread ends).
+/// Runs `f` on a new thread inside the namespace at `path`.
 fn in_ns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            Netns::open(path)
-                .and_then(|n| n.enter())
-                .unwrap_or_else(|e| panic!("enter {path}: {e}"));
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("thread in {path} panicked"))
-    })
+    weft_kernel::netns::in_netns(path, f).unwrap_or_else(|e| panic!("in {path}: {e}"))
 }
 
 /// Elements in `inet weft-policy allow_ports` (0 when the table is missing).
@@ -213,7 +204,7 @@ fn bench_apply() -> Vec<ApplyRow> {
         let cells = vec![weft_agent::remote::RemoteCell {
             subnet: "10.255.2.0/24".parse().expect("subnet"),
             vtep_ip: Ipv4Addr::new(10, 255, 2, 0),
-            vtep_mac: [2, 0, 0, 0, 0, 2],
+            vtep_mac: weft_kernel::MacAddr::new([2, 0, 0, 0, 0, 2]),
             underlay_ip: "198.18.0.2".parse().expect("ip"),
         }];
         let mut rows = Vec::new();

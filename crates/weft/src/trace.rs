@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use weft_cni::records::Plan;
+use weft_kernel::netns::{in_netns, Netns};
 use weft_kernel::Netlink;
 
 use crate::lab::probe::{self, Outcome};
@@ -158,7 +159,7 @@ pub struct Trace {
 /// Runs `f` in the host's namespace.
 fn on<T: Send + 'static>(h: &Host, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     match &h.ns {
-        Some(ns) => probe::in_netns(ns, f)?,
+        Some(ns) => Netns::named(ns)?.run(f)?,
         None => f(),
     }
 }
@@ -341,7 +342,7 @@ fn vtep_entries(h: &Host, vtep: &str, gw: IpAddr) -> Result<(Option<String>, Opt
                     .map(|f| f.dst),
                 None => None,
             };
-            Ok((mac.map(|m| weft_kernel::link::format_mac(&m)), dst))
+            Ok((mac.map(|m| m.to_string()), dst))
         })
     })
 }
@@ -565,12 +566,9 @@ impl Ctx<'_> {
                 ns: None,
                 ..sh.clone()
             };
-            let r = std::thread::spawn(move || -> Result<Option<String>> {
-                let n = weft_kernel::netns::Netns::open(&ns)?;
-                n.run(|| route_to(&h, dst_ip))?.map(|o| o.map(|r| r.text))
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("route lookup panicked"))??;
+            let r = Netns::open(&ns)?
+                .run(|| route_to(&h, dst_ip))??
+                .map(|r| r.text);
             r.unwrap_or_else(|| "no route".into())
         };
         steps.push(step(
@@ -1107,8 +1105,8 @@ fn probe(ctx: &Ctx, hosts: &[Host]) -> Result<ProbeReport> {
         let ns = ctx.src.netns.clone();
         let dst = ctx.dst_ip;
         let outcome = match (ctx.protocol.as_str(), ctx.port) {
-            ("icmp", _) | (_, None) => probe_in_path(&ns, move || probe::ping_here(dst, timeout))?,
-            (_, Some(port)) => probe_in_path(&ns, move || probe::tcp_here(dst, port, timeout))?,
+            ("icmp", _) | (_, None) => in_netns(&ns, move || probe::ping_here(dst, timeout))?,
+            (_, Some(port)) => in_netns(&ns, move || probe::tcp_here(dst, port, timeout))?,
         };
         let mut events = Vec::new();
         let mut dropped_by = None;
@@ -1150,16 +1148,6 @@ fn probe(ctx: &Ctx, hosts: &[Host]) -> Result<ProbeReport> {
     })();
     cleanup(hosts);
     result
-}
-
-fn probe_in_path<T: Send + 'static>(
-    netns_path: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
-    let n = weft_kernel::netns::Netns::open(netns_path)?;
-    let h = std::thread::spawn(move || n.run(f));
-    Ok(h.join()
-        .map_err(|_| anyhow::anyhow!("probe thread panicked"))??)
 }
 
 fn family_name(f: u8) -> &'static str {

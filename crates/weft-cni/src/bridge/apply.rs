@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use weft_kernel::link::{parse_mac, VethEnd};
+use weft_kernel::link::VethEnd;
 use weft_kernel::netns::Netns;
 use weft_kernel::route::Route;
 use weft_kernel::{sysctl, Netlink};
@@ -29,7 +29,7 @@ impl Driver for BridgePlan {
     /// the same plan again changes nothing.
     async fn setup(&self, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
         let br = host
-            .ensure_bridge(&self.bridge, self.mtu, parse_mac(&self.bridge_mac))
+            .ensure_bridge(&self.bridge, self.mtu, Some(self.bridge_mac))
             .await?;
         for a in &self.bridge_addrs {
             host.add_address(br.index, *a).await?;
@@ -56,7 +56,7 @@ impl Driver for BridgePlan {
         };
         let peer = VethEnd {
             name: &self.ifname,
-            mac: parse_mac(&self.container_mac),
+            mac: self.container_mac,
             mtu: self.mtu,
             alias: None,
             arp_off: false,
@@ -111,13 +111,13 @@ impl Driver for BridgePlan {
         if !cl.up {
             return Err(CniError::mismatch(format!("{} is down", self.ifname)));
         }
-        if let Some(m) = parse_mac(&self.container_mac) {
+        if let Some(m) = self.container_mac {
             if cl.mac != Some(m) {
                 return Err(CniError::mismatch(format!(
                     "{} has MAC {:?}, expected {}",
                     self.ifname,
-                    cl.mac.map(|m| weft_kernel::link::format_mac(&m)),
-                    self.container_mac
+                    cl.mac.map(|m| m.to_string()),
+                    m
                 )));
             }
         }

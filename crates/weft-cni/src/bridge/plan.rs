@@ -5,10 +5,11 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use weft_kernel::MacAddr;
 
 use crate::config::NetworkConf;
 use crate::ipam::Allocation;
-use crate::naming::{bridge_mac, host_alias, host_veth_name, mac_from_ip, CONTAINER_MAC_PREFIX};
+use crate::naming::{bridge_mac, host_alias, host_veth_name, CONTAINER_MAC_PREFIX};
 use crate::records::{BridgePlan, Route};
 use crate::spec::{CniResult, Interface, IpConfig, RouteSpec};
 
@@ -75,9 +76,7 @@ pub fn plan(
         .map(|(n, _)| n.addr());
     let container_mac = conf
         .mac
-        .or_else(|| first_ip.map(|ip| mac_from_ip(CONTAINER_MAC_PREFIX, ip)))
-        .map(|m| weft_kernel::link::format_mac(&m))
-        .unwrap_or_default();
+        .or_else(|| first_ip.map(|ip| MacAddr::from_ip(CONTAINER_MAC_PREFIX, ip)));
     let v4 = addresses
         .iter()
         .find(|(n, _)| n.addr().is_ipv4())
@@ -96,7 +95,7 @@ pub fn plan(
         ifname: ifname.to_string(),
         netns: netns.to_string(),
         bridge: conf.bridge.clone(),
-        bridge_mac: weft_kernel::link::format_mac(&bridge_mac(&conf.bridge)),
+        bridge_mac: bridge_mac(&conf.bridge),
         bridge_addrs,
         host_veth: host_veth_name(&conf.network, container_id, ifname),
         host_alias: host_alias(&conf.network, container_id, ifname),
@@ -116,7 +115,7 @@ pub fn result(plan: &BridgePlan) -> CniResult {
         interfaces: vec![
             Interface {
                 name: plan.bridge.clone(),
-                mac: plan.bridge_mac.clone(),
+                mac: plan.bridge_mac.to_string(),
                 ..Default::default()
             },
             Interface {
@@ -125,7 +124,10 @@ pub fn result(plan: &BridgePlan) -> CniResult {
             },
             Interface {
                 name: plan.ifname.clone(),
-                mac: plan.container_mac.clone(),
+                mac: plan
+                    .container_mac
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
                 mtu: plan.mtu,
                 sandbox: plan.netns.clone(),
                 ..Default::default()
@@ -177,7 +179,10 @@ mod tests {
         assert_eq!(p.bridge_addrs[0].to_string(), "10.88.0.1/16");
         assert_eq!(p.routes[0].dst.to_string(), "0.0.0.0/0");
         assert_eq!(p.routes[0].gw.unwrap().to_string(), "10.88.0.1");
-        assert_eq!(p.container_mac, "0a:58:0a:58:00:05");
+        assert_eq!(
+            p.container_mac.map(|m| m.to_string()).as_deref(),
+            Some("0a:58:0a:58:00:05")
+        );
         assert!(p.host_veth.starts_with("weft") && p.host_veth.len() == 14);
         assert_eq!(p.host_veth, host_veth_name("net1", "abc", "eth0"));
         assert_ne!(p.host_veth, host_veth_name("net1", "abc", "eth1"));

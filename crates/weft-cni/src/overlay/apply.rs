@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use weft_kernel::link::{parse_mac, VethEnd};
+use weft_kernel::link::VethEnd;
 use weft_kernel::neigh::Neighbour;
 use weft_kernel::netns::Netns;
 use weft_kernel::route::Route;
@@ -18,17 +18,8 @@ use weft_kernel::{sysctl, Netlink};
 use super::{default_route, host_net, GATEWAY};
 use crate::driver::Driver;
 use crate::records::OverlayPlan;
-use crate::spec::{code, CniError};
+use crate::spec::CniError;
 use crate::veth;
-
-fn mac(s: &str) -> Result<[u8; 6], CniError> {
-    parse_mac(s).ok_or_else(|| {
-        CniError::new(
-            code::IO_FAILURE,
-            format!("bad MAC {s:?} in attachment record"),
-        )
-    })
-}
 
 impl Driver for OverlayPlan {
     fn host_veth(&self) -> &str {
@@ -42,7 +33,7 @@ impl Driver for OverlayPlan {
         let cont = Netlink::in_netns(ns)?;
         let local = VethEnd {
             name: &self.host_veth,
-            mac: Some(mac(&self.host_mac)?),
+            mac: Some(self.host_mac),
             mtu: Some(self.mtu),
             alias: Some(&self.host_alias),
             arp_off: true,
@@ -51,7 +42,7 @@ impl Driver for OverlayPlan {
         };
         let peer = VethEnd {
             name: &self.ifname,
-            mac: Some(mac(&self.container_mac)?),
+            mac: Some(self.container_mac),
             mtu: Some(self.mtu),
             alias: None,
             arp_off: true,
@@ -77,7 +68,7 @@ impl Driver for OverlayPlan {
         host.replace_neighbour(&Neighbour {
             index: hv.index,
             ip: self.ip.into(),
-            mac: mac(&self.container_mac)?,
+            mac: self.container_mac,
         })
         .await?;
         host.replace_route(&Route {
@@ -96,7 +87,7 @@ impl Driver for OverlayPlan {
         cont.replace_neighbour(&Neighbour {
             index: cl.index,
             ip: GATEWAY.into(),
-            mac: mac(&self.host_mac)?,
+            mac: self.host_mac,
         })
         .await?;
         cont.replace_route(&Route {
@@ -116,7 +107,7 @@ impl Driver for OverlayPlan {
         Ok(())
     }
 
-    /// CHECK: the kernel matches the self.
+    /// CHECK: the kernel matches the plan.
     async fn check(&self, host: &Netlink, ns: &Netns) -> Result<(), CniError> {
         let hv = veth::host_end(host, &self.host_veth).await?;
         let routes = host.routes(false).await?;

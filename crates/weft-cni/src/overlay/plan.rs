@@ -4,13 +4,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use weft_kernel::link::format_mac;
+use weft_kernel::MacAddr;
 
 use super::{default_route, host_net, GATEWAY};
 use crate::config::{NetworkConf, Range};
-use crate::naming::{
-    host_alias, host_veth_name, mac_from_ip, CONTAINER_MAC_PREFIX, HOST_MAC_PREFIX,
-};
+use crate::naming::{host_alias, host_veth_name, CONTAINER_MAC_PREFIX, HOST_MAC_PREFIX};
 use crate::records::{HostLease, OverlayPlan};
 use crate::spec::{CniResult, Interface, IpConfig, RouteSpec};
 
@@ -30,12 +28,10 @@ pub fn plan(
         netns: netns.to_string(),
         host_veth: host_veth_name(&conf.network, container_id, ifname),
         host_alias: host_alias(&conf.network, container_id, ifname),
-        host_mac: format_mac(&mac_from_ip(HOST_MAC_PREFIX, IpAddr::V4(ip))),
-        container_mac: format_mac(
-            &conf
-                .mac
-                .unwrap_or_else(|| mac_from_ip(CONTAINER_MAC_PREFIX, IpAddr::V4(ip))),
-        ),
+        host_mac: MacAddr::from_ip(HOST_MAC_PREFIX, IpAddr::V4(ip)),
+        container_mac: conf
+            .mac
+            .unwrap_or_else(|| MacAddr::from_ip(CONTAINER_MAC_PREFIX, IpAddr::V4(ip))),
         ip,
         subnet: lease.subnet,
         mtu: conf.mtu.unwrap_or(lease.mtu),
@@ -68,12 +64,12 @@ pub fn result(plan: &OverlayPlan) -> CniResult {
         interfaces: vec![
             Interface {
                 name: plan.host_veth.clone(),
-                mac: plan.host_mac.clone(),
+                mac: plan.host_mac.to_string(),
                 ..Default::default()
             },
             Interface {
                 name: plan.ifname.clone(),
-                mac: plan.container_mac.clone(),
+                mac: plan.container_mac.to_string(),
                 mtu: Some(plan.mtu),
                 sandbox: plan.netns.clone(),
                 ..Default::default()
@@ -126,8 +122,8 @@ mod tests {
             "/run/netns/y",
             "10.255.3.2".parse().unwrap(),
         );
-        assert_eq!(p.host_mac, "0a:59:0a:ff:03:02");
-        assert_eq!(p.container_mac, "0a:58:0a:ff:03:02");
+        assert_eq!(p.host_mac.to_string(), "0a:59:0a:ff:03:02");
+        assert_eq!(p.container_mac.to_string(), "0a:58:0a:ff:03:02");
         assert_eq!((p.mtu, p.app_id.as_deref()), (1450, Some("app-a")));
         assert_eq!(p.host_veth, host_veth_name("ov", "c1", "eth0"));
         let r = result(&p);

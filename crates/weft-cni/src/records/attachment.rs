@@ -4,12 +4,14 @@
 //! MAC, host interface and app from it.
 //!
 //! The JSON is the one weft-cni has always written (`"mode": "bridge" | "overlay"` beside
-//! the fields): records of older versions read back as they are.
+//! the fields, MACs as `aa:bb:cc:dd:ee:ff` text): records of older versions read back as
+//! they are, and older versions read what this one writes.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
+use weft_kernel::MacAddr;
 
 /// The record of one attachment, in either mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,14 +29,16 @@ pub struct BridgePlan {
     pub ifname: String,
     pub netns: String,
     pub bridge: String,
-    pub bridge_mac: String,
+    pub bridge_mac: MacAddr,
     /// Gateway addresses put on the bridge (empty unless isGateway).
     pub bridge_addrs: Vec<IpNet>,
     /// Host end of the veth pair: `weft` + 10 hex digits of a hash of network, container, ifname.
     pub host_veth: String,
     /// Alias set on the host end, so GC can find weft's links for this network.
     pub host_alias: String,
-    pub container_mac: String,
+    /// The container end's MAC (`""` in the record when none was set).
+    #[serde(with = "weft_kernel::mac::or_empty")]
+    pub container_mac: Option<MacAddr>,
     pub mtu: Option<u32>,
     pub hairpin: bool,
     /// Container addresses with their subnet's prefix length, and the gateway of each.
@@ -54,8 +58,8 @@ pub struct OverlayPlan {
     pub netns: String,
     pub host_veth: String,
     pub host_alias: String,
-    pub host_mac: String,
-    pub container_mac: String,
+    pub host_mac: MacAddr,
+    pub container_mac: MacAddr,
     /// The container's overlay address.
     pub ip: Ipv4Addr,
     /// The host's lease subnet it came from.
@@ -210,11 +214,47 @@ mod tests {
         assert_eq!((p.network(), p.app_id()), ("net1", None));
     }
 
+    /// Records older versions wrote (MACs as text) read into the typed plans, and the typed
+    /// plans write them byte for byte the same (an older version reads what this one wrote).
+    #[test]
+    fn records_of_older_versions_read_and_write_the_same() {
+        let bridge = r#"{"mode":"bridge","network":"net1","container_id":"abc","ifname":"eth0","netns":"/run/netns/x","bridge":"weft0","bridge_mac":"0a:5a:12:34:56:78","bridge_addrs":["10.88.0.1/16"],"host_veth":"weft0123456789","host_alias":"weft:net1:abc:eth0","container_mac":"0a:58:0a:58:00:05","mtu":null,"hairpin":false,"addresses":[["10.88.0.5/16","10.88.0.1"]],"routes":[{"dst":"0.0.0.0/0","gw":"10.88.0.1"}],"ip_masq":true,"port_mappings":[[{"host_port":8080,"container_port":80,"protocol":"tcp","host_ip":null},"10.88.0.5"]]}"#;
+        let overlay = r#"{"mode":"overlay","network":"ov","container_id":"c1","ifname":"eth0","netns":"/run/netns/y","host_veth":"weftabcdef0123","host_alias":"weft:ov:c1:eth0","host_mac":"0a:59:0a:ff:07:02","container_mac":"0a:58:0a:ff:07:02","ip":"10.255.7.2","subnet":"10.255.7.0/24","mtu":1450,"app_id":"app-a"}"#;
+        let no_mac = bridge.replace("\"0a:58:0a:58:00:05\"", "\"\"");
+        for old in [bridge, overlay, no_mac.as_str()] {
+            let p: Plan = serde_json::from_str(old).unwrap_or_else(|e| panic!("{old}: {e}"));
+            assert_eq!(serde_json::to_string(&p).expect("encode"), old);
+        }
+        let Plan::Bridge(b) = serde_json::from_str(bridge).unwrap() else {
+            panic!("bridge")
+        };
+        assert_eq!(
+            b.bridge_mac,
+            MacAddr::new([0x0a, 0x5a, 0x12, 0x34, 0x56, 0x78])
+        );
+        assert_eq!(
+            b.container_mac,
+            Some(MacAddr::new([0x0a, 0x58, 10, 88, 0, 5]))
+        );
+        let Plan::Bridge(b) = serde_json::from_str(&no_mac).unwrap() else {
+            panic!("bridge")
+        };
+        assert_eq!(b.container_mac, None);
+        let Plan::Overlay(o) = serde_json::from_str(overlay).unwrap() else {
+            panic!("overlay")
+        };
+        assert_eq!(o.host_mac.to_string(), "0a:59:0a:ff:07:02");
+        // A record whose MAC is not one is refused, naming it, not read half.
+        let bad = overlay.replace("0a:59:0a:ff:07:02", "0a:59:0a:ff:07");
+        let e = serde_json::from_str::<Plan>(&bad).expect_err("bad MAC");
+        assert!(e.to_string().contains("invalid MAC address"), "{e}");
+    }
+
     #[test]
     fn repeat_add_port_mappings_lead_to_the_first_ipv4_address() {
         let mut p: Plan = serde_json::from_value(json!({
             "mode": "bridge", "network": "n", "container_id": "c", "ifname": "eth0",
-            "netns": "/x", "bridge": "weft0", "bridge_mac": "", "bridge_addrs": [],
+            "netns": "/x", "bridge": "weft0", "bridge_mac": "0a:5a:01:02:03:04", "bridge_addrs": [],
             "host_veth": "weft1", "host_alias": "a", "container_mac": "", "mtu": null,
             "hairpin": false, "addresses": [["fd00::5/64", "fd00::1"], ["10.88.0.5/16", "10.88.0.1"]],
             "routes": [], "ip_masq": false, "port_mappings": []

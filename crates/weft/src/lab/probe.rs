@@ -3,7 +3,7 @@
 //! both HTTP and plain TCP with who it is and whom it sees.
 //!
 //! A socket belongs to the namespace of the thread that created it, so every probe opens its
-//! socket on a thread that entered the namespace ([`Netns::run`]).
+//! socket on a thread inside the namespace ([`Netns::run`]).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -53,21 +53,10 @@ impl Outcome {
     }
 }
 
-/// Runs `f` on a fresh thread that entered `ns` (sockets it opens live there).
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let path = weft_kernel::netns::named_path(ns);
-    let netns = Netns::open(&path).with_context(|| format!("namespace {ns}"))?;
-    let h = std::thread::spawn(move || netns.run(f));
-    let r = h
-        .join()
-        .map_err(|_| anyhow::anyhow!("probe thread in {ns} panicked"))?;
-    Ok(r?)
-}
-
 /// A TCP connection to `dst:port` from inside `ns`, with an HTTP GET; weft's server answers
 /// with the address it saw.
 pub fn tcp(ns: &str, dst: Ipv4Addr, port: u16, timeout: Duration) -> Result<Outcome> {
-    in_netns(ns, move || tcp_here(dst, port, timeout))
+    Ok(Netns::named(ns)?.run(move || tcp_here(dst, port, timeout))?)
 }
 
 pub fn tcp_here(dst: Ipv4Addr, port: u16, timeout: Duration) -> Outcome {
@@ -113,7 +102,7 @@ pub fn tcp_here(dst: Ipv4Addr, port: u16, timeout: Duration) -> Outcome {
 
 /// One ICMP echo from inside `ns` to `dst`.
 pub fn ping(ns: &str, dst: Ipv4Addr, timeout: Duration) -> Result<Outcome> {
-    in_netns(ns, move || ping_here(dst, timeout))
+    Ok(Netns::named(ns)?.run(move || ping_here(dst, timeout))?)
 }
 
 fn checksum(b: &[u8]) -> u16 {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use weft_kernel::netns::{self, Netns};
+use weft_kernel::netns::{self, CommandExt as _, Netns};
 
 use super::topology::{Layout, Topology};
 
@@ -110,7 +110,7 @@ pub fn labs(state_dir: &Path) -> Vec<String> {
 /// Starts `argv` inside the named namespace, in its own session (it outlives `lab up`),
 /// output appended to `log`. Returns the pid.
 pub fn spawn_in(ns: &str, argv: &[String], env: &[(&str, &str)], log: &Path) -> Result<u32> {
-    let netns = Netns::open(netns::named_path(ns)).with_context(|| format!("namespace {ns}"))?;
+    let netns = Netns::named(ns).with_context(|| format!("namespace {ns}"))?;
     let (prog, args) = argv.split_first().context("empty command")?;
     let out = fs::OpenOptions::new()
         .create(true)
@@ -126,13 +126,10 @@ pub fn spawn_in(ns: &str, argv: &[String], env: &[(&str, &str)], log: &Path) -> 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let fd = netns.raw_fd();
-    // SAFETY: only async-signal-safe calls (setns, setsid) between fork and exec.
+    cmd.netns(&netns)?;
+    // SAFETY: one async-signal-safe call (setsid) between fork and exec.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        cmd.pre_exec(|| {
             libc::setsid();
             Ok(())
         });
@@ -153,7 +150,7 @@ pub fn run_in(
     stdin: &[u8],
 ) -> Result<(bool, Vec<u8>, Vec<u8>)> {
     use std::io::Write;
-    let netns = Netns::open(netns::named_path(ns)).with_context(|| format!("namespace {ns}"))?;
+    let netns = Netns::named(ns).with_context(|| format!("namespace {ns}"))?;
     let (prog, args) = argv.split_first().context("empty command")?;
     let mut cmd = Command::new(prog);
     cmd.args(args)
@@ -168,16 +165,7 @@ pub fn run_in(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let fd = netns.raw_fd();
-    // SAFETY: only setns between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cmd.netns(&netns)?;
     let mut child = cmd.spawn().with_context(|| format!("run {prog} in {ns}"))?;
     if let Some(mut i) = child.stdin.take() {
         i.write_all(stdin)?;

@@ -139,7 +139,7 @@ pub fn block_in<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>> + Send + 'static,
 ) -> Result<T> {
-    super::probe::in_netns(ns, move || runtime()?.block_on(f()))?
+    Netns::named(ns)?.run(move || runtime()?.block_on(f()))?
 }
 
 async fn netlink_in(ns: &str) -> Result<Netlink> {
@@ -149,7 +149,7 @@ async fn netlink_in(ns: &str) -> Result<Netlink> {
 
 fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<()> {
     let (k, v) = (key.to_string(), value.to_string());
-    super::probe::in_netns(ns, move || weft_kernel::sysctl::set(&k, &v))??;
+    Netns::named(ns)?.run(move || weft_kernel::sysctl::set(&k, &v))??;
     Ok(())
 }
 
@@ -175,23 +175,11 @@ async fn link_namespaces(
         None => None,
     };
     let local = weft_kernel::link::VethEnd {
-        name: upper_if,
-        mac: None,
-        mtu: None,
-        alias: None,
-        arp_off: false,
         master,
         up: true,
+        ..weft_kernel::link::VethEnd::new(upper_if)
     };
-    let peer = weft_kernel::link::VethEnd {
-        name: "eth0",
-        mac: None,
-        mtu: None,
-        alias: None,
-        arp_off: false,
-        master: None,
-        up: false,
-    };
+    let peer = weft_kernel::link::VethEnd::new("eth0");
     up.add_veth(&local, &peer, &lower).await?;
     if let Some(a) = upper_addr {
         let l = up
@@ -750,7 +738,7 @@ fn policies_done(st: &State) -> Result<bool> {
 /// Runs nft commands (text output) inside a namespace, through libnftables.
 pub fn nft_in(ns: &str, cmd: &str) -> Result<String> {
     let cmd = cmd.to_string();
-    super::probe::in_netns(ns, move || -> Result<String> {
+    Netns::named(ns)?.run(move || -> Result<String> {
         let mut n = weft_kernel::nft::Nft::new()?;
         Ok(n.run(&cmd)?)
     })?

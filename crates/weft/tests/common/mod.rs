@@ -4,8 +4,6 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use weft_kernel::netns::{CommandExt as _, Netns};
 
 /// The `weft` binary under test.
 pub fn weft_bin() -> &'static str {
@@ -265,8 +264,7 @@ pub fn exec_plugin(
     conf: &Value,
     extra_env: &[(&str, &str)],
 ) -> Reply {
-    let host = std::fs::File::open(host_netns).expect("open host netns");
-    let fd = host.as_raw_fd();
+    let host = Netns::open(host_netns).expect("open host netns");
     let mut cmd = Command::new(plugin);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -287,15 +285,7 @@ pub fn exec_plugin(
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    // SAFETY: setns is async-signal-safe; the child runs it between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc_setns(fd) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cmd.netns(&host).expect("enter host netns");
     let mut child = cmd.spawn().expect("spawn plugin");
     child
         .stdin
@@ -315,15 +305,6 @@ pub fn exec_plugin(
         json,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-fn libc_setns(fd: i32) -> i32 {
-    // CLONE_NEWNET = 0x40000000
-    unsafe { setns(fd, 0x4000_0000) }
-}
-
-extern "C" {
-    fn setns(fd: i32, nstype: i32) -> i32;
 }
 
 /// A CNI network under test: a host namespace (standing in for the host), a private data

@@ -1,74 +1,19 @@
-//! nftables trace events, received in-process: what `nft monitor trace` prints.
-//!
-//! A packet whose `meta nftrace` bit is set (by a rule such as
-//! `ip daddr 10.88.0.5 meta nftrace set 1`) makes nf_tables report every rule it matches,
-//! every chain it leaves and the base chain policy that decides its fate. The reports go to
-//! the `NFNLGRP_NFTRACE` multicast group of `NETLINK_NETFILTER` sockets in the packet's
-//! network namespace; `weft trace --probe` listens there to tell which rule of which chain
-//! dropped or accepted its probe packet.
-//!
-//! ```no_run
-//! use std::time::Duration;
-//! use weft_kernel::nftrace::{TraceListener, Verdict};
-//!
-//! # fn main() -> weft_kernel::Result<()> {
-//! let ns = weft_kernel::netns::Netns::open("/run/netns/blue")?;
-//! let mut trace = TraceListener::open_in(&ns)?; // listen first ...
-//! // ... then send the probe, then collect what it caused:
-//! for ev in trace.recv(Duration::from_millis(500))? {
-//!     if ev.verdict == Some(Verdict::Drop) {
-//!         println!("dropped by {ev}");
-//!     }
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! The socket belongs to the namespace of the thread that created it
-//! ([`TraceListener::open`]) or to the one given to [`TraceListener::open_in`], for good.
-//! Joining the group needs `CAP_NET_ADMIN` (nfnetlink has no unprivileged groups).
-//!
-//! Each event is one datagram: a `nlmsghdr` of type `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE`,
-//! a `nfgenmsg` (the table's family) and netlink attributes (`enum nft_trace_attributes`),
-//! numbers in network byte order. [`parse`] decodes them without a socket; it never panics
-//! on what the kernel (or anybody) hands it: a malformed attribute is skipped, a truncated
-//! message dropped.
-//!
-//! The kernel sends the packet itself (interfaces, network and transport headers) only with
-//! the first event of a packet at each hook; [`TraceListener`] copies it onto that packet's
-//! later events (same [`TraceEvent::id`]), so the event that carries the verdict also answers
-//! [`TraceEvent::ipv4`] and [`TraceEvent::dport`].
+//! Decoding trace events: one `NFT_MSG_TRACE` message into a [`TraceEvent`], without a
+//! socket. Invariant: never panics on what it is handed; a malformed attribute is skipped, a
+//! message without table and chain is not an event.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::time::{Duration, Instant};
 
-use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
-
-use crate::netns::Netns;
-use crate::{Error, Result};
-
-// <linux/netlink.h>
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLA_HDRLEN: usize = 4;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_F_NET_BYTEORDER: u16 = 0x4000;
-const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
-
-// <linux/netfilter/nfnetlink.h>
-const NFGENMSG_LEN: usize = 4;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
-/// enum nfnetlink_groups: NFNLGRP_NFTRACE.
-pub const NFNLGRP_NFTRACE: u32 = 9;
+use crate::nfnetlink::{
+    attrs, be32, be64, messages, msg_type, nfgen, string, Body, NFNL_SUBSYS_NFTABLES,
+};
+use crate::nft::{Family, Verdict};
 
 // <linux/netfilter/nf_tables.h>: enum nf_tables_msg_types
 const NFT_MSG_TRACE: u16 = 17;
 /// The `nlmsg_type` of a trace event.
-const TRACE_MSG_TYPE: u16 = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_TRACE;
+const TRACE_MSG_TYPE: u16 = msg_type(NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE);
 
 // enum nft_trace_attributes
 const NFTA_TRACE_TABLE: u16 = 1;
@@ -103,13 +48,6 @@ const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
 
-/// Receive buffer asked for, so that a burst of traced packets is not lost.
-const SOCKET_RCVBUF: libc::c_int = 4 << 20;
-/// One datagram is one event (under 1 KiB); this is plenty.
-const RECV_BUF_LEN: usize = 64 * 1024;
-/// How many packets' headers the listener remembers to fill in their later events.
-const PACKET_CACHE_LEN: usize = 256;
-
 /// What an event reports (`enum nft_trace_types`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TraceKind {
@@ -134,50 +72,19 @@ impl TraceKind {
     }
 }
 
-/// A netfilter / nf_tables verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    Drop,
-    /// Go on with the next rule (a rule without a verdict statement, e.g. `counter`).
-    Continue,
-    Break,
-    Jump(String),
-    Goto(String),
-    Return,
-    /// Any other code (NF_QUEUE, NF_STOLEN, ...), as the kernel sent it.
-    Other(i32),
-}
-
-impl Verdict {
-    /// A verdict code (NFTA_VERDICT_CODE, NFTA_TRACE_POLICY) and the jump/goto target.
-    fn from_code(code: i32, chain: Option<String>) -> Self {
-        match code {
-            NFT_CONTINUE => Verdict::Continue,
-            NFT_BREAK => Verdict::Break,
-            NFT_JUMP => Verdict::Jump(chain.unwrap_or_default()),
-            NFT_GOTO => Verdict::Goto(chain.unwrap_or_default()),
-            NFT_RETURN => Verdict::Return,
-            // The upper bits of netfilter verdicts carry data (an errno, a queue number).
-            c if c >= 0 && c & NF_VERDICT_MASK == NF_DROP => Verdict::Drop,
-            c if c >= 0 && c & NF_VERDICT_MASK == NF_ACCEPT => Verdict::Accept,
-            c => Verdict::Other(c),
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Verdict::Accept => f.write_str("accept"),
-            Verdict::Drop => f.write_str("drop"),
-            Verdict::Continue => f.write_str("continue"),
-            Verdict::Break => f.write_str("break"),
-            Verdict::Jump(c) => write!(f, "jump {c}"),
-            Verdict::Goto(c) => write!(f, "goto {c}"),
-            Verdict::Return => f.write_str("return"),
-            Verdict::Other(c) => write!(f, "verdict {c}"),
-        }
+/// The verdict of a verdict code (NFTA_VERDICT_CODE, NFTA_TRACE_POLICY) and the jump/goto
+/// target.
+fn verdict_of_code(code: i32, chain: Option<String>) -> Verdict {
+    match code {
+        NFT_CONTINUE => Verdict::Continue,
+        NFT_BREAK => Verdict::Break,
+        NFT_JUMP => Verdict::Jump(chain.unwrap_or_default()),
+        NFT_GOTO => Verdict::Goto(chain.unwrap_or_default()),
+        NFT_RETURN => Verdict::Return,
+        // The upper bits of netfilter verdicts carry data (an errno, a queue number).
+        c if c >= 0 && c & NF_VERDICT_MASK == NF_DROP => Verdict::Drop,
+        c if c >= 0 && c & NF_VERDICT_MASK == NF_ACCEPT => Verdict::Accept,
+        c => Verdict::Other(c),
     }
 }
 
@@ -259,7 +166,7 @@ impl TraceEvent {
 
     /// Whether this event carries the packet (the kernel sends it with a packet's first
     /// event at each hook).
-    fn has_packet(&self) -> bool {
+    pub(super) fn has_packet(&self) -> bool {
         self.network_header.is_some()
             || self.transport_header.is_some()
             || self.iif.is_some()
@@ -267,26 +174,13 @@ impl TraceEvent {
     }
 }
 
-/// The name `nft` uses for a table family.
-fn family_name(family: u8) -> Option<&'static str> {
-    Some(match family {
-        1 => "inet",
-        2 => "ip",
-        3 => "arp",
-        5 => "netdev",
-        7 => "bridge",
-        10 => "ip6",
-        _ => return None,
-    })
-}
-
 /// One line, the way `nft monitor trace` names things:
 /// `inet weft-policy forward rule handle 7: drop (mark 0x0000000b)`,
 /// `inet tt out policy accept`.
 impl fmt::Display for TraceEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match family_name(self.family) {
-            Some(name) => f.write_str(name)?,
+        match Family::from_nfproto(self.family) {
+            Some(name) => write!(f, "{name}")?,
             None => write!(f, "family {}", self.family)?,
         }
         write!(f, " {} {} ", self.table, self.chain)?;
@@ -313,71 +207,24 @@ impl fmt::Display for TraceEvent {
     }
 }
 
-/// Iterates over the attributes in `buf`: (type without flags, payload). Stops at the first
-/// malformed header instead of reading past the buffer.
-struct Nlas<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Iterator for Nlas<'a> {
-    type Item = (u16, &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let hdr = self.buf.get(..NLA_HDRLEN)?;
-        let len = u16::from_ne_bytes([hdr[0], hdr[1]]) as usize;
-        let kind = u16::from_ne_bytes([hdr[2], hdr[3]]) & NLA_TYPE_MASK;
-        let Some(payload) = self.buf.get(NLA_HDRLEN..len) else {
-            // Shorter than its header or longer than what is left.
-            self.buf = &[];
-            return None;
-        };
-        // The last attribute's padding may be missing.
-        self.buf = self.buf.get(align4(len)..).unwrap_or(&[]);
-        Some((kind, payload))
-    }
-}
-
-fn nlas(buf: &[u8]) -> Nlas<'_> {
-    Nlas { buf }
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn be32(p: &[u8]) -> Option<u32> {
-    <[u8; 4]>::try_from(p).ok().map(u32::from_be_bytes)
-}
-
-fn be64(p: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(p).ok().map(u64::from_be_bytes)
-}
-
-/// An NLA_STRING: up to the first NUL, invalid UTF-8 replaced.
-fn string(p: &[u8]) -> String {
-    let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
-    String::from_utf8_lossy(&p[..end]).into_owned()
-}
-
 /// NFTA_TRACE_VERDICT's payload (enum nft_verdict_attributes); None without a code.
 fn parse_verdict(buf: &[u8]) -> Option<Verdict> {
     let mut code = None;
     let mut chain = None;
-    for (kind, p) in nlas(buf) {
+    for (kind, p) in attrs(buf) {
         match kind {
             NFTA_VERDICT_CODE => code = be32(p).map(|c| c as i32).or(code),
             NFTA_VERDICT_CHAIN => chain = Some(string(p)),
             _ => {}
         }
     }
-    code.map(|c| Verdict::from_code(c, chain))
+    code.map(|c| verdict_of_code(c, chain))
 }
 
 /// The payload of one NFT_MSG_TRACE message (nfgenmsg + attributes). None if it is too
 /// short for the nfgenmsg or names no table and chain.
 fn parse_event(msg: &[u8]) -> Option<TraceEvent> {
-    let family = *msg.first()?;
-    let attrs = msg.get(NFGENMSG_LEN..)?;
+    let (family, attributes) = nfgen(msg)?;
     let mut table = None;
     let mut chain = None;
     let mut kind = TraceKind::Other(0);
@@ -397,7 +244,7 @@ fn parse_event(msg: &[u8]) -> Option<TraceEvent> {
         transport_header: None,
     };
     // An attribute with the wrong size is skipped (the `if let` / `.or` fall-throughs).
-    for (t, p) in nlas(attrs) {
+    for (t, p) in attrs(attributes) {
         match t {
             NFTA_TRACE_TABLE => table = Some(string(p)),
             NFTA_TRACE_CHAIN => chain = Some(string(p)),
@@ -423,45 +270,20 @@ fn parse_event(msg: &[u8]) -> Option<TraceEvent> {
     ev.chain = chain?;
     ev.kind = kind;
     if ev.kind == TraceKind::Policy && ev.verdict.is_none() {
-        ev.verdict = policy.map(|p| Verdict::from_code(p as i32, None));
+        ev.verdict = policy.map(|p| verdict_of_code(p as i32, None));
     }
     Some(ev)
 }
 
-/// Splits a datagram into its netlink messages: (type, payload). Stops at a malformed or
-/// truncated header.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let hdr = buf.get(..NLMSG_HDRLEN)?;
-        let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-        let kind = u16::from_ne_bytes([hdr[4], hdr[5]]);
-        let Some(payload) = buf.get(NLMSG_HDRLEN..len) else {
-            buf = &[];
-            return None;
-        };
-        buf = buf.get(align4(len)..).unwrap_or(&[]);
-        Some((kind, payload))
-    })
-}
-
-/// A datagram's trace events, and the errnos of the NLMSG_ERROR messages in it.
-fn parse_datagram(buf: &[u8]) -> (Vec<TraceEvent>, Vec<i32>) {
+/// A datagram's trace events, and the errnos of the error messages in it.
+pub(super) fn parse_datagram(buf: &[u8]) -> (Vec<TraceEvent>, Vec<i32>) {
     let mut events = Vec::new();
     let mut errors = Vec::new();
-    for (kind, payload) in messages(buf) {
-        match kind {
-            TRACE_MSG_TYPE => events.extend(parse_event(payload)),
-            NLMSG_ERROR => {
-                let code = payload
-                    .get(..4)
-                    .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                match code {
-                    Some(0) => {} // an ACK
-                    Some(c) => errors.push(c.saturating_neg()),
-                    None => errors.push(libc::EBADMSG),
-                }
-            }
-            // NLMSG_NOOP, NLMSG_DONE, other nf_tables notifications: not ours.
+    for m in messages(buf) {
+        match m.body {
+            Body::Data(payload) if m.kind == TRACE_MSG_TYPE => events.extend(parse_event(payload)),
+            Body::Error(errno) => errors.push(errno),
+            // ACKs, NLMSG_NOOP, NLMSG_DONE, other nf_tables notifications: not ours.
             _ => {}
         }
     }
@@ -471,221 +293,18 @@ fn parse_datagram(buf: &[u8]) -> (Vec<TraceEvent>, Vec<i32>) {
 /// The trace events in `buf`, one or more netlink messages as read from a
 /// `NETLINK_NETFILTER` socket. Other messages are ignored, a malformed attribute is skipped,
 /// and a truncated message (or anything after it) is left out. Headers are not copied between
-/// events here (see [`TraceListener`]).
+/// events here (see [`super::TraceListener`]).
 pub fn parse(buf: &[u8]) -> Vec<TraceEvent> {
     parse_datagram(buf).0
 }
 
-/// The packet part of an event: what the kernel sends only once per packet and hook.
-#[derive(Debug, Clone)]
-struct Packet {
-    id: u32,
-    iif: Option<u32>,
-    oif: Option<u32>,
-    network_header: Option<Vec<u8>>,
-    transport_header: Option<Vec<u8>>,
-}
-
-/// The packets seen last, to complete the events that come without them.
-#[derive(Debug, Default)]
-struct PacketCache {
-    recent: VecDeque<Packet>,
-}
-
-impl PacketCache {
-    /// Remembers the packet of `ev`, or fills it in from the last one with the same id.
-    fn complete(&mut self, ev: &mut TraceEvent) {
-        if ev.has_packet() {
-            self.recent.retain(|p| p.id != ev.id);
-            if self.recent.len() >= PACKET_CACHE_LEN {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(Packet {
-                id: ev.id,
-                iif: ev.iif,
-                oif: ev.oif,
-                network_header: ev.network_header.clone(),
-                transport_header: ev.transport_header.clone(),
-            });
-        } else if let Some(p) = self.recent.iter().rev().find(|p| p.id == ev.id) {
-            ev.iif = p.iif;
-            ev.oif = p.oif;
-            ev.network_header.clone_from(&p.network_header);
-            ev.transport_header.clone_from(&p.transport_header);
-        }
-    }
-}
-
-/// A `NETLINK_NETFILTER` socket in the `NFNLGRP_NFTRACE` group of one network namespace.
-#[derive(Debug)]
-pub struct TraceListener {
-    sock: Socket,
-    buf: Vec<u8>,
-    packets: PacketCache,
-    overruns: u64,
-}
-
-impl TraceListener {
-    /// Listens in the calling thread's network namespace.
-    pub fn open() -> Result<Self> {
-        let mut sock = Socket::new(NETLINK_NETFILTER)
-            .map_err(|e| Error::io("open NETLINK_NETFILTER socket", e))?;
-        sock.bind_auto()
-            .map_err(|e| Error::io("bind NETLINK_NETFILTER socket", e))?;
-        set_rcvbuf(&sock);
-        sock.add_membership(NFNLGRP_NFTRACE)
-            .map_err(|e| Error::io("join netlink group NFNLGRP_NFTRACE", e))?;
-        sock.set_non_blocking(true)
-            .map_err(|e| Error::io("make NETLINK_NETFILTER socket non-blocking", e))?;
-        Ok(TraceListener {
-            sock,
-            buf: Vec::with_capacity(RECV_BUF_LEN),
-            packets: PacketCache::default(),
-            overruns: 0,
-        })
-    }
-
-    /// Listens in `ns`; the calling thread is back in its own namespace when this returns.
-    pub fn open_in(ns: &Netns) -> Result<Self> {
-        ns.run(Self::open)?
-    }
-
-    /// The events that arrive until `timeout` passes without one, or at the latest after ten
-    /// times `timeout` (so that a steady stream of traced packets cannot hold it forever).
-    /// Events already queued count: open the listener before sending the probe.
-    pub fn recv(&mut self, timeout: Duration) -> Result<Vec<TraceEvent>> {
-        self.recv_for(timeout, timeout.checked_mul(10).unwrap_or(Duration::MAX))
-    }
-
-    /// The events that arrive until `idle` passes without one, or until `limit` has passed.
-    pub fn recv_for(&mut self, idle: Duration, limit: Duration) -> Result<Vec<TraceEvent>> {
-        let start = Instant::now();
-        let mut events = Vec::new();
-        loop {
-            let left = limit.saturating_sub(start.elapsed());
-            let wait = idle.min(left);
-            if !self.wait_readable(wait)? {
-                break;
-            }
-            self.drain(&mut events)?;
-            if start.elapsed() >= limit {
-                break;
-            }
-        }
-        Ok(events)
-    }
-
-    /// How many times the kernel dropped events because the socket's buffer was full
-    /// (ENOBUFS) since the listener was opened.
-    pub fn overruns(&self) -> u64 {
-        self.overruns
-    }
-
-    /// poll(2) for input for at most `wait`; false on timeout.
-    fn wait_readable(&self, wait: Duration) -> Result<bool> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // Rounded up, so that a wait under a millisecond does not spin.
-            let ms = left
-                .as_nanos()
-                .div_ceil(1_000_000)
-                .min(libc::c_int::MAX as u128) as libc::c_int;
-            let mut pfd = libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, and its count.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::io("poll NETLINK_NETFILTER socket", e));
-            }
-            // POLLERR (ENOBUFS pending) counts as readable: recv reports it.
-            return Ok(n > 0);
-        }
-    }
-
-    /// Reads every queued datagram (the socket is non-blocking).
-    fn drain(&mut self, events: &mut Vec<TraceEvent>) -> Result<()> {
-        loop {
-            self.buf.clear();
-            // MSG_TRUNC: the return value is the datagram's real size, so truncation shows.
-            let n = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    self.overruns += 1;
-                    tracing::warn!("nftables trace: socket buffer overrun, events were lost");
-                    continue;
-                }
-                Err(e) => return Err(Error::io("receive nftables trace events", e)),
-            };
-            if n > self.buf.len() {
-                tracing::warn!(
-                    "nftables trace: {n}-byte datagram truncated to {}",
-                    self.buf.len()
-                );
-            }
-            let (mut got, errors) = parse_datagram(&self.buf);
-            for errno in errors {
-                tracing::debug!(
-                    "nftables trace: netlink error: {}",
-                    io::Error::from_raw_os_error(errno)
-                );
-            }
-            for ev in &mut got {
-                self.packets.complete(ev);
-            }
-            events.append(&mut got);
-        }
-    }
-}
-
-impl AsFd for TraceListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
-    }
-}
-
-/// Asks for a [`SOCKET_RCVBUF`] receive buffer: SO_RCVBUFFORCE (root may exceed rmem_max),
-/// else SO_RCVBUF (capped at rmem_max). Best effort: the default works, only smaller.
-fn set_rcvbuf(sock: &Socket) {
-    let size = SOCKET_RCVBUF;
-    // SAFETY: a valid socket, and a c_int option value with its size.
-    let forced = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if forced != 0 {
-        if let Err(e) = sock.set_rx_buf_sz(size) {
-            tracing::debug!("nftables trace: SO_RCVBUF: {e}");
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-
-    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&((NLA_HDRLEN + payload.len()) as u16).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(payload);
-        out.resize(align4(out.len()), 0);
-        out
-    }
+    use crate::nfnetlink::tests::attr as nla;
+    use crate::nfnetlink::{
+        NFGENMSG_LEN, NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLMSG_ERROR, NLMSG_HDRLEN,
+    };
 
     fn s(v: &str) -> Vec<u8> {
         let mut b = v.as_bytes().to_vec();
@@ -732,7 +351,7 @@ mod tests {
     }
 
     /// A rule event dropping a packet, the way nft_trace_notify lays it out.
-    fn drop_event() -> Vec<u8> {
+    pub(in crate::nftrace) fn drop_event() -> Vec<u8> {
         let (ip, udp) = ipv4_udp();
         msg(
             TRACE_MSG_TYPE,
@@ -851,7 +470,7 @@ mod tests {
 
     #[test]
     fn verdict_codes() {
-        let v = |c| Verdict::from_code(c, None);
+        let v = |c| verdict_of_code(c, None);
         assert_eq!(v(0), Verdict::Drop);
         assert_eq!(v(1), Verdict::Accept);
         assert_eq!(v(-1), Verdict::Continue);
@@ -950,7 +569,6 @@ mod tests {
         // Lengths below the header size or past the end.
         assert!(parse(&[0xff; 64]).is_empty());
         assert!(parse(&[0; 64]).is_empty());
-        assert_eq!(nlas(&[2, 0, 1, 0, 1, 2]).count(), 0);
         // Headers too short to read addresses or ports from.
         let mut e = parse(&drop_event()).pop().expect("event");
         e.network_header = Some(vec![0x45; 19]);
@@ -958,36 +576,5 @@ mod tests {
         e.network_header = Some(ipv4_udp().0);
         e.transport_header = Some(vec![0, 1, 2]);
         assert_eq!(e.dport(), None);
-    }
-
-    #[test]
-    fn later_events_of_a_packet_get_its_headers() {
-        let first = parse(&drop_event()).pop().expect("event");
-        let mut later = TraceEvent {
-            network_header: None,
-            transport_header: None,
-            iif: None,
-            oif: None,
-            ..first.clone()
-        };
-        let mut other = TraceEvent {
-            id: 77,
-            ..later.clone()
-        };
-        let mut cache = PacketCache::default();
-        let mut f = first.clone();
-        cache.complete(&mut f);
-        assert_eq!(f, first);
-        cache.complete(&mut later);
-        assert_eq!(later, first);
-        cache.complete(&mut other);
-        assert_eq!((other.network_header, other.iif), (None, None));
-        for id in 0..2 * PACKET_CACHE_LEN as u32 {
-            cache.complete(&mut TraceEvent {
-                id,
-                ..first.clone()
-            });
-        }
-        assert_eq!(cache.recent.len(), PACKET_CACHE_LEN);
     }
 }
