@@ -26,7 +26,7 @@ use weft_kernel::link::VxlanSpec;
 use weft_kernel::{MacAddr, Netlink};
 
 use crate::args::{AgentArgs, FastpathMode, PolicyMode};
-use crate::{fastpath, local, nat, policy, remote, vtep};
+use crate::{fastpath, local, nat, placement, policy, remote, vtep};
 
 /// Where this host meets the underlay.
 struct Underlay {
@@ -212,6 +212,8 @@ struct Agent {
     /// Begins anew when a lost lease took this host's claims: answers to claim sets sent
     /// before do not count.
     claims_epoch: u64,
+    /// Reports this host's containers to the controller (placement), off the loop.
+    placement: placement::Reporter,
 }
 
 /// The file next to the lease file where the agent publishes the tags of local apps.
@@ -339,6 +341,8 @@ impl Agent {
                         self.claimed = Some(Vec::new());
                         self.tags.clear();
                         reclaim = true;
+                        // And its reported containers.
+                        self.placement.resend();
                         l
                     }
                     Err(e) => {
@@ -354,6 +358,8 @@ impl Agent {
                     }
                 }
                 if reclaim {
+                    self.placement
+                        .update(&self.args.cni_data_dir, self.lease.subnet);
                     if let Err(e) = self.claim_local_apps() {
                         tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
                     }
@@ -506,6 +512,8 @@ impl Agent {
                     Event::PolicyDeleted { policy } => {
                         self.policies.remove(&policy.untagged());
                     }
+                    // Placement (for DNS): nothing in this host's tables depends on it.
+                    Event::InstancePut { .. } | Event::InstanceDeleted { .. } => continue,
                 },
                 WatchMessage::Heartbeat { .. } => continue,
             }
@@ -536,6 +544,8 @@ impl Agent {
     async fn refresh_local(&mut self, verify: bool) {
         self.check_certificate();
         self.containers = local::overlay_containers(&self.args.cni_data_dir);
+        self.placement
+            .update(&self.args.cni_data_dir, self.lease.subnet);
         if let Err(e) = self.claim_local_apps() {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
         }
@@ -845,6 +855,11 @@ impl AgentArgs {
             _ => tracing::info!(subnet = %lease.subnet, "lease held"),
         }
         let (done, mut done_rx) = mpsc::unbounded_channel();
+        let placement = placement::Reporter::start(
+            client.clone(),
+            host.clone(),
+            Duration::from_secs(self.resync.max(1)),
+        );
         let mut agent = Agent {
             args: self.clone(),
             host,
@@ -868,6 +883,7 @@ impl AgentArgs {
             claiming: false,
             claimed: Some(Vec::new()),
             claims_epoch: 0,
+            placement,
         };
         let watch = client.watch_resuming_with(
             None,

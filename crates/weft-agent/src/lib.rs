@@ -10,6 +10,7 @@
 //! - [`policy`]: `inet weft-policy`: marking, default deny, anti-spoofing and anti-forgery,
 //!   all failing closed (desired elements + diff + one transaction)
 //! - [`nat`]: the host's nftables table (masquerade)
+//! - [`placement`]: reports this host's containers to the controller (for DNS and filtering)
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
 //! - [`args`]: its command line (flags, environment, the policy and fast path modes)
@@ -20,6 +21,7 @@ pub mod fastpath;
 pub mod local;
 pub mod metrics;
 pub mod nat;
+pub mod placement;
 pub mod policy;
 pub mod remote;
 pub mod vtep;
