@@ -20,8 +20,8 @@ use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
 use weft_api::client::{ClientError, ResumingWatch, WatchOptions};
 use weft_api::model::{Event, Lease, Policy, WatchMessage};
+use weft_api::records::{self, HostLease};
 use weft_api::Client;
-use weft_cni::records::{self, HostLease};
 use weft_kernel::link::VxlanSpec;
 use weft_kernel::{MacAddr, Netlink};
 

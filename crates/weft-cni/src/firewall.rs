@@ -24,9 +24,9 @@ use weft_kernel::nft::Nft;
 
 use crate::config::NetworkConf;
 use crate::ports;
-use crate::records::Plan;
 use crate::spec::CniError;
 use crate::store::{self, Lock, NetworkStore};
+use weft_api::records::Plan;
 
 /// The network's table name.
 pub fn table_name(network: &str) -> String {

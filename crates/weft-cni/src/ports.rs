@@ -43,9 +43,9 @@ use weft_kernel::nft::Nft;
 use weft_kernel::Netlink;
 
 use crate::config;
-use crate::records::{HostLease, Plan, PortMapping};
 use crate::spec::{code, CniError};
 use crate::store::Owner;
+use weft_api::records::{HostLease, Plan, PortMapping};
 
 pub const TABLE: &str = "weft-ports";
 
