@@ -26,6 +26,7 @@ use weft_kernel::link::VxlanSpec;
 use weft_kernel::{MacAddr, Netlink};
 
 use crate::args::{AgentArgs, FastpathMode, PolicyMode};
+use crate::tables::PolicySync;
 use crate::{fastpath, local, nat, policy, remote, vtep};
 
 /// Where this host meets the underlay.
@@ -189,8 +190,8 @@ struct Agent {
     /// Every app's tag, as the controller publishes them.
     apps: BTreeMap<String, u16>,
     policies: BTreeSet<Policy>,
-    /// The policy elements this process last applied (None until the first sync).
-    applied: Option<policy::Elements>,
+    /// The policy elements this process last applied, and the retry after a failure.
+    policy: PolicySync,
     /// Names for the metrics endpoint, refreshed at every policy sync.
     view: std::sync::Arc<std::sync::Mutex<crate::metrics::View>>,
     /// The fast path's programs and maps, when it runs.
@@ -358,7 +359,7 @@ impl Agent {
                         tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
                     }
                     if let Err(e) = self.sync_policy(false) {
-                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed; retrying with backoff");
                     }
                     self.sync_fastpath().await;
                 }
@@ -408,7 +409,7 @@ impl Agent {
                     }
                 }
                 if let Err(e) = self.sync_policy(false) {
-                    tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+                    tracing::warn!(error = %format!("{e:#}"), "policy sync failed; retrying with backoff");
                 }
                 self.sync_fastpath().await;
             }
@@ -540,13 +541,26 @@ impl Agent {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
         }
         if let Err(e) = self.sync_policy(verify) {
-            tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+            tracing::warn!(error = %format!("{e:#}"), "policy sync failed; retrying with backoff");
         }
         self.sync_fastpath().await;
     }
 
     fn layout(&self) -> policy::Layout {
         self.args.layout(self.overlay, &self.underlay)
+    }
+
+    /// A policy transaction failed a while ago: try again (the fence before the controller's
+    /// snapshot, the whole table after it, its structure checked).
+    fn retry_policy(&mut self) {
+        if self.have_snapshot {
+            if let Err(e) = self.sync_policy(true) {
+                tracing::warn!(error = %format!("{e:#}"), failures = self.policy.failures(), "policy sync failed again; retrying with backoff");
+            }
+        } else {
+            let args = self.args.clone();
+            args.fence(self.overlay, &self.underlay, &mut self.policy);
+        }
     }
 
     /// Makes the policy table match the policies, tags, local containers and remote cells.
@@ -570,34 +584,24 @@ impl Agent {
             v.remote_cells = cells.len();
             v.policies = policies.len();
         }
-        if self.applied.as_ref() == Some(&new) && !verify {
+        if self.policy.is_current(&new, verify) {
             return Ok(());
         }
-        let mut nft = weft_kernel::nft::Nft::new()?;
-        let wrote = match policy::apply(
-            &mut nft,
-            &self.layout(),
-            self.applied.as_ref(),
-            &new,
-            verify,
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                // The kernel keeps what it had (the transaction is atomic), which may not be
-                // what we think (someone changed the table): refill all of it next time.
-                self.applied = None;
-                return Err(e).context("applying policy");
-            }
-        };
+        let elements = new.len();
+        // A failed transaction leaves the kernel's table as it was (the fence or the last
+        // policy applied) and is retried with backoff (see `PolicySync`).
+        let layout = self.layout();
+        let wrote = weft_kernel::nft::Nft::new()
+            .and_then(|mut nft| self.policy.sync(&mut nft, &layout, new, verify))
+            .context("applying policy")?;
         if wrote {
             tracing::info!(
-                elements = new.len(),
+                elements,
                 policies = policies.len(),
                 took_us = started.elapsed().as_micros() as u64,
                 "policy applied"
             );
         }
-        self.applied = Some(new);
         Ok(())
     }
 
@@ -768,12 +772,14 @@ impl AgentArgs {
     /// Until the controller's snapshot arrives: a host without a policy table gets one that
     /// fences its containers (no policy, no cell: nothing from other apps reaches them, no
     /// VXLAN is taken), with the containers weft-cni recorded (anti-spoofing). A table an
-    /// earlier run left stays as it is. Failures are logged: the first sync writes the table.
-    fn fence(&self, overlay: Ipv4Net, underlay: &Underlay) {
+    /// earlier run left stays as it is. Failures are logged, counted and retried with
+    /// backoff (`sync`), until a table is in place.
+    fn fence(&self, overlay: Ipv4Net, underlay: &Underlay, sync: &mut PolicySync) {
         let containers = local::overlay_containers(&self.cni_data_dir);
         let known = policy::elements(&[], &BTreeMap::new(), &containers, &[]);
-        let written = weft_kernel::nft::Nft::new()
-            .and_then(|mut nft| policy::fence(&mut nft, &self.layout(overlay, underlay), &known));
+        let layout = self.layout(overlay, underlay);
+        let written =
+            weft_kernel::nft::Nft::new().and_then(|mut nft| sync.fence(&mut nft, &layout, &known));
         match written {
             Ok(true) => tracing::info!(
                 %overlay,
@@ -791,8 +797,10 @@ impl AgentArgs {
             retry_unanswered("finding the underlay", || find_underlay(&nl, &self)).await?;
         // A host that held a lease before (the lease file is there) is fenced before the
         // controller is asked anything: it may be down for a while.
+        let failures = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut policy_sync = PolicySync::new(failures.clone());
         if let Ok(hl) = HostLease::read(&self.lease_file) {
-            self.fence(hl.overlay, &underlay);
+            self.fence(hl.overlay, &underlay, &mut policy_sync);
         }
         // The controller takes the host from the certificate: use that name, and refuse a
         // --host it would refuse.
@@ -859,7 +867,7 @@ impl AgentArgs {
             containers: Vec::new(),
             apps: BTreeMap::new(),
             policies: BTreeSet::new(),
-            applied: None,
+            policy: policy_sync,
             have_snapshot: false,
             view: Default::default(),
             fastpath: None,
@@ -879,6 +887,7 @@ impl AgentArgs {
         );
         if let Ok(mut v) = agent.view.lock() {
             v.watch = Some(watch.stats());
+            v.policy_apply_failures = failures;
         }
         if let Some(addr) = self.metrics_listen {
             let view = agent.view.clone();
@@ -902,7 +911,7 @@ impl AgentArgs {
         agent.start_fastpath().await?;
         // Read the local containers and claim their apps; the policy table waits for the
         // controller's snapshot (sync_policy does nothing before it).
-        self.fence(overlay, &agent.underlay);
+        self.fence(overlay, &agent.underlay, &mut agent.policy);
         agent.refresh_local(false).await;
 
         let ttl = (agent.lease.expires_at - unix_now()).max(3) as u64;
@@ -913,6 +922,7 @@ impl AgentArgs {
         let mut watch = spawn_watch(watch);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
+            let retry = agent.policy.retry_at().map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(first) = watch.recv() => {
                     // Take whatever else has already arrived, without waiting.
@@ -939,6 +949,9 @@ impl AgentArgs {
                 }
                 Some(done) = done_rx.recv() => agent.on_done(done).await,
                 Some(()) = local_changes.recv() => agent.refresh_local(false).await,
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {
+                    agent.retry_policy();
+                }
                 _ = renew.tick() => agent.start_renewal(),
                 _ = resync.tick() => {
                     if let Err(e) = agent.reconcile().await {

@@ -7,9 +7,9 @@
 //!
 //! - [`vtep`]: the VXLAN device (desired spec, ensure)
 //! - [`remote`]: other hosts' leases → routes, neighbours, FDB entries (plan + diff + apply)
-//! - [`policy`]: `inet weft-policy`: marking, default deny, anti-spoofing and anti-forgery,
-//!   all failing closed (desired elements + diff + one transaction)
-//! - [`nat`]: the host's nftables table (masquerade)
+//! - [`tables`]: the nftables tables on weft-kernel's typed model: [`policy`] (`inet
+//!   weft-policy`: marking, default deny, anti-spoofing and anti-forgery, all failing closed;
+//!   retried with backoff after a failed transaction) and [`nat`] (masquerade)
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
 //! - [`args`]: its command line (flags, environment, the policy and fast path modes)
@@ -19,9 +19,10 @@ pub mod args;
 pub mod fastpath;
 pub mod local;
 pub mod metrics;
-pub mod nat;
-pub mod policy;
 pub mod remote;
+pub mod tables;
 pub mod vtep;
+
+pub use tables::{nat, policy};
 
 pub use args::{AgentArgs, FastpathMode, PolicyMode};
