@@ -11,16 +11,21 @@
 //!   weft-policy`: marking, default deny, anti-spoofing and anti-forgery, all failing closed;
 //!   retried with backoff after a failed transaction) and [`nat`] (masquerade)
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
-//! - [`agent`]: the loop: lease, renew, watch, reconcile
+//! - [`agent`]: the loop: lease, renew, watch, reconcile; [`sync`]: the watch-to-state
+//!   reducer it runs (pure)
 //! - [`args`]: its command line (flags, environment, the policy and fast path modes)
 
 pub mod agent;
 pub mod args;
+mod controller;
 pub mod fastpath;
 pub mod local;
 pub mod metrics;
 pub mod remote;
+mod retry;
+pub mod sync;
 pub mod tables;
+mod underlay;
 pub mod vtep;
 
 pub use tables::{nat, policy};
