@@ -116,18 +116,16 @@ impl NetworkFirewall {
                 fwd.push(Rule::new(format!("{fam} daddr {set} ct status dnat")).accept());
             }
         }
+        let nat = Chain::base(
+            chains::POSTROUTING,
+            "nat",
+            "postrouting",
+            100,
+            Verdict::Accept,
+        );
         let t = Table::new(FAMILY, &self.table)
             .with_comment(self.fingerprint())
-            .with_chain(
-                Chain::base(
-                    chains::POSTROUTING,
-                    "nat",
-                    "postrouting",
-                    100,
-                    Verdict::Accept,
-                )
-                .with_rules(post),
-            );
+            .with_chain(nat.with_rules(post));
         if !self.forward {
             return t;
         }

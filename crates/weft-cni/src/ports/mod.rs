@@ -365,6 +365,13 @@ pub fn table() -> Table {
     };
     let to = "ipv4_addr . inet_service";
     let accept = nft::Verdict::Accept;
+    let masquerade = Chain::base(
+        chains::POSTROUTING,
+        "nat",
+        "postrouting",
+        100,
+        accept.clone(),
+    );
     Table::new(FAMILY, TABLE)
         .with_comment("weft host ports v1")
         .with_set(Set::map(
@@ -391,14 +398,7 @@ pub fn table() -> Table {
             Chain::base(chains::OUTPUT, "nat", "output", -100, accept.clone()).with_rules(dnat()),
         )
         .with_chain(
-            Chain::base(
-                chains::POSTROUTING,
-                "nat",
-                "postrouting",
-                100,
-                accept.clone(),
-            )
-            .with_rule(Rule::new("ct status dnat ip saddr 127.0.0.0/8 masquerade")),
+            masquerade.with_rule(Rule::new("ct status dnat ip saddr 127.0.0.0/8 masquerade")),
         )
         .with_chain(
             Chain::base(chains::GUARD, "filter", "prerouting", -150, accept).with_rule(
