@@ -47,7 +47,8 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use weft_api::model::{Policy, Protocol};
 use weft_kernel::nft::{
-    Chain, Element, Family, Rule, Set, SetFlag, SetKey, Table, Transaction, Value, Verdict,
+    Base, Chain, Element, Expr, Family, Meta, Rule, Set, SetFlag, SetKey, Table, Transaction,
+    Value, Verdict,
 };
 
 use super::Kernel;
@@ -288,8 +289,28 @@ pub fn elements(
 /// Ethernet type (8 bytes UDP + 8 VXLAN + 12 MACs) and the inner IPv4 source (+14 Ethernet
 /// +12 into the IPv4 header). Inner frames with VLAN tags or IPv4 options are not special:
 /// their type is not IPv4 (dropped), the source sits at the same place.
-const INNER_ETHERTYPE: &str = "@th,224,16";
-const INNER_SOURCE: &str = "@th,336,32";
+const INNER_ETHERTYPE: Expr = Expr::Raw {
+    base: Base::Transport,
+    offset: 224,
+    len: 16,
+};
+const INNER_SOURCE: Expr = Expr::Raw {
+    base: Base::Transport,
+    offset: 336,
+    len: 32,
+};
+const SADDR: Expr = Expr::Field("ip", "saddr");
+const DADDR: Expr = Expr::Field("ip", "daddr");
+
+/// `meta mark . ip daddr`: who sends (the source app's tag) to which container.
+fn mark_daddr() -> Expr {
+    Expr::concat([Meta::Mark.into(), DADDR])
+}
+
+/// `ip saddr . @th,336,32`: the VXLAN sender's underlay address and the inner source.
+fn sender_inner_source() -> Expr {
+    Expr::concat([SADDR, INNER_SOURCE])
+}
 
 /// The table's structure (no elements): written when the table is missing or its
 /// fingerprint (comment) differs. `enforce = false` (labs) keeps marking and every
@@ -308,12 +329,15 @@ pub fn table(l: &Layout) -> Table {
         .with_comment(l.fingerprint())
         .with_set(Set::map(TAGS, SetKey::types(&["ipv4_addr"]), "mark"))
         .with_set(Set::new(VETHS, SetKey::types(&["ifname"])))
-        .with_set(Set::new(CONTAINERS, SetKey::types(&["ipv4_addr", "ifname"])))
+        .with_set(Set::new(
+            CONTAINERS,
+            SetKey::types(&["ipv4_addr", "ifname"]),
+        ))
         .with_set(Set::new(CELLS, SetKey::types(&["ipv4_addr"])))
         .with_set(
             Set::new(
                 CELL_SUBNETS,
-                SetKey::Typeof(format!("ip saddr . {INNER_SOURCE}")),
+                SetKey::Typeof(sender_inner_source().to_string()),
             )
             .with_flags(&[SetFlag::Interval]),
         )
@@ -335,18 +359,29 @@ pub fn table(l: &Layout) -> Table {
                 .with_counter(),
         )
         .with_chain(
-            Chain::base(chains::PREROUTING, "filter", "prerouting", -150, Verdict::Accept)
-                .with_rules([
-                    Rule::new(format!("iifname @{VETHS} ip saddr . iifname != @{CONTAINERS}"))
-                        .counter()
-                        .drop()
-                        .comment(SPOOFED),
-                    Rule::new(format!("iifname @{VETHS} meta mark set ip saddr map @{TAGS}")),
-                    Rule::new(format!("iifname \"{vtep}\" ip saddr != {overlay}"))
-                        .counter()
-                        .drop()
-                        .comment(DECAP_OUTSIDE),
-                ]),
+            Chain::base(
+                chains::PREROUTING,
+                "filter",
+                "prerouting",
+                -150,
+                Verdict::Accept,
+            )
+            .with_rules([
+                Rule::new(format!(
+                    "iifname @{VETHS} {} != @{CONTAINERS}",
+                    Expr::concat([SADDR, Meta::Iifname.into()])
+                ))
+                .counter()
+                .drop()
+                .comment(SPOOFED),
+                Rule::new(format!(
+                    "iifname @{VETHS} meta mark set ip saddr map @{TAGS}"
+                )),
+                Rule::new(format!("iifname \"{vtep}\" ip saddr != {overlay}"))
+                    .counter()
+                    .drop()
+                    .comment(DECAP_OUTSIDE),
+            ]),
         )
         .with_chain(
             Chain::base(chains::INPUT, "filter", "input", 0, Verdict::Accept).with_rules([
@@ -363,7 +398,8 @@ pub fn table(l: &Layout) -> Table {
                     .drop()
                     .comment(VXLAN_NOT_IPV4),
                 Rule::new(format!(
-                    "udp dport {port} ip saddr . {INNER_SOURCE} != @{CELL_SUBNETS}"
+                    "udp dport {port} {} != @{CELL_SUBNETS}",
+                    sender_inner_source()
                 ))
                 .counter()
                 .drop()
@@ -400,10 +436,20 @@ pub fn table(l: &Layout) -> Table {
                     .drop()
                     .comment(FROM_OUTSIDE),
                 Rule::new(format!(
-                    "meta l4proto {{ tcp, udp }} meta mark . ip daddr . meta l4proto . th dport vmap @{ALLOW_PORTS}"
+                    "meta l4proto {{ tcp, udp }} {}",
+                    Expr::concat([
+                        Meta::Mark.into(),
+                        DADDR,
+                        Meta::L4proto.into(),
+                        Expr::Field("th", "dport"),
+                    ])
+                    .vmap(ALLOW_PORTS)
                 )),
-                Rule::new(format!("meta l4proto icmp meta mark . ip daddr vmap @{ALLOW_ICMP}")),
-                Rule::new(format!("update @{DENIED} {{ meta mark . ip daddr }}")),
+                Rule::new(format!(
+                    "meta l4proto icmp {}",
+                    mark_daddr().vmap(ALLOW_ICMP)
+                )),
+                Rule::new(mark_daddr().update(DENIED)),
                 last,
             ]),
         )

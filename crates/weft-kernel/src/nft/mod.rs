@@ -10,7 +10,9 @@
 //!   [`Nft::apply`] runs, and parsed back from the kernel by [`Nft::list_table`], with rule
 //!   counters and handles and set elements with theirs. Readers ([`Table::counter_of_rule`],
 //!   [`Table::elements`], [`Table::matches`], [`Set::lookup`]) work on the type, never on
-//!   listing text.
+//!   listing text; [`Nft::list_sets`] reads a table's sets alone, from one listing.
+//! - [`Expr`]: typed pieces of rule expressions (`meta mark`, `ct`, raw payload, concatenated
+//!   keys, set references, `vmap`, `update`), shared by a set's `typeof` key and its rules.
 //!
 //! ```no_run
 //! use weft_kernel::nft::{Chain, Family, Nft, Rule, Table, Verdict};
@@ -35,9 +37,12 @@
 //! the kernel's table through the same type that wrote it. Kernel objects owned: nftables
 //! tables, sets, maps, chains, rules and elements, in the calling thread's network namespace.
 
+mod expr;
 mod model;
 mod parse;
 mod render;
+
+pub use expr::{Base, Ct, Expr, Meta};
 
 pub use model::{
     Chain, Counter, Element, Family, Hook, Rule, Set, SetFlag, SetKey, SetKind, Table, Value,
