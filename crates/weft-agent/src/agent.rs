@@ -10,7 +10,6 @@
 //! results coming back to the loop as [`Done`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -18,157 +17,20 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::Ipv4Net;
 use tokio::sync::mpsc;
-use weft_api::client::{ClientError, ResumingWatch, WatchOptions};
-use weft_api::model::{Event, Lease, Policy, WatchMessage};
+use weft_api::client::WatchOptions;
+use weft_api::model::{Lease, Policy, WatchMessage};
+use weft_api::records::{self, HostLease};
 use weft_api::Client;
-use weft_cni::records::{self, HostLease};
 use weft_kernel::link::VxlanSpec;
 use weft_kernel::{MacAddr, Netlink};
 
 use crate::args::{AgentArgs, FastpathMode, PolicyMode};
+use crate::controller::{client, renew_or_reacquire, spawn_watch, Done, FromWatch, Renewal};
+use crate::retry::{retry_unanswered, unanswered, with_retry};
+use crate::sync::{Desired, Taken};
+use crate::tables::PolicySync;
+use crate::underlay::{find_underlay, Underlay};
 use crate::{fastpath, local, nat, placement, policy, remote, vtep};
-
-/// Where this host meets the underlay.
-struct Underlay {
-    ip: Ipv4Addr,
-    dev: u32,
-    /// The interface's name (the policy table accepts VXLAN on it only).
-    name: String,
-    mtu: u32,
-}
-
-async fn find_underlay(nl: &Netlink, args: &AgentArgs) -> Result<Underlay> {
-    if let Some(name) = &args.underlay_dev {
-        let l = nl
-            .link_by_name(name)
-            .await?
-            .ok_or_else(|| anyhow!("--underlay-dev: no interface {name}"))?;
-        let ip = match args.underlay_ip {
-            Some(ip) => ip,
-            None => nl
-                .addresses(l.index)
-                .await?
-                .into_iter()
-                .find_map(|a| match a.addr() {
-                    IpAddr::V4(v4) => Some(v4),
-                    _ => None,
-                })
-                .ok_or_else(|| anyhow!("--underlay-dev: {name} has no IPv4 address"))?,
-        };
-        return Ok(Underlay {
-            ip,
-            dev: l.index,
-            name: l.name,
-            mtu: l.mtu,
-        });
-    }
-    let ip = args
-        .underlay_ip
-        .ok_or_else(|| anyhow!("give --underlay-ip or --underlay-dev"))?;
-    for l in nl.links().await? {
-        if nl
-            .addresses(l.index)
-            .await?
-            .iter()
-            .any(|a| a.addr() == IpAddr::V4(ip))
-        {
-            return Ok(Underlay {
-                ip,
-                dev: l.index,
-                name: l.name,
-                mtu: l.mtu,
-            });
-        }
-    }
-    bail!("--underlay-ip: no interface holds {ip}")
-}
-
-fn client(args: &AgentArgs) -> Result<Client> {
-    let mut b = Client::builder(args.controller.clone());
-    if let Some(ca) = &args.ca {
-        b = b.ca(ca.clone());
-    }
-    if let (Some(c), Some(k)) = (&args.cert, &args.key) {
-        b = b.identity(c.clone(), k.clone());
-    }
-    if let Some(t) = &args.token {
-        b = b.token(t.clone());
-    }
-    Ok(b.timeout(Duration::from_secs_f64(args.request_timeout))
-        .build()?)
-}
-
-/// What a controller call that ran off the loop came back with.
-enum Done {
-    Lease(std::result::Result<Renewal, ClientError>),
-    /// The controller's answer to this host's claim set `apps` (the apps with their tags),
-    /// sent while `epoch` was the claims epoch (a lost lease begins a new one).
-    Claims {
-        epoch: u64,
-        apps: Vec<String>,
-        result: std::result::Result<weft_api::model::AppList, ClientError>,
-    },
-}
-
-enum Renewal {
-    Renewed(Lease),
-    /// The controller no longer had our lease; it was acquired again.
-    Reacquired(Lease),
-}
-
-/// Renews our lease, or acquires it again (asking for the same subnet) if it is gone.
-async fn renew_or_reacquire(
-    client: &Client,
-    host: &str,
-    underlay_ip: &str,
-    subnet: Ipv4Net,
-) -> std::result::Result<Renewal, ClientError> {
-    match client.renew_lease(host).await {
-        Ok(l) => Ok(Renewal::Renewed(l)),
-        Err(e) if e.status() == Some(404) => {
-            tracing::warn!(%subnet, "lease lost; acquiring it again, asking for the same subnet");
-            client
-                .acquire_lease_preferring(host, underlay_ip, Some(subnet))
-                .await
-                .map(Renewal::Reacquired)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// What the watch task passes to the loop.
-enum FromWatch {
-    Message(WatchMessage),
-    /// A new stream after the first (the controller was away, or ended the stream).
-    Reconnected,
-    /// The controller refused the watch for good (e.g. 401); the agent stops.
-    Failed(ClientError),
-}
-
-/// Runs the watch in a task of its own: a silent or slow controller never holds up the loop.
-fn spawn_watch(mut watch: ResumingWatch) -> mpsc::Receiver<FromWatch> {
-    let (tx, rx) = mpsc::channel(1024);
-    let stats = watch.stats();
-    tokio::spawn(async move {
-        let mut streams = 0;
-        loop {
-            let next = watch.next().await;
-            let now = stats.streams.load(Ordering::Relaxed);
-            if now > 1 && now != streams && tx.send(FromWatch::Reconnected).await.is_err() {
-                return;
-            }
-            streams = now;
-            let (item, last) = match next {
-                Ok(m) => (FromWatch::Message(m), false),
-                Err(e) => (FromWatch::Failed(e), true),
-            };
-            if tx.send(item).await.is_err() || last {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 /// The running agent's state.
 struct Agent {
@@ -180,24 +42,19 @@ struct Agent {
     overlay: Ipv4Net,
     lease: Lease,
     vtep_index: u32,
-    leases: BTreeMap<String, Lease>,
+    /// What the controller says: leases, apps, policies (see [`sync`](crate::sync)).
+    desired: Desired,
     /// App id → tag, for the apps of this host's containers.
     tags: BTreeMap<String, u16>,
     /// This host's overlay containers, as last read from weft-cni's records (read once per
     /// local change or resync, not once per watch message).
     containers: Vec<policy::LocalContainer>,
-    /// Every app's tag, as the controller publishes them.
-    apps: BTreeMap<String, u16>,
-    policies: BTreeSet<Policy>,
-    /// The policy elements this process last applied (None until the first sync).
-    applied: Option<policy::Elements>,
+    /// The policy elements this process last applied, and the retry after a failure.
+    policy: PolicySync,
     /// Names for the metrics endpoint, refreshed at every policy sync.
     view: std::sync::Arc<std::sync::Mutex<crate::metrics::View>>,
     /// The fast path's programs and maps, when it runs.
     fastpath: Option<fastpath::FastPath>,
-    /// Whether the controller's snapshot has arrived. Until then the kernel keeps enforcing
-    /// what an earlier run of the agent applied: a restart must not open or close anything.
-    have_snapshot: bool,
     /// Where calls that run off the loop send their results.
     done: mpsc::UnboundedSender<Done>,
     /// A renewal is under way (at most one at a time).
@@ -364,7 +221,7 @@ impl Agent {
                         tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
                     }
                     if let Err(e) = self.sync_policy(false) {
-                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+                        tracing::warn!(error = %format!("{e:#}"), "policy sync failed; retrying with backoff");
                     }
                     self.sync_fastpath().await;
                 }
@@ -414,7 +271,7 @@ impl Agent {
                     }
                 }
                 if let Err(e) = self.sync_policy(false) {
-                    tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+                    tracing::warn!(error = %format!("{e:#}"), "policy sync failed; retrying with backoff");
                 }
                 self.sync_fastpath().await;
             }
@@ -465,7 +322,7 @@ impl Agent {
 
     /// Makes the VTEP's remote entries match the leases we know.
     async fn reconcile(&mut self) -> Result<()> {
-        let desired = remote::plan(self.leases.values(), &self.host);
+        let desired = remote::plan(self.desired.leases.values(), &self.host);
         let observed = remote::observe(&self.nl, self.vtep_index).await?;
         let diff = remote::Diff::between(&desired, &observed);
         if !diff.is_empty() {
@@ -478,54 +335,17 @@ impl Agent {
     /// updated message by message, the kernel once for the whole batch — a request that
     /// creates 10,000 policies becomes one transaction, not 10,000.
     async fn on_messages(&mut self, batch: Vec<WatchMessage>) -> Result<()> {
-        let mut leases_changed = false;
-        let mut anything = false;
-        for msg in batch {
-            match msg {
-                WatchMessage::Snapshot(s) => {
-                    self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
-                    self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
-                    self.policies = s.policies.iter().map(Policy::untagged).collect();
-                    self.have_snapshot = true;
-                    leases_changed = true;
-                }
-                WatchMessage::Change(c) => match c.event {
-                    Event::LeasePut { lease } => {
-                        self.leases.insert(lease.host.clone(), lease);
-                        leases_changed = true;
-                    }
-                    Event::LeaseDeleted { lease } => {
-                        if self.leases.get(&lease.host).map(|l| l.subnet) == Some(lease.subnet) {
-                            self.leases.remove(&lease.host);
-                        }
-                        leases_changed = true;
-                    }
-                    Event::AppPut { app } => {
-                        self.apps.insert(app.id, app.tag);
-                    }
-                    Event::AppDeleted { app } => {
-                        self.apps.remove(&app.id);
-                    }
-                    Event::PolicyCreated { policy } => {
-                        self.policies.insert(policy.untagged());
-                    }
-                    Event::PolicyDeleted { policy } => {
-                        self.policies.remove(&policy.untagged());
-                    }
-                    // Placement (for DNS): nothing in this host's tables depends on it.
-                    Event::InstancePut { .. } | Event::InstanceDeleted { .. } => continue,
-                },
-                WatchMessage::Heartbeat { .. } => continue,
-            }
-            anything = true;
-        }
+        let Taken {
+            anything,
+            leases_changed,
+        } = self.desired.take(batch);
         if !anything {
             return Ok(());
         }
         if leases_changed {
             // Our own lease as the controller sees it: if it moved (expired and re-acquired
             // elsewhere), follow.
-            if let Some(mine) = self.leases.get(&self.host).cloned() {
+            if let Some(mine) = self.desired.leases.get(&self.host).cloned() {
                 if mine.subnet != self.lease.subnet || mine.vtep_mac != self.lease.vtep_mac {
                     self.lease = mine;
                     self.ensure_local().await?;
@@ -550,7 +370,7 @@ impl Agent {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
         }
         if let Err(e) = self.sync_policy(verify) {
-            tracing::warn!(error = %format!("{e:#}"), "policy sync failed; the next resync retries");
+            tracing::warn!(error = %format!("{e:#}"), "policy sync failed; retrying with backoff");
         }
         self.sync_fastpath().await;
     }
@@ -559,17 +379,30 @@ impl Agent {
         self.args.layout(self.overlay, &self.underlay)
     }
 
+    /// A policy transaction failed a while ago: try again (the fence before the controller's
+    /// snapshot, the whole table after it, its structure checked).
+    fn retry_policy(&mut self) {
+        if self.desired.have_snapshot {
+            if let Err(e) = self.sync_policy(true) {
+                tracing::warn!(error = %format!("{e:#}"), failures = self.policy.failures(), "policy sync failed again; retrying with backoff");
+            }
+        } else {
+            let args = self.args.clone();
+            args.fence(self.overlay, &self.underlay, &mut self.policy);
+        }
+    }
+
     /// Makes the policy table match the policies, tags, local containers and remote cells.
     fn sync_policy(&mut self, verify: bool) -> Result<()> {
-        if !self.have_snapshot {
+        if !self.desired.have_snapshot {
             return Ok(());
         }
         let started = std::time::Instant::now();
         let containers = &self.containers;
-        let mut tags = self.apps.clone();
+        let mut tags = self.desired.apps.clone();
         tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), *v)));
-        let cells = remote::plan(self.leases.values(), &self.host);
-        let policies: Vec<Policy> = self.policies.iter().cloned().collect();
+        let cells = remote::plan(self.desired.leases.values(), &self.host);
+        let policies: Vec<Policy> = self.desired.policies.iter().cloned().collect();
         let new = policy::elements(&policies, &tags, containers, &cells);
         if let Ok(mut v) = self.view.lock() {
             v.apps_by_tag = tags.iter().map(|(app, t)| (*t, app.clone())).collect();
@@ -580,34 +413,24 @@ impl Agent {
             v.remote_cells = cells.len();
             v.policies = policies.len();
         }
-        if self.applied.as_ref() == Some(&new) && !verify {
+        if self.policy.is_current(&new, verify) {
             return Ok(());
         }
-        let mut nft = weft_kernel::nft::Nft::new()?;
-        let wrote = match policy::apply(
-            &mut nft,
-            &self.layout(),
-            self.applied.as_ref(),
-            &new,
-            verify,
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                // The kernel keeps what it had (the transaction is atomic), which may not be
-                // what we think (someone changed the table): refill all of it next time.
-                self.applied = None;
-                return Err(e).context("applying policy");
-            }
-        };
+        let elements = new.len();
+        // A failed transaction leaves the kernel's table as it was (the fence or the last
+        // policy applied) and is retried with backoff (see `PolicySync`).
+        let layout = self.layout();
+        let wrote = weft_kernel::nft::Nft::new()
+            .and_then(|mut nft| self.policy.sync(&mut nft, &layout, new, verify))
+            .context("applying policy")?;
         if wrote {
             tracing::info!(
-                elements = new.len(),
+                elements,
                 policies = policies.len(),
                 took_us = started.elapsed().as_micros() as u64,
                 "policy applied"
             );
         }
-        self.applied = Some(new);
         Ok(())
     }
 
@@ -652,7 +475,7 @@ impl Agent {
     /// its programs (after the controller's snapshot, like the policy table). Errors are
     /// logged: the kernel path carries everything meanwhile.
     async fn sync_fastpath(&mut self) {
-        if self.fastpath.is_none() || !self.have_snapshot {
+        if self.fastpath.is_none() || !self.desired.have_snapshot {
             return;
         }
         let Ok(vtep_mac) = self.lease.vtep_mac.parse::<MacAddr>() else {
@@ -678,7 +501,7 @@ impl Agent {
             })
             .collect();
         let veths = attached.iter().map(|a| a.ifindex).collect();
-        let mut tags = self.apps.clone();
+        let mut tags = self.desired.apps.clone();
         tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), *v)));
         let config = fastpath::Config {
             underlay_ip: self.underlay.ip,
@@ -687,7 +510,7 @@ impl Agent {
             port: self.args.vxlan_port,
             vtep_mac,
         };
-        let remotes = remote::plan(self.leases.values(), &self.host);
+        let remotes = remote::plan(self.desired.leases.values(), &self.host);
         let desired = fastpath::desired(config, &attached, &tags, &remotes);
         if let Some(fp) = self.fastpath.as_mut() {
             match fp.apply(&desired, &veths) {
@@ -720,49 +543,6 @@ impl Agent {
     }
 }
 
-/// Retries `f` with backoff until it succeeds (the controller may not be up yet).
-async fn with_retry<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "{what} failed; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// The kernel did not answer one of the requests behind `e` in time: asking again may work.
-fn unanswered(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<weft_kernel::Error>()
-            .is_some_and(weft_kernel::Error::is_timeout)
-    })
-}
-
-/// Runs `f` again while it fails only because the kernel did not answer in time.
-async fn retry_unanswered<T, F, Fut>(what: &str, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    loop {
-        match f().await {
-            Err(e) if unanswered(&e) => {
-                tracing::warn!(error = %format!("{e:#}"), "{what} failed; retrying")
-            }
-            r => return r,
-        }
-    }
-}
-
 impl AgentArgs {
     /// The policy table's structure on this host.
     fn layout(&self, overlay: Ipv4Net, underlay: &Underlay) -> policy::Layout {
@@ -778,12 +558,14 @@ impl AgentArgs {
     /// Until the controller's snapshot arrives: a host without a policy table gets one that
     /// fences its containers (no policy, no cell: nothing from other apps reaches them, no
     /// VXLAN is taken), with the containers weft-cni recorded (anti-spoofing). A table an
-    /// earlier run left stays as it is. Failures are logged: the first sync writes the table.
-    fn fence(&self, overlay: Ipv4Net, underlay: &Underlay) {
+    /// earlier run left stays as it is. Failures are logged, counted and retried with
+    /// backoff (`sync`), until a table is in place.
+    fn fence(&self, overlay: Ipv4Net, underlay: &Underlay, sync: &mut PolicySync) {
         let containers = local::overlay_containers(&self.cni_data_dir);
         let known = policy::elements(&[], &BTreeMap::new(), &containers, &[]);
-        let written = weft_kernel::nft::Nft::new()
-            .and_then(|mut nft| policy::fence(&mut nft, &self.layout(overlay, underlay), &known));
+        let layout = self.layout(overlay, underlay);
+        let written =
+            weft_kernel::nft::Nft::new().and_then(|mut nft| sync.fence(&mut nft, &layout, &known));
         match written {
             Ok(true) => tracing::info!(
                 %overlay,
@@ -801,8 +583,10 @@ impl AgentArgs {
             retry_unanswered("finding the underlay", || find_underlay(&nl, &self)).await?;
         // A host that held a lease before (the lease file is there) is fenced before the
         // controller is asked anything: it may be down for a while.
+        let failures = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut policy_sync = PolicySync::new(failures.clone());
         if let Ok(hl) = HostLease::read(&self.lease_file) {
-            self.fence(hl.overlay, &underlay);
+            self.fence(hl.overlay, &underlay, &mut policy_sync);
         }
         // The controller takes the host from the certificate: use that name, and refuse a
         // --host it would refuse.
@@ -869,13 +653,10 @@ impl AgentArgs {
             overlay,
             lease,
             vtep_index: 0,
-            leases: BTreeMap::new(),
+            desired: Desired::default(),
             tags: BTreeMap::new(),
             containers: Vec::new(),
-            apps: BTreeMap::new(),
-            policies: BTreeSet::new(),
-            applied: None,
-            have_snapshot: false,
+            policy: policy_sync,
             view: Default::default(),
             fastpath: None,
             done,
@@ -895,6 +676,7 @@ impl AgentArgs {
         );
         if let Ok(mut v) = agent.view.lock() {
             v.watch = Some(watch.stats());
+            v.policy_apply_failures = failures;
         }
         if let Some(addr) = self.metrics_listen {
             let view = agent.view.clone();
@@ -918,7 +700,7 @@ impl AgentArgs {
         agent.start_fastpath().await?;
         // Read the local containers and claim their apps; the policy table waits for the
         // controller's snapshot (sync_policy does nothing before it).
-        self.fence(overlay, &agent.underlay);
+        self.fence(overlay, &agent.underlay, &mut agent.policy);
         agent.refresh_local(false).await;
 
         let ttl = (agent.lease.expires_at - unix_now()).max(3) as u64;
@@ -929,6 +711,7 @@ impl AgentArgs {
         let mut watch = spawn_watch(watch);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
+            let retry = agent.policy.retry_at().map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some(first) = watch.recv() => {
                     // Take whatever else has already arrived, without waiting.
@@ -955,6 +738,9 @@ impl AgentArgs {
                 }
                 Some(done) = done_rx.recv() => agent.on_done(done).await,
                 Some(()) = local_changes.recv() => agent.refresh_local(false).await,
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {
+                    agent.retry_policy();
+                }
                 _ = renew.tick() => agent.start_renewal(),
                 _ = resync.tick() => {
                     if let Err(e) = agent.reconcile().await {
@@ -987,51 +773,3 @@ static WARNED_DAYS: AtomicI64 = AtomicI64::new(-1);
 
 /// Unix seconds.
 pub use weft_api::model::unix_now;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn timeout() -> anyhow::Error {
-        anyhow::Error::new(weft_kernel::Error::Timeout {
-            op: "get link weft.vtep".into(),
-            after: Duration::from_secs(10),
-        })
-        .context("setting up the VTEP")
-    }
-
-    /// A step whose kernel request went unanswered is made again; any other failure is
-    /// returned at once (the agent stops with it).
-    #[tokio::test]
-    async fn unanswered_kernel_requests_are_retried_other_errors_are_not() {
-        assert!(unanswered(&timeout()));
-        let mut calls = 0;
-        let r = retry_unanswered("setting up", || {
-            calls += 1;
-            let n = calls;
-            async move {
-                if n < 3 {
-                    Err(timeout())
-                } else {
-                    Ok(n)
-                }
-            }
-        })
-        .await;
-        assert_eq!(r.expect("third attempt"), 3);
-
-        let mut calls = 0;
-        let r: Result<()> = retry_unanswered("setting up", || {
-            calls += 1;
-            async {
-                Err(anyhow!(weft_kernel::Error::Invalid(
-                    "no such device".into()
-                )))
-            }
-        })
-        .await;
-        assert!(r.is_err());
-        assert_eq!(calls, 1);
-        assert!(!unanswered(&r.unwrap_err()));
-    }
-}

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use weft_api::client::WatchOptions;
-use weft_cni::records;
+use weft_api::records;
 
 /// `weft agent`'s flags.
 #[derive(Debug, Clone, clap::Args)]

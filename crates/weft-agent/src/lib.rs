@@ -7,23 +7,29 @@
 //!
 //! - [`vtep`]: the VXLAN device (desired spec, ensure)
 //! - [`remote`]: other hosts' leases → routes, neighbours, FDB entries (plan + diff + apply)
-//! - [`policy`]: `inet weft-policy`: marking, default deny, anti-spoofing and anti-forgery,
-//!   all failing closed (desired elements + diff + one transaction)
-//! - [`nat`]: the host's nftables table (masquerade)
+//! - [`tables`]: the nftables tables on weft-kernel's typed model: [`policy`] (`inet
+//!   weft-policy`: marking, default deny, anti-spoofing and anti-forgery, all failing closed;
+//!   retried with backoff after a failed transaction) and [`nat`] (masquerade)
 //! - [`placement`]: reports this host's containers to the controller (for DNS and filtering)
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
-//! - [`agent`]: the loop: lease, renew, watch, reconcile
+//! - [`agent`]: the loop: lease, renew, watch, reconcile; [`sync`]: the watch-to-state
+//!   reducer it runs (pure)
 //! - [`args`]: its command line (flags, environment, the policy and fast path modes)
 
 pub mod agent;
 pub mod args;
+mod controller;
 pub mod fastpath;
 pub mod local;
 pub mod metrics;
-pub mod nat;
 pub mod placement;
-pub mod policy;
 pub mod remote;
+mod retry;
+pub mod sync;
+pub mod tables;
+mod underlay;
 pub mod vtep;
+
+pub use tables::{nat, policy};
 
 pub use args::{AgentArgs, FastpathMode, PolicyMode};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::sync::mpsc;
-use weft_cni::records::{self, Plan, ATTACHMENTS};
+use weft_api::records::{self, Plan, ATTACHMENTS};
 
 use crate::policy::LocalContainer;
 

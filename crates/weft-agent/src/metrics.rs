@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_api::client::{Reconnect, WatchStats};
+use weft_kernel::nft::{Table, Value};
 
 /// What the agent knows to give names to the kernel's numbers.
 #[derive(Debug, Default, Clone)]
@@ -30,6 +31,8 @@ pub struct View {
     pub cert_not_after: Option<i64>,
     /// What the watch of the controller has been through.
     pub watch: Option<Arc<WatchStats>>,
+    /// Policy (and fence) transactions that failed (each retried with backoff).
+    pub policy_apply_failures: Arc<AtomicU64>,
 }
 
 /// One counted element of the policy table.
@@ -51,70 +54,63 @@ pub struct Counters {
     pub dropped: BTreeMap<&'static str, u64>,
 }
 
-fn block<'a>(listing: &'a str, name: &str) -> Option<&'a str> {
-    let start = listing.find(&format!(" {name} {{"))?;
-    let rest = &listing[start..];
-    let els = rest.find("elements = {")?;
-    let end_of_decl = rest.find("\n\t}")?;
-    if els > end_of_decl {
-        return None;
-    }
-    let body = &rest[els + "elements = {".len()..];
-    Some(&body[..body.find('}')?])
-}
-
-fn parse_elements(body: &str, with_proto: bool, icmp: bool) -> Vec<Counted> {
-    body.split(',')
-        .filter_map(|el| {
-            let (key, rest) = el.split_once(" counter packets ")?;
-            let packets: u64 = rest.split_whitespace().next()?.parse().ok()?;
-            let parts: Vec<&str> = key.split(" . ").map(str::trim).collect();
-            let tag = u16::from_str_radix(parts.first()?.trim_start_matches("0x"), 16).ok()?;
-            let dst: Ipv4Addr = parts.get(1)?.parse().ok()?;
-            let (protocol, ports) = if with_proto {
-                (parts.get(2)?.to_string(), parts.get(3)?.to_string())
-            } else if icmp {
-                ("icmp".to_string(), String::new())
-            } else {
-                (String::new(), String::new())
+/// The counted elements of set or map `name`: `tag . ip [. proto . ports]` keys.
+fn counted(
+    table: &Table,
+    name: &str,
+    protocol: impl Fn(&[Value]) -> Option<(String, String)>,
+) -> Vec<Counted> {
+    table
+        .elements(name)
+        .iter()
+        .filter_map(|e| {
+            let parts = e.key.parts();
+            let tag = u16::try_from(parts.first()?.as_int()?).ok()?;
+            let dst = match parts.get(1)?.as_ip()? {
+                std::net::IpAddr::V4(v4) => v4,
+                std::net::IpAddr::V6(_) => return None,
             };
+            let (protocol, ports) = protocol(parts)?;
             Some(Counted {
                 tag,
                 dst,
                 protocol,
                 ports,
-                packets,
+                packets: e.counter.map_or(0, |c| c.packets),
             })
         })
         .collect()
 }
 
-fn rule_counter(listing: &str, comment: &str) -> u64 {
-    listing
-        .lines()
-        .find(|l| l.contains(comment))
-        .and_then(|l| l.split_once("counter packets "))
-        .and_then(|(_, r)| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+/// `8080` or `9000-9010`, as nft lists a port interval.
+fn ports_text(v: &Value) -> Option<String> {
+    let (lo, hi) = v.as_int_range()?;
+    Some(if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    })
 }
 
-/// Pure: the counters in a `list table inet weft-policy` listing.
-pub fn parse(listing: &str) -> Counters {
-    let mut c = Counters::default();
-    if let Some(b) = block(listing, "allow_ports") {
-        c.allowed.extend(parse_elements(b, true, false));
-    }
-    if let Some(b) = block(listing, "allow_icmp") {
-        c.allowed.extend(parse_elements(b, false, true));
-    }
-    if let Some(b) = block(listing, "denied") {
-        c.denied = parse_elements(b, false, false);
-    }
+/// Pure: the counters of the policy table as the kernel lists it (typed readers: element
+/// and rule counters, never listing text).
+pub fn parse(table: &Table) -> Counters {
+    use crate::policy::sets::{ALLOW_ICMP, ALLOW_PORTS, DENIED};
+    let mut allowed = counted(table, ALLOW_PORTS, |p| {
+        Some((p.get(2)?.as_str()?.to_string(), ports_text(p.get(3)?)?))
+    });
+    allowed.extend(counted(table, ALLOW_ICMP, |_| {
+        Some(("icmp".to_string(), String::new()))
+    }));
+    let mut c = Counters {
+        allowed,
+        denied: counted(table, DENIED, |_| Some((String::new(), String::new()))),
+        dropped: BTreeMap::new(),
+    };
     for reason in crate::policy::drops::ALL {
         c.dropped.insert(
             reason,
-            rule_counter(listing, &format!("comment \"{reason}\"")),
+            table.counter_of_rule(reason).map_or(0, |n| n.packets),
         );
     }
     c
@@ -180,6 +176,12 @@ pub fn render(c: &Counters, v: &View) -> String {
     );
     let _ = writeln!(
         s,
+        "# HELP weft_policy_apply_failures_total Policy table transactions that failed (the kernel kept its table; retried with backoff).\n\
+         # TYPE weft_policy_apply_failures_total counter\nweft_policy_apply_failures_total {}",
+        v.policy_apply_failures.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
         "# TYPE weft_agent_remote_cells gauge\nweft_agent_remote_cells {}",
         v.remote_cells
     );
@@ -205,16 +207,17 @@ pub fn render(c: &Counters, v: &View) -> String {
 }
 
 async fn scrape(view: &Arc<Mutex<View>>) -> String {
-    let listing = tokio::task::spawn_blocking(|| {
+    let table = tokio::task::spawn_blocking(|| {
         weft_kernel::nft::Nft::new()
-            .and_then(|mut n| n.run(&format!("list table inet {}", crate::policy::TABLE)))
+            .and_then(|mut n| n.list_table(crate::policy::FAMILY, crate::policy::TABLE))
     })
     .await
     .ok()
     .and_then(|r| r.ok())
-    .unwrap_or_default();
+    .flatten();
     let v = view.lock().map(|v| v.clone()).unwrap_or_default();
-    let mut s = render(&parse(&listing), &v);
+    let counters = table.as_ref().map(parse).unwrap_or_default();
+    let mut s = render(&counters, &v);
     let stats = v
         .fastpath
         .as_ref()
@@ -351,39 +354,76 @@ pub async fn serve(addr: SocketAddr, view: Arc<Mutex<View>>) -> std::io::Result<
 mod tests {
     use super::*;
 
-    const LISTING: &str = "table inet weft-policy {
-\tmap allow_ports {
-\t\ttype mark . ipv4_addr . inet_proto . inet_service : verdict
-\t\tflags interval
-\t\tcounter
-\t\telements = { 0x00000001 . 10.255.1.1 . tcp . 8080 counter packets 3 bytes 180 : accept,
-\t\t\t     0x00000001 . 10.255.1.1 . tcp . 9000-9010 counter packets 0 bytes 0 : accept }
-\t}
+    use crate::policy::{drops, sets, Layout};
+    use weft_kernel::nft::{Counter, Element, Verdict};
 
-\tmap allow_icmp {
-\t\ttype mark . ipv4_addr : verdict
-\t\tcounter
-\t}
-
-\tset denied {
-\t\ttype mark . ipv4_addr
-\t\tsize 65536
-\t\tflags dynamic,timeout
-\t\tcounter
-\t\ttimeout 10m
-\t\telements = { 0x00000003 . 10.255.1.1 counter packets 2 bytes 120 expires 9m58s12ms }
-\t}
-
-\tchain prerouting {
-\t\tiifname @veths ip saddr . iifname != @containers counter packets 7 bytes 420 drop comment \"spoofed source\"
-\t}
-
-\tchain forward {
-\t\tupdate @denied { meta mark . ip daddr }
-\t\tcounter packets 11 bytes 660 drop comment \"default deny\"
-\t}
-}
-";
+    /// The policy table as `Nft::list_table` gives it back: elements and rules with their
+    /// counters.
+    fn listed() -> Table {
+        let mut t = crate::policy::table(&Layout {
+            overlay: "10.255.0.0/16".parse().unwrap(),
+            vxlan_port: 4789,
+            vtep: "weft.vtep".into(),
+            underlay: "eth0".into(),
+            enforce: true,
+        });
+        let counted = |key: Vec<Value>, value: Option<Value>, packets: u64| {
+            let mut e = Element::key(Value::concat(key));
+            e.value = value;
+            e.counter = Some(Counter {
+                packets,
+                bytes: packets * 60,
+            });
+            e
+        };
+        let ip = || Value::literal("10.255.1.1");
+        let tcp = || Value::literal("tcp");
+        for set in &mut t.sets {
+            match set.name.as_str() {
+                sets::ALLOW_PORTS => {
+                    set.elements = vec![
+                        counted(
+                            vec![Value::Int(1), ip(), tcp(), Value::Int(8080)],
+                            Some(Verdict::Accept.into()),
+                            3,
+                        ),
+                        counted(
+                            vec![
+                                Value::Int(1),
+                                ip(),
+                                tcp(),
+                                Value::range(Value::Int(9000), Value::Int(9010)),
+                            ],
+                            Some(Verdict::Accept.into()),
+                            0,
+                        ),
+                    ]
+                }
+                // A mark as the text listing prints it is the same number.
+                sets::DENIED => {
+                    set.elements = vec![counted(vec![Value::literal("0x00000003"), ip()], None, 2)]
+                }
+                _ => {}
+            }
+        }
+        for chain in &mut t.chains {
+            for rule in &mut chain.rules {
+                rule.counted = match rule.comment.as_deref() {
+                    Some(drops::SPOOFED) => Some(Counter {
+                        packets: 7,
+                        bytes: 420,
+                    }),
+                    Some(drops::DEFAULT_DENY) => Some(Counter {
+                        packets: 11,
+                        bytes: 660,
+                    }),
+                    Some(_) if rule.counter => Some(Counter::default()),
+                    _ => None,
+                };
+            }
+        }
+        t
+    }
 
     #[test]
     fn certificate_expiry_is_a_gauge_in_seconds() {
@@ -404,7 +444,7 @@ mod tests {
 
     #[test]
     fn parses_counters() {
-        let c = parse(LISTING);
+        let c = parse(&listed());
         assert_eq!(c.allowed.len(), 2);
         assert_eq!(c.allowed[0].packets, 3);
         assert_eq!(c.allowed[1].ports, "9000-9010");
@@ -429,11 +469,15 @@ mod tests {
         v.apps_by_tag.insert(1, "app-b".into());
         v.app_of_ip
             .insert("10.255.1.1".parse().unwrap(), "app-a".into());
-        let s = render(&parse(LISTING), &v);
+        let s = render(&parse(&listed()), &v);
         assert!(s.contains("weft_policy_allowed_packets_total{src_app=\"app-b\",dst_app=\"app-a\",dst_ip=\"10.255.1.1\",protocol=\"tcp\",ports=\"8080\"} 3"));
         assert!(s.contains("weft_policy_denied_packets_total{src_app=\"tag:3\",dst_app=\"app-a\",dst_ip=\"10.255.1.1\"} 2"));
         assert!(s.contains("weft_spoofed_packets_dropped_total 7"));
         assert!(s.contains("weft_dropped_packets_total{reason=\"default deny\"} 11"));
         assert!(s.contains("weft_dropped_packets_total{reason=\"to a VXLAN port\"} 0"));
+        assert!(s.contains("weft_policy_apply_failures_total 0"));
+        v.policy_apply_failures.fetch_add(2, Ordering::Relaxed);
+        let s = render(&parse(&listed()), &v);
+        assert!(s.contains("weft_policy_apply_failures_total 2"));
     }
 }

@@ -1,5 +1,5 @@
 //! Placement: the agent tells the controller which containers this host runs (container id,
-//! app, instance index, overlay address), from weft-cni's attachment records, so that internal
+//! app, instance index, overlay address), from the attachment records weft-cni writes, so that internal
 //! DNS can answer `APP.apps.internal` and the controller can send each host what it needs.
 //!
 //! The report is the complete set (`PUT /v1/hosts/{host}/containers`). A [`Reporter`] task of
@@ -19,7 +19,7 @@ use ipnet::Ipv4Net;
 use tokio::sync::{watch, Notify};
 use weft_api::model::ReportedInstance;
 use weft_api::Client;
-use weft_cni::records::{self, Plan};
+use weft_api::records::{self, Plan};
 
 /// First wait after a failed report; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -141,7 +141,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_cni::records::OverlayPlan;
+    use weft_api::records::OverlayPlan;
 
     fn overlay(id: &str, app: Option<&str>, ip: &str) -> Plan {
         let json = serde_json::json!({

@@ -68,6 +68,38 @@ fn hosts_build_no_server_crates() {
     }
 }
 
+/// Who may depend on whom among weft's own crates: the agent reads the plugin's records
+/// through this crate, never through the plugin (`weft-cni`); the plugin takes the contract
+/// without its HTTP client (it never speaks to the controller). Read the same way, the `weft`
+/// CLI still has both, so the check cannot pass by reading nothing.
+#[test]
+fn the_agent_does_not_build_the_plugin_and_the_plugin_no_client() {
+    let cli = normal_dependencies("weft");
+    for c in ["weft-cni", "weft-api", "reqwest"] {
+        assert!(
+            cli.contains(c),
+            "the check reads cargo tree wrong: weft should depend on {c}"
+        );
+    }
+    let agent = normal_dependencies("weft-agent");
+    assert!(agent.contains("weft-api"), "the agent speaks weft-api");
+    assert!(
+        !agent.contains("weft-cni"),
+        "weft-agent depends on weft-cni (see `cargo tree -p weft-agent -e normal -i weft-cni`)"
+    );
+    let plugin = normal_dependencies("weft-cni");
+    assert!(
+        plugin.contains("weft-api"),
+        "the plugin reads weft-api's records"
+    );
+    for c in ["reqwest", "rustls", "hyper", "weft-agent"] {
+        assert!(
+            !plugin.contains(c),
+            "weft-cni depends on {c} (see `cargo tree -p weft-cni -e normal -i {c}`)"
+        );
+    }
+}
+
 /// The HTTP stack on a host is a client's: hyper without its server half; tower-http only as
 /// reqwest's redirect layer (reqwest 0.12 depends on it unconditionally), never a server's
 /// middleware.

@@ -22,9 +22,9 @@ use crate::ipam;
 use crate::naming;
 use crate::overlay;
 use crate::ports::{self, Change, Holder, Reserved};
-use crate::records::{HostLease, Plan};
 use crate::spec::{self, code, CniError, CniResult, Command, Env};
 use crate::store::{Lock, NetworkStore, Owner};
+use weft_api::records::{HostLease, Plan};
 
 /// Runs one command; `Ok(Some(json))` is printed on stdout, `Ok(None)` prints nothing.
 pub async fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use weft_kernel::MacAddr;
 
-use crate::records::{PortMapping, DEFAULT_DATA_DIR, DEFAULT_LEASE_FILE};
 use crate::spec::{code, CniError};
+use weft_api::records::{PortMapping, DEFAULT_DATA_DIR, DEFAULT_LEASE_FILE};
 
 /// Default bridge name.
 pub const DEFAULT_BRIDGE: &str = "weft0";

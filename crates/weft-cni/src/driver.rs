@@ -6,8 +6,8 @@
 use weft_kernel::netns::Netns;
 use weft_kernel::Netlink;
 
-use crate::records::Plan;
 use crate::spec::{CniError, CniResult};
+use weft_api::records::Plan;
 
 // Not `Send`-bounded on purpose: the plugin runs one command on a current-thread runtime.
 #[allow(async_fn_in_trait)]

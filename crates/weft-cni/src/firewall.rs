@@ -20,13 +20,21 @@
 //! other containers; never removed by DEL).
 
 use ipnet::IpNet;
-use weft_kernel::nft::Nft;
+use weft_kernel::nft::{Chain, Family, Nft, Rule, Table, Transaction, Verdict};
 
 use crate::config::NetworkConf;
 use crate::ports;
-use crate::records::Plan;
 use crate::spec::CniError;
 use crate::store::{self, Lock, NetworkStore};
+use weft_api::records::Plan;
+
+/// The family of the networks' tables.
+pub const FAMILY: Family = Family::Inet;
+/// Their chains.
+pub mod chains {
+    pub const POSTROUTING: &str = "postrouting";
+    pub const FORWARD: &str = "forward";
+}
 
 /// The network's table name.
 pub fn table_name(network: &str) -> String {
@@ -84,49 +92,52 @@ impl NetworkFirewall {
         format!("{}\n{}\n{ns}\n", self.fingerprint(), boot.trim())
     }
 
-    /// The whole table as one script: `add table` + `delete table` first, so the script
-    /// replaces whatever is there in the same transaction.
-    pub fn render(&self) -> String {
-        let t = &self.table;
+    /// The whole table (on weft-kernel's typed model).
+    pub fn table(&self) -> Table {
         let mut post = Vec::new();
         let mut fwd = Vec::new();
         for (fam, v6) in [("ip", false), ("ip6", true)] {
             let Some(set) = self.set_of(v6) else { continue };
             if self.ip_masq {
                 let mcast = if v6 { "ff00::/8" } else { "224.0.0.0/4" };
-                post.push(format!(
+                post.push(Rule::new(format!(
                     "{fam} saddr {set} {fam} daddr != {set} {fam} daddr != {mcast} masquerade fully-random"
-                ));
+                )));
             }
             // Hairpin: a container reaching a mapped port of its own network (also itself).
-            post.push(format!(
+            post.push(Rule::new(format!(
                 "ct status dnat {fam} saddr {set} {fam} daddr {set} masquerade"
-            ));
+            )));
             if self.forward {
-                fwd.push(format!(
-                    "{fam} daddr {set} ct state established,related accept"
-                ));
-                fwd.push(format!("{fam} saddr {set} accept"));
-                fwd.push(format!("{fam} daddr {set} ct status dnat accept"));
+                fwd.push(
+                    Rule::new(format!("{fam} daddr {set} ct state established,related")).accept(),
+                );
+                fwd.push(Rule::new(format!("{fam} saddr {set}")).accept());
+                fwd.push(Rule::new(format!("{fam} daddr {set} ct status dnat")).accept());
             }
         }
-        let mut s = String::new();
-        s += &format!("add table inet {t}\ndelete table inet {t}\n");
-        s += &format!("table inet {t} {{\n  comment \"{}\"\n", self.fingerprint());
-        s += "  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n";
-        for r in &post {
-            s += &format!("    {r}\n");
+        let nat = Chain::base(
+            chains::POSTROUTING,
+            "nat",
+            "postrouting",
+            100,
+            Verdict::Accept,
+        );
+        let t = Table::new(FAMILY, &self.table)
+            .with_comment(self.fingerprint())
+            .with_chain(nat.with_rules(post));
+        if !self.forward {
+            return t;
         }
-        s += "  }\n";
-        if self.forward {
-            s += "  chain forward {\n    type filter hook forward priority 0; policy accept;\n";
-            for r in &fwd {
-                s += &format!("    {r}\n");
-            }
-            s += "  }\n";
-        }
-        s += "}\n";
-        s
+        t.with_chain(
+            Chain::base(chains::FORWARD, "filter", "forward", 0, Verdict::Accept).with_rules(fwd),
+        )
+    }
+
+    /// The whole table as one script: `add table` + `delete table` first, so the script
+    /// replaces whatever is there in the same transaction.
+    pub fn render(&self) -> String {
+        self.table().replace_script()
     }
 }
 
@@ -168,11 +179,11 @@ pub fn ensure(
         return Ok(());
     }
     let mut nft = Nft::new()?;
-    if !nft.table_matches("inet", &fw.table, &fw.fingerprint())? {
+    if !nft.table_matches(FAMILY.as_str(), &fw.table, &fw.fingerprint())? {
         // An older version's table of this network may hold host ports, which rewriting it
         // would drop: they move to the host's table first.
         ports::adopt_older()?;
-        nft.run(&fw.render())?;
+        nft.apply(Transaction::new().replace_table(&fw.table()))?;
     }
     store::write_atomic(&stamp_path, stamp.as_bytes())
 }
@@ -183,7 +194,7 @@ pub fn check(plan: &Plan, conf: &NetworkConf) -> Result<(), CniError> {
         return Ok(());
     };
     let ok = Nft::new()
-        .and_then(|mut n| n.table_matches("inet", &fw.table, &fw.fingerprint()))
+        .and_then(|mut n| n.table_matches(FAMILY.as_str(), &fw.table, &fw.fingerprint()))
         .map_err(|e| CniError::mismatch(format!("firewall table {}: {e}", fw.table)))?;
     if !ok {
         return Err(CniError::mismatch(format!(
@@ -207,7 +218,19 @@ mod tests {
             forward: true,
         };
         let s = fw.render();
-        assert!(s.contains("ip saddr { 10.88.0.0/16 } ip daddr != { 10.88.0.0/16 } ip daddr != 224.0.0.0/4 masquerade"));
+        // What the plugin wrote before the typed model, byte for byte.
+        assert_eq!(
+            s,
+            "add table inet weft-n\ndelete table inet weft-n\ntable inet weft-n {\n\
+             \x20 comment \"weft v2 10.88.0.0/16 masq=true forward=true\"\n\
+             \x20 chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n\
+             \x20   ip saddr { 10.88.0.0/16 } ip daddr != { 10.88.0.0/16 } ip daddr != 224.0.0.0/4 masquerade fully-random\n\
+             \x20   ct status dnat ip saddr { 10.88.0.0/16 } ip daddr { 10.88.0.0/16 } masquerade\n  }\n\
+             \x20 chain forward {\n    type filter hook forward priority 0; policy accept;\n\
+             \x20   ip daddr { 10.88.0.0/16 } ct state established,related accept\n\
+             \x20   ip saddr { 10.88.0.0/16 } accept\n\
+             \x20   ip daddr { 10.88.0.0/16 } ct status dnat accept\n  }\n}\n"
+        );
         assert!(!s.contains("ip6 saddr"));
         assert!(s.starts_with("add table inet weft-n\ndelete table inet weft-n\n"));
         assert!(

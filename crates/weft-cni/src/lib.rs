@@ -11,13 +11,14 @@
 //!   │    └─ naming, veth                   what both modes share
 //!   ├─ firewall, ports                     the network's table, the host's ports
 //!   └─ config, ipam, store                 configuration, allocation, state on disk
-//!        └─ records, spec                  the contract with the agent; the CNI protocol
+//!        └─ spec (and weft_api::records)   the CNI protocol; the contract with the agent
 //! ```
 //!
 //! - [`spec`]: the CNI protocol (environment, errors, results of every version)
 //! - [`config`]: the network configuration, checked field by field
-//! - [`records`]: the host's lease and the attachment records, plain data shared with the
-//!   agent and the CLI (the contract: nothing here depends on the rest of the crate)
+//! - [`weft_api::records`]: the host's lease and the attachment records, plain data shared
+//!   with the agent and the CLI, in the contract crate (re-exported here as `records` while
+//!   the `weft` CLI still imports them from this crate)
 //! - [`store`], [`ipam`]: state on disk and address allocation
 //! - [`commands`]: ADD, DEL, CHECK, GC, STATUS, VERSION, step by step
 //! - [`driver`]: a mode's kernel side (setup, teardown, check) behind one trait
@@ -36,7 +37,10 @@ pub mod ipam;
 pub mod naming;
 pub mod overlay;
 pub mod ports;
-pub mod records;
 pub mod spec;
 pub mod store;
 pub mod veth;
+
+/// The records moved to the contract crate; this name stays until the `weft` CLI imports
+/// them from there.
+pub use weft_api::records;

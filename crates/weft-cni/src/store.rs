@@ -5,7 +5,7 @@
 //! <dataDir>/<network>/ips/<ip>                      "<containerID>\n<ifname>\n<network>\n": who holds it
 //! <dataDir>/<network>/ips/last_reserved.<set>       where the next allocation in range set <set> starts
 //! <dataDir>/<network>/attachments/<cid>:<if>.json   the attachment's plan (written before
-//!                                                   applying it; [`crate::records`] says who
+//!                                                   applying it; [`weft_api::records`] says who
 //!                                                   else reads it)
 //! <leaseFile>.ipam/lock, <leaseFile>.ipam/ips/...   overlay mode: lock and addresses of the host's
 //!                                                   lease, shared by every overlay network using it
@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::records::{self, ATTACHMENTS};
 use crate::spec::{code, CniError};
+use weft_api::records::{self, ATTACHMENTS};
 
 /// Width of the last-reserved hint: the longest IPv6 address text (45 characters).
 const LAST_RESERVED_WIDTH: usize = 45;

@@ -178,6 +178,30 @@ fn render_apply_list_parse_is_the_same_table() {
     );
 }
 
+/// `list_sets` (one JSON listing) gives the elements `list_table` (two listings) gives.
+#[test]
+fn list_sets_reads_the_elements_of_list_table() {
+    if common::skip() {
+        return;
+    }
+    let t = TestNs::new("nftls");
+    let table = sample("wk sample v1");
+    let mut tx = Transaction::new();
+    tx.replace_table(&table);
+    nft(&t, |n| n.apply(&tx)).expect("apply");
+    let full = list(&t, Family::Inet, "wk-sample").expect("the table");
+    let sets = nft(&t, |n| n.list_sets(Family::Inet, "wk-sample"))
+        .expect("list sets")
+        .expect("the table's sets");
+    assert_eq!(sets.len(), full.sets.len());
+    for (s, f) in sets.iter().zip(&full.sets) {
+        assert_eq!((&s.name, &s.elements), (&f.name, &f.elements));
+    }
+    assert!(sets.iter().any(|s| !s.elements.is_empty()));
+    let none = nft(&t, |n| n.list_sets(Family::Inet, "wk-none")).expect("list");
+    assert_eq!(none, None);
+}
+
 #[test]
 fn ensure_writes_only_when_the_fingerprint_differs() {
     if common::skip() {

@@ -16,9 +16,9 @@ use weft_kernel::route::Route;
 use weft_kernel::{sysctl, Netlink};
 
 use crate::driver::Driver;
-use crate::records::BridgePlan;
 use crate::spec::CniError;
 use crate::veth;
+use weft_api::records::BridgePlan;
 
 impl Driver for BridgePlan {
     fn host_veth(&self) -> &str {

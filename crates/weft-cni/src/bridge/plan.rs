@@ -10,8 +10,8 @@ use weft_kernel::MacAddr;
 use crate::config::NetworkConf;
 use crate::ipam::Allocation;
 use crate::naming::{bridge_mac, host_alias, host_veth_name, CONTAINER_MAC_PREFIX};
-use crate::records::{BridgePlan, Route};
 use crate::spec::{CniResult, Interface, IpConfig, RouteSpec};
+use weft_api::records::{BridgePlan, Route};
 
 /// Computes the plan of one attachment.
 pub fn plan(

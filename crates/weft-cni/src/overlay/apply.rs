@@ -17,9 +17,9 @@ use weft_kernel::{sysctl, Netlink};
 
 use super::{default_route, host_net, GATEWAY};
 use crate::driver::Driver;
-use crate::records::OverlayPlan;
 use crate::spec::CniError;
 use crate::veth;
+use weft_api::records::OverlayPlan;
 
 impl Driver for OverlayPlan {
     fn host_veth(&self) -> &str {

@@ -3,7 +3,7 @@
 //! /32 and a default route via 169.254.0.1, the host end of its veth; the host routes the /32
 //! to the veth. ARP is off on both ends, each holding a permanent neighbour entry for the
 //! other (MACs derived from the container's address). Addresses come from the host's lease
-//! ([`crate::records::HostLease`], written by the agent). Traffic to other hosts' subnets
+//! ([`weft_api::records::HostLease`], written by the agent). Traffic to other hosts' subnets
 //! leaves through the agent's VTEP; the agent marks it by app (the policy issue). Port
 //! mappings are Cloud Foundry's netin: the host's ports table ([`crate::ports`]) DNATs them to
 //! the overlay address; the host end gets route_localnet so that 127.0.0.1 works too.
@@ -18,9 +18,9 @@ pub use plan::{lease_range, plan};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use crate::records::{HostLease, RecordError};
 use crate::spec::{code, CniError};
 use ipnet::{IpNet, Ipv4Net};
+use weft_api::records::{HostLease, RecordError};
 
 /// The link-local address of the host side of every overlay veth (as silk does): the
 /// containers' gateway.

@@ -9,8 +9,8 @@ use weft_kernel::MacAddr;
 use super::{default_route, host_net, GATEWAY};
 use crate::config::{NetworkConf, Range};
 use crate::naming::{host_alias, host_veth_name, CONTAINER_MAC_PREFIX, HOST_MAC_PREFIX};
-use crate::records::{HostLease, OverlayPlan};
 use crate::spec::{CniResult, Interface, IpConfig, RouteSpec};
+use weft_api::records::{HostLease, OverlayPlan};
 
 /// Computes the plan of one attachment from the lease and the allocated address.
 pub fn plan(

@@ -10,7 +10,9 @@
 //!   [`Nft::apply`] runs, and parsed back from the kernel by [`Nft::list_table`], with rule
 //!   counters and handles and set elements with theirs. Readers ([`Table::counter_of_rule`],
 //!   [`Table::elements`], [`Table::matches`], [`Set::lookup`]) work on the type, never on
-//!   listing text.
+//!   listing text; [`Nft::list_sets`] reads a table's sets alone, from one listing.
+//! - [`Expr`]: typed pieces of rule expressions (`meta mark`, `ct`, raw payload, concatenated
+//!   keys, set references, `vmap`, `update`), shared by a set's `typeof` key and its rules.
 //!
 //! ```no_run
 //! use weft_kernel::nft::{Chain, Family, Nft, Rule, Table, Verdict};
@@ -35,9 +37,12 @@
 //! the kernel's table through the same type that wrote it. Kernel objects owned: nftables
 //! tables, sets, maps, chains, rules and elements, in the calling thread's network namespace.
 
+mod expr;
 mod model;
 mod parse;
 mod render;
+
+pub use expr::{Base, Ct, Expr, Meta};
 
 pub use model::{
     Chain, Counter, Element, Family, Hook, Rule, Set, SetFlag, SetKey, SetKind, Table, Value,
@@ -216,6 +221,18 @@ impl Nft {
                     return Err(Error::Nft(m))
                 }
             }
+        }
+    }
+
+    /// The sets and maps of table `family name` with their elements (and their counters and
+    /// comments), from one JSON listing: no rules and no second listing, so cheaper than
+    /// [`Nft::list_table`] on a hot path. A `typeof` key reads as its data types. `None` when
+    /// there is no such table.
+    pub fn list_sets(&mut self, family: Family, name: &str) -> Result<Option<Vec<Set>>> {
+        let cmd = format!("list table {family} {name}");
+        match absent_is_none(self.run_json(&cmd))? {
+            Some(json) => parse::sets(&json).map(Some).map_err(Error::Nft),
+            None => Ok(None),
         }
     }
 

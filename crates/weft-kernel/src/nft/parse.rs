@@ -82,6 +82,20 @@ pub(crate) fn table(json: &str, text: &str) -> Result<Table, Listing> {
     Ok(t)
 }
 
+/// The sets and maps in a JSON listing, from the JSON alone (see [`super::Nft::list_sets`]).
+pub(crate) fn sets(json: &str) -> Result<Vec<Set>, String> {
+    let v: Json = serde_json::from_str(json).map_err(|e| format!("nftables JSON listing: {e}"))?;
+    let objects = v["nftables"]
+        .as_array()
+        .ok_or_else(|| "no \"nftables\" array in the JSON listing".to_string())?;
+    let text = TextListing::default();
+    Ok(objects
+        .iter()
+        .filter_map(|o| o.get("set").or_else(|| o.get("map")))
+        .map(|body| set_of(body, &text))
+        .collect())
+}
+
 /// The names in a `list tables` JSON answer.
 pub(crate) fn table_names(json: &str) -> Result<Vec<String>, String> {
     let v: Json = serde_json::from_str(json).map_err(|e| format!("nftables JSON listing: {e}"))?;

@@ -315,3 +315,33 @@ fn a_counter_that_is_not_before_the_verdict_stays_in_the_expression() {
     assert_eq!(r.counted.map(|c| c.packets), Some(5));
     assert_eq!(t.comment, None);
 }
+
+/// The JSON alone gives every set's elements as the two listings do; only what the text
+/// listing adds (a `typeof` key's expression, the `dynamic` flag) differs.
+#[test]
+fn sets_from_the_json_alone() {
+    let full = fixture();
+    let sets = super::sets(JSON).expect("the fixture's sets");
+    assert_eq!(
+        sets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        full.sets
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+    );
+    for (s, f) in sets.iter().zip(&full.sets) {
+        assert_eq!(s.elements, f.elements, "{}", s.name);
+        assert_eq!(
+            (s.is_map(), s.counter, s.size),
+            (f.is_map(), f.counter, f.size)
+        );
+    }
+    let cells = sets
+        .iter()
+        .find(|s| s.name == "cell_subnets")
+        .expect("cell_subnets");
+    assert_eq!(cells.key, SetKey::types(&["ipv4_addr", "integer"]));
+    let pm = sets.iter().find(|s| s.name == "pm_any").expect("pm_any");
+    assert_eq!(pm.elements[0].comment.as_deref(), Some("net1/ca/eth0"));
+    assert!(super::sets("{}").is_err());
+}

@@ -32,22 +32,38 @@
 //! holder: when this table is created they are moved here (holder unknown, matched by the
 //! container address they lead to) and the old maps are flushed.
 
-use std::collections::{HashMap, HashSet};
+mod flows;
+
+pub use flows::{forget_flows, leads_to_removed, leaves_flows, misses_added};
+
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-use serde_json::Value;
-use weft_kernel::conntrack::{self, Flow};
 use weft_kernel::netns::Netns;
-use weft_kernel::nft::Nft;
+use weft_kernel::nft::{self, Chain, Family, Nft, Rule, Set, SetKey, Table, Transaction, Value};
 use weft_kernel::Netlink;
 
 use crate::config;
-use crate::records::{HostLease, Plan, PortMapping};
 use crate::spec::{code, CniError};
 use crate::store::Owner;
+use weft_api::records::{HostLease, Plan, PortMapping};
 
+/// The table (`inet weft-ports`), its maps and chains, and the guard rule's comment.
 pub const TABLE: &str = "weft-ports";
+pub const FAMILY: Family = Family::Inet;
+/// Host ports on every host address: `proto . port -> ip . port`.
+pub const PM_ANY: &str = "pm_any";
+/// Host ports on one host address: `hostIP . proto . port -> ip . port`.
+pub const PM_IP: &str = "pm_ip";
+pub mod chains {
+    pub const PREROUTING: &str = "prerouting";
+    pub const OUTPUT: &str = "output";
+    pub const POSTROUTING: &str = "postrouting";
+    pub const GUARD: &str = "guard";
+}
+/// The comment (and counter) of the guard's drop.
+pub const LOOPBACK_GUARD: &str = "loopback destination from outside";
 
 /// Who holds a mapping: one attachment of one network.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -159,17 +175,51 @@ impl Element {
 
     fn map(&self) -> &'static str {
         if self.key.host_ip.is_some() {
-            "pm_ip"
+            PM_IP
         } else {
-            "pm_any"
+            PM_ANY
         }
     }
 
-    fn key_text(&self) -> String {
-        match self.key.host_ip {
-            Some(ip) => format!("{ip} . {} . {}", self.key.proto, self.key.port),
-            None => format!("{} . {}", self.key.proto, self.key.port),
+    /// The map element: `[hostIP .] proto . port [comment "holder"] : ip . port`.
+    pub fn to_nft(&self) -> nft::Element {
+        let mut key: Vec<Value> = self.key.host_ip.map(Value::from).into_iter().collect();
+        key.push(Value::literal(&self.key.proto));
+        key.push(self.key.port.into());
+        let to = Value::concat([self.to.0.into(), self.to.1.into()]);
+        let e = nft::Element::pair(Value::concat(key), to);
+        match &self.holder {
+            Some(h) => e.with_comment(h.comment()),
+            None => e,
         }
+    }
+
+    /// An element of `map` ([`PM_ANY`] or [`PM_IP`]) as the kernel lists it; `None` when
+    /// it is not one weft writes.
+    pub fn from_nft(map: &str, e: &nft::Element) -> Option<Element> {
+        let v4 = |v: &Value| match v.as_ip()? {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        };
+        let port = |v: &Value| v.as_int().and_then(|n| u16::try_from(n).ok());
+        let (host_ip, proto, p) = match (map, e.key.parts()) {
+            (PM_ANY, [proto, p]) => (None, proto, p),
+            (PM_IP, [ip, proto, p]) => (Some(v4(ip)?), proto, p),
+            _ => return None,
+        };
+        let to = match e.value.as_ref()?.parts() {
+            [ip, p] => (v4(ip)?, port(p)?),
+            _ => return None,
+        };
+        Some(Element {
+            key: Key {
+                proto: proto.as_str()?.to_string(),
+                port: port(p)?,
+                host_ip,
+            },
+            to,
+            holder: e.comment.as_deref().and_then(Holder::parse),
+        })
     }
 
     fn holder_text(&self) -> String {
@@ -300,161 +350,124 @@ pub fn decide(
     })
 }
 
-/// The table's structure (written once, when missing).
-fn render_table() -> String {
-    let dnat = [
-        "fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pm_ip",
-        "fib daddr type local dnat ip to meta l4proto . th dport map @pm_any",
-    ];
-    let mut s = format!(
-        "add table inet {TABLE}\n\
-         table inet {TABLE} {{\n  comment \"weft host ports v1\"\n\
-         \x20 map pm_any {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n\
-         \x20 map pm_ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n"
+/// The table's structure (written once, when missing; never replaced: its maps are the
+/// registry).
+pub fn table() -> Table {
+    let dnat = || {
+        [
+            Rule::new(format!(
+                "fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @{PM_IP}"
+            )),
+            Rule::new(format!(
+                "fib daddr type local dnat ip to meta l4proto . th dport map @{PM_ANY}"
+            )),
+        ]
+    };
+    let to = "ipv4_addr . inet_service";
+    let accept = nft::Verdict::Accept;
+    let masquerade = Chain::base(
+        chains::POSTROUTING,
+        "nat",
+        "postrouting",
+        100,
+        accept.clone(),
     );
-    for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
-        s += &format!(
-            "  chain {chain} {{\n    type nat hook {hook} priority -100; policy accept;\n"
-        );
-        for r in dnat {
-            s += &format!("    {r}\n");
-        }
-        s += "  }\n";
-    }
-    s += "  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n\
-          \x20   ct status dnat ip saddr 127.0.0.0/8 masquerade\n  }\n\
-          \x20 chain guard {\n    type filter hook prerouting priority -150; policy accept;\n\
-          \x20   iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop comment \"loopback destination from outside\"\n  }\n}\n";
-    s
+    Table::new(FAMILY, TABLE)
+        .with_comment("weft host ports v1")
+        .with_set(Set::map(
+            PM_ANY,
+            SetKey::types(&["inet_proto", "inet_service"]),
+            to,
+        ))
+        .with_set(Set::map(
+            PM_IP,
+            SetKey::types(&["ipv4_addr", "inet_proto", "inet_service"]),
+            to,
+        ))
+        .with_chain(
+            Chain::base(
+                chains::PREROUTING,
+                "nat",
+                "prerouting",
+                -100,
+                accept.clone(),
+            )
+            .with_rules(dnat()),
+        )
+        .with_chain(
+            Chain::base(chains::OUTPUT, "nat", "output", -100, accept.clone()).with_rules(dnat()),
+        )
+        .with_chain(
+            masquerade.with_rule(Rule::new("ct status dnat ip saddr 127.0.0.0/8 masquerade")),
+        )
+        .with_chain(
+            Chain::base(chains::GUARD, "filter", "prerouting", -150, accept).with_rule(
+                Rule::new("iifname != \"lo\" ip daddr 127.0.0.0/8")
+                    .counter()
+                    .drop()
+                    .comment(LOOPBACK_GUARD),
+            ),
+        )
 }
 
-/// One transaction applying `c` (deletions first: a moved key is deleted, then created).
-fn render_change(c: &Change) -> String {
-    let mut s = String::new();
+/// Adds to `tx` what applies `c` (deletions first: a moved key is deleted, then created).
+fn change(tx: &mut Transaction, c: &Change) {
+    let t = table();
     for e in &c.remove {
-        s += &format!(
-            "delete element inet {TABLE} {} {{ {} }}\n",
-            e.map(),
-            e.key_text()
-        );
+        tx.delete_elements(&t, e.map(), &[e.to_nft()]);
     }
     for e in &c.add {
-        let comment = e
-            .holder
-            .as_ref()
-            .map(|h| format!(" comment \"{}\"", h.comment()))
-            .unwrap_or_default();
-        s += &format!(
-            "create element inet {TABLE} {} {{ {}{comment} : {} . {} }}\n",
-            e.map(),
-            e.key_text(),
-            e.to.0,
-            e.to.1
-        );
+        tx.create_elements(&t, e.map(), &[e.to_nft()]);
     }
-    s
 }
 
-fn as_u16(v: &Value) -> Option<u16> {
-    v.as_u64()
-        .and_then(|n| u16::try_from(n).ok())
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-}
-
-fn as_ip(v: &Value) -> Option<Ipv4Addr> {
-    v.as_str().and_then(|s| s.parse().ok())
-}
-
-/// The elements of `map` (`pm_any` or `pm_ip`) in one `nft -j list` answer.
-fn parse_map(json: &Value, map: &str) -> Vec<Element> {
-    let maps = json["nftables"].as_array().into_iter().flatten();
-    let elems = maps
-        .filter_map(|o| o.get("map"))
-        .filter(|m| m["name"] == map)
-        .filter_map(|m| m["elem"].as_array())
-        .flatten();
-    let mut out = Vec::new();
-    for pair in elems {
-        let (Some(k), Some(v)) = (pair.get(0), pair.get(1)) else {
-            continue;
-        };
-        // A key with a comment is {"elem": {"val": KEY, "comment": "..."}}.
-        let (k, comment) = match k.get("elem") {
-            Some(e) => (&e["val"], e["comment"].as_str()),
-            None => (k, None),
-        };
-        let key = k["concat"].as_array();
-        let to = v["concat"].as_array();
-        let (Some(key), Some(to)) = (key, to) else {
-            continue;
-        };
-        let parsed = match (map, key.as_slice()) {
-            ("pm_any", [proto, port]) => proto
-                .as_str()
-                .zip(as_u16(port))
-                .map(|(p, port)| (p, port, None)),
-            ("pm_ip", [ip, proto, port]) => as_ip(ip)
-                .zip(proto.as_str())
-                .zip(as_u16(port))
-                .map(|((ip, p), port)| (p, port, Some(ip))),
-            _ => None,
-        };
-        let target = match to.as_slice() {
-            [ip, port] => as_ip(ip).zip(as_u16(port)),
-            _ => None,
-        };
-        if let (Some((proto, port, host_ip)), Some(to)) = (parsed, target) {
-            out.push(Element {
-                key: Key {
-                    proto: proto.to_string(),
-                    port,
-                    host_ip,
-                },
-                to,
-                holder: comment.and_then(Holder::parse),
-            });
-        }
-    }
-    out
-}
-
-fn listing(nft: &mut Nft, what: &str) -> Result<Option<Value>, CniError> {
-    match nft.run_json(&format!("list {what}")) {
-        Ok(out) => serde_json::from_str(&out)
-            .map(Some)
-            .map_err(|e| CniError::new(code::KERNEL, format!("nftables listing of {what}: {e}"))),
-        Err(weft_kernel::Error::Nft(m)) if m.contains("No such file") => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+/// The host-port elements of maps `pm_ip` and `pm_any` among `sets`.
+fn elements_of(sets: &[Set]) -> Vec<Element> {
+    [PM_IP, PM_ANY]
+        .into_iter()
+        .flat_map(|map| {
+            let set = sets.iter().find(|s| s.name == map);
+            set.into_iter()
+                .flat_map(|s| &s.elements)
+                .filter_map(move |e| Element::from_nft(map, e))
+        })
+        .collect()
 }
 
 /// The table's elements, `None` when there is no table.
 fn read(nft: &mut Nft) -> Result<Option<Vec<Element>>, CniError> {
-    Ok(listing(nft, &format!("table inet {TABLE}"))?.map(|j| {
-        let mut v = parse_map(&j, "pm_ip");
-        v.extend(parse_map(&j, "pm_any"));
-        v
-    }))
+    Ok(nft.list_sets(FAMILY, TABLE)?.map(|sets| elements_of(&sets)))
 }
 
 /// Creates the table, moving in the mappings older versions kept in the bridge networks'
 /// own tables (`inet weft-<network>`, maps `pm_any`/`pm_ip`, no holders), and flushing
 /// those maps, in one transaction. Returns the table's elements.
 fn create(nft: &mut Nft) -> Result<Vec<Element>, CniError> {
-    let tables: Vec<String> = listing(nft, "tables inet")?
-        .iter()
-        .flat_map(|j| j["nftables"].as_array().cloned().unwrap_or_default())
-        .filter_map(|o| o["table"]["name"].as_str().map(str::to_string))
+    let tables: Vec<String> = nft
+        .list_tables(FAMILY)?
+        .into_iter()
         .filter(|n| n.starts_with("weft-") && n != TABLE && n != "weft-policy")
         .collect();
     let mut moved: Vec<Element> = Vec::new();
-    let mut script = render_table();
+    let mut tx = Transaction::new();
+    tx.add_table(&table());
     for t in &tables {
-        for map in ["pm_ip", "pm_any"] {
-            let Some(j) = listing(nft, &format!("map inet {t} {map}"))? else {
+        let Some(sets) = nft.list_sets(FAMILY, t)? else {
+            continue;
+        };
+        let old = Table {
+            sets,
+            ..Table::new(FAMILY, t.as_str())
+        };
+        for map in [PM_IP, PM_ANY] {
+            let Some(set) = old.set(map) else {
                 continue;
             };
-            for e in parse_map(&j, map) {
+            for e in set
+                .elements
+                .iter()
+                .filter_map(|e| Element::from_nft(map, e))
+            {
                 // The old code let two networks map the same port: keep the first.
                 if moved.iter().any(|m| m.key == e.key) {
                     tracing::warn!(port = %e.key, to = %e.to.0, table = %t,
@@ -463,14 +476,17 @@ fn create(nft: &mut Nft) -> Result<Vec<Element>, CniError> {
                 }
                 moved.push(e);
             }
-            script += &format!("flush map inet {t} {map}\n");
+            tx.flush(&old, map)?;
         }
     }
-    script += &render_change(&Change {
-        remove: Vec::new(),
-        add: moved.clone(),
-    });
-    nft.run(&script)?;
+    change(
+        &mut tx,
+        &Change {
+            remove: Vec::new(),
+            add: moved.clone(),
+        },
+    );
+    nft.apply(&tx)?;
     if !moved.is_empty() {
         tracing::info!(
             mappings = moved.len(),
@@ -507,11 +523,11 @@ pub fn sync(
         None if want.is_empty() => return Ok(Change::default()),
         None => create(&mut nft)?,
     };
-    let change = decide(&elements, holder, legacy_targets, want, reserved)?;
-    if !change.is_empty() {
-        nft.run(&render_change(&change))?;
-    }
-    Ok(change)
+    let c = decide(&elements, holder, legacy_targets, want, reserved)?;
+    let mut tx = Transaction::new();
+    self::change(&mut tx, &c);
+    nft.apply(&tx)?;
+    Ok(c)
 }
 
 /// Removes the host ports of `network` whose holder is not in `keep` (GC).
@@ -534,10 +550,15 @@ pub fn prune(network: &str, keep: &HashSet<Holder>) -> Result<(), CniError> {
             mappings = remove.len(),
             "gc: removing host ports of stale attachments"
         );
-        nft.run(&render_change(&Change {
-            remove,
-            add: Vec::new(),
-        }))?;
+        let mut tx = Transaction::new();
+        change(
+            &mut tx,
+            &Change {
+                remove,
+                add: Vec::new(),
+            },
+        );
+        nft.apply(&tx)?;
     }
     Ok(())
 }
@@ -568,94 +589,11 @@ pub fn check(plan: &Plan, holder: &Holder) -> Result<(), CniError> {
     }
 }
 
-/// Does the flow hit `key` (protocol, original destination port and address)?
-fn hits(f: &Flow, key: &Key) -> bool {
-    f.proto == Some(key.proto_number())
-        && f.orig.dport == Some(key.port)
-        && key
-            .host_ip
-            .is_none_or(|ip| f.orig.dst == Some(IpAddr::V4(ip)))
-}
-
-/// Pure: a flow through a removed mapping that still leads to its old target.
-pub fn leads_to_removed(f: &Flow, e: &Element) -> bool {
-    hits(f, &e.key)
-        && f.dnat()
-        && (f.reply.src, f.reply.sport) == (Some(IpAddr::V4(e.to.0)), Some(e.to.1))
-}
-
-/// Pure: a flow on an added mapping's host port that does not lead to its new target
-/// (DNAT'd to a former holder, or tracked before anyone mapped the port). Only flows whose
-/// original destination is one of the host's own addresses count (checked by the caller):
-/// a forwarded connection to some server's port of the same number is not the host's.
-pub fn misses_added(f: &Flow, e: &Element) -> bool {
-    hits(f, &e.key) && (f.reply.src, f.reply.sport) != (Some(IpAddr::V4(e.to.0)), Some(e.to.1))
-}
-
-/// Pure: whether `c` can have left flows behind that [`forget_flows`] must look for. A
-/// removed mapping can (its flows still DNAT to the former target). An added UDP or SCTP
-/// mapping can (datagrams that hit the port before keep their entry as long as they keep
-/// coming); an added TCP one cannot: a former holder's flows went with its mapping, and a
-/// connection attempt that found nothing was reset (its next SYN makes a new entry).
-pub fn leaves_flows(c: &Change) -> bool {
-    !c.remove.is_empty() || c.add.iter().any(|e| e.key.proto != "tcp")
-}
-
-/// Forgets the conntrack entries that `c` made stale (best effort: logged, not an error;
-/// a kernel without conntrack has nothing to forget). One dump of the IPv4 table, when
-/// [`leaves_flows`].
-pub async fn forget_flows(host: &Netlink, c: &Change) {
-    if !leaves_flows(c) {
-        return;
-    }
-    let flows = match conntrack::flows(false) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read conntrack entries");
-            return;
-        }
-    };
-    let mut local: HashMap<IpAddr, bool> = HashMap::new();
-    let mut doomed = Vec::new();
-    for f in flows {
-        if c.remove.iter().any(|e| leads_to_removed(&f, e)) {
-            doomed.push(f);
-            continue;
-        }
-        if !c
-            .add
-            .iter()
-            .any(|e| e.key.proto != "tcp" && misses_added(&f, e))
-        {
-            continue;
-        }
-        let Some(dst) = f.orig.dst else { continue };
-        let is_local = match local.get(&dst) {
-            Some(l) => *l,
-            None => {
-                let l = host.is_local(dst).await.unwrap_or(false);
-                local.insert(dst, l);
-                l
-            }
-        };
-        if is_local {
-            doomed.push(f);
-        }
-    }
-    match conntrack::delete(&doomed) {
-        Ok(n) if n > 0 => {
-            tracing::info!(entries = n, "conntrack entries of moved host ports removed")
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not remove conntrack entries"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(proto: &str, port: u16, ip: Option<&str>) -> Key {
+    pub(super) fn key(proto: &str, port: u16, ip: Option<&str>) -> Key {
         Key {
             proto: proto.into(),
             port,
@@ -663,7 +601,7 @@ mod tests {
         }
     }
 
-    fn el(k: Key, to: &str, port: u16, h: Option<&Holder>) -> Element {
+    pub(super) fn el(k: Key, to: &str, port: u16, h: Option<&Holder>) -> Element {
         Element {
             key: k,
             to: (to.parse().unwrap(), port),
@@ -747,108 +685,79 @@ mod tests {
         // The same again changes nothing.
         let c = decide(&table[..1], &a, &[], &want[..1], &[]).unwrap();
         assert!(c.is_empty());
-        let script = render_change(&decide(&table, &a, &legacy, &want, &[]).unwrap());
+        let mut tx = Transaction::new();
+        change(&mut tx, &decide(&table, &a, &legacy, &want, &[]).unwrap());
         assert_eq!(
-            script,
+            tx.script(),
             "delete element inet weft-ports pm_any { tcp . 9090 }\n\
              delete element inet weft-ports pm_any { udp . 53 }\n\
              create element inet weft-ports pm_any { tcp . 9090 comment \"net1/ca/eth0\" : 10.88.0.2 . 91 }\n"
         );
     }
 
+    /// Elements as the kernel's listing gives them back (weft_kernel's typed reader: numbers
+    /// as numbers, the holder in the comment) read as what weft wrote.
     #[test]
-    fn parses_the_kernels_listing() {
-        let j: Value = serde_json::from_str(
-            r#"{"nftables": [{"metainfo": {}}, {"table": {"family": "inet", "name": "weft-ports"}},
-              {"map": {"family": "inet", "name": "pm_any", "table": "weft-ports",
-                "elem": [[{"elem": {"val": {"concat": ["tcp", 8080]}, "comment": "n1/c1/eth0"}}, {"concat": ["10.0.0.1", 80]}],
-                         [{"concat": ["udp", 53]}, {"concat": ["10.0.0.2", 5353]}]]}},
-              {"map": {"family": "inet", "name": "pm_ip", "table": "weft-ports",
-                "elem": [[{"elem": {"val": {"concat": ["127.0.0.1", "udp", 53]}, "comment": "n2/c2/net1"}}, {"concat": ["10.0.0.3", 53]}]]}}]}"#,
-        )
-        .unwrap();
-        let any = parse_map(&j, "pm_any");
-        assert_eq!(
-            any,
-            vec![
-                el(
-                    key("tcp", 8080, None),
-                    "10.0.0.1",
-                    80,
-                    Some(&Holder::new("n1", "c1", "eth0"))
-                ),
-                el(key("udp", 53, None), "10.0.0.2", 5353, None),
-            ]
+    fn reads_the_kernels_elements() {
+        let a = el(
+            key("tcp", 8080, None),
+            "10.0.0.1",
+            80,
+            Some(&Holder::new("n1", "c1", "eth0")),
         );
-        let ip = parse_map(&j, "pm_ip");
-        assert_eq!(ip[0].key, key("udp", 53, Some("127.0.0.1")));
-        assert_eq!(ip[0].holder, Some(Holder::new("n2", "c2", "net1")));
+        let listed = nft::Element::pair(
+            Value::concat([Value::literal("tcp"), Value::Int(8080)]),
+            Value::concat([Value::literal("10.0.0.1"), Value::Int(80)]),
+        )
+        .with_comment("n1/c1/eth0");
+        assert_eq!(Element::from_nft(PM_ANY, &listed), Some(a.clone()));
+        assert_eq!(Element::from_nft(PM_ANY, &a.to_nft()), Some(a.clone()));
+        // The wrong map's shape, or a holder weft did not write, is not taken as one.
+        assert_eq!(Element::from_nft(PM_IP, &listed), None);
+        let b = el(key("udp", 53, Some("127.0.0.1")), "10.0.0.3", 53, None);
+        assert_eq!(
+            b.to_nft().to_string(),
+            "127.0.0.1 . udp . 53 : 10.0.0.3 . 53"
+        );
+        assert_eq!(Element::from_nft(PM_IP, &b.to_nft()), Some(b));
+        let odd = listed.clone().with_comment("a/b");
+        assert_eq!(Element::from_nft(PM_ANY, &odd).and_then(|e| e.holder), None);
         assert_eq!(Holder::parse("a/b"), None);
         assert_eq!(Holder::parse("a/b/c/d"), None);
-    }
-
-    #[test]
-    fn stale_flows_of_a_moved_port() {
-        let mut f = Flow::default();
-        f.proto = Some(17);
-        f.orig.src = Some("203.0.113.2".parse().unwrap());
-        f.orig.sport = Some(40000);
-        f.orig.dst = Some("203.0.113.1".parse().unwrap());
-        f.orig.dport = Some(5300);
-        // DNAT'd to the former holder 10.88.0.2:53.
-        f.reply.src = Some("10.88.0.2".parse().unwrap());
-        f.reply.sport = Some(53);
-        f.reply.dst = f.orig.src;
-        f.reply.dport = f.orig.sport;
-        let old = el(key("udp", 5300, None), "10.88.0.2", 53, None);
-        let new = el(key("udp", 5300, None), "10.88.0.3", 53, None);
-        assert!(leads_to_removed(&f, &old));
-        assert!(!leads_to_removed(&f, &new));
-        assert!(misses_added(&f, &new));
-        assert!(!misses_added(&f, &old));
-        // Another protocol, port or host address is not touched.
-        assert!(!misses_added(
-            &f,
-            &el(key("tcp", 5300, None), "10.88.0.3", 53, None)
-        ));
-        assert!(!misses_added(
-            &f,
-            &el(key("udp", 5301, None), "10.88.0.3", 53, None)
-        ));
-        assert!(!misses_added(
-            &f,
-            &el(key("udp", 5300, Some("127.0.0.1")), "10.88.0.3", 53, None)
-        ));
-        // Tracked before anyone mapped the port (answered by the host itself): stale for a
-        // new mapping, and not a DNAT'd flow of a removed one.
-        let mut g = f.clone();
-        g.reply.src = f.orig.dst;
-        g.reply.sport = f.orig.dport;
-        assert!(!g.dnat());
-        assert!(misses_added(&g, &new));
-        assert!(!leads_to_removed(&g, &old));
-    }
-
-    #[test]
-    fn only_changes_that_can_leave_flows_cost_a_dump() {
-        let tcp = el(key("tcp", 8080, None), "10.88.0.2", 80, None);
-        let udp = el(key("udp", 53, None), "10.88.0.2", 53, None);
-        let add = |v: Vec<Element>| Change {
-            remove: Vec::new(),
-            add: v,
-        };
-        assert!(!leaves_flows(&Change::default()));
-        assert!(!leaves_flows(&add(vec![tcp.clone()])));
-        assert!(leaves_flows(&add(vec![tcp.clone(), udp])));
-        assert!(leaves_flows(&Change {
-            remove: vec![tcp],
-            add: Vec::new()
-        }));
+        let sets = table()
+            .sets
+            .into_iter()
+            .map(|s| match s.name.as_str() {
+                PM_ANY => s.with_elements([listed.clone()]),
+                _ => s,
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(elements_of(&sets), vec![a]);
     }
 
     #[test]
     fn table_script_has_the_guard_and_no_elements() {
-        let t = render_table();
+        let mut tx = Transaction::new();
+        tx.add_table(&table());
+        let t = tx.script();
+        // What the plugin wrote before the typed model, minus its `add table` line (a
+        // `table` block adds the table too).
+        assert_eq!(
+            t,
+            "table inet weft-ports {\n  comment \"weft host ports v1\"\n\
+             \x20 map pm_any { type inet_proto . inet_service : ipv4_addr . inet_service; }\n\
+             \x20 map pm_ip { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }\n\
+             \x20 chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n\
+             \x20   fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pm_ip\n\
+             \x20   fib daddr type local dnat ip to meta l4proto . th dport map @pm_any\n  }\n\
+             \x20 chain output {\n    type nat hook output priority -100; policy accept;\n\
+             \x20   fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @pm_ip\n\
+             \x20   fib daddr type local dnat ip to meta l4proto . th dport map @pm_any\n  }\n\
+             \x20 chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n\
+             \x20   ct status dnat ip saddr 127.0.0.0/8 masquerade\n  }\n\
+             \x20 chain guard {\n    type filter hook prerouting priority -150; policy accept;\n\
+             \x20   iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop comment \"loopback destination from outside\"\n  }\n}\n"
+        );
         assert!(t.contains("iifname != \"lo\" ip daddr 127.0.0.0/8 counter drop"));
         assert!(t.contains("dnat ip to ip daddr . meta l4proto . th dport map @pm_ip"));
         assert!(!t.contains("delete table"), "the table is never replaced");

@@ -34,24 +34,52 @@
 //! through a port mapping (DNAT).
 //!
 //! [`elements`] computes every element from the controller's policies and tags, this host's
-//! containers and the other cells (pure). The table's structure is written once
-//! ([`render_table`]); after that a change is one transaction that deletes and adds elements
-//! ([`render_diff`]).
+//! containers and the other cells (pure), as weft-kernel's typed [`Element`]s. The table's
+//! structure ([`table`], on weft-kernel's typed model) is written once; after that a change
+//! is one transaction that deletes and adds elements ([`render_diff`]). Its names (table,
+//! sets, chains, the comments of the dropping rules) are the constants here, for every
+//! reader (the metrics, `weft trace`, tests).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use weft_api::model::{Policy, Protocol};
+use weft_kernel::nft::{
+    Base, Chain, Element, Expr, Family, Meta, Rule, Set, SetFlag, SetKey, Table, Transaction,
+    Value, Verdict,
+};
 
+use super::Kernel;
 use crate::remote::RemoteCell;
 
+/// The table (`inet weft-policy`).
 pub const TABLE: &str = "weft-policy";
+/// Its family.
+pub const FAMILY: Family = Family::Inet;
+/// The names of its sets and maps.
+pub mod sets {
+    pub const TAGS: &str = "tags";
+    pub const VETHS: &str = "veths";
+    pub const CONTAINERS: &str = "containers";
+    pub const CELLS: &str = "cells";
+    pub const CELL_SUBNETS: &str = "cell_subnets";
+    pub const ALLOW_PORTS: &str = "allow_ports";
+    pub const ALLOW_ICMP: &str = "allow_icmp";
+    pub const DENIED: &str = "denied";
+}
+/// The names of its chains.
+pub mod chains {
+    pub const PREROUTING: &str = "prerouting";
+    pub const INPUT: &str = "input";
+    pub const FORWARD: &str = "forward";
+}
 /// Elements of the `denied` set: a bound on memory. When it is full, new pairs are not
 /// counted per pair (the "default deny" rule still counts and drops them).
 pub const DENIED_SIZE: u32 = 65_536;
 /// How long a pair stays in `denied` after its last dropped packet.
-pub const DENIED_TIMEOUT: &str = "10m";
+pub const DENIED_TIMEOUT: Duration = Duration::from_secs(600);
 /// Comments of the rules that drop; each rule's counter is a metric (see `metrics`).
 pub mod drops {
     pub const SPOOFED: &str = "spoofed source";
@@ -65,6 +93,10 @@ pub mod drops {
     pub const HAIRPIN: &str = "decapsulated back into the VTEP";
     pub const FROM_OUTSIDE: &str = "from outside the overlay";
     pub const DEFAULT_DENY: &str = "default deny";
+    /// The last rule with `enforce = false` (labs): it accepts, so it is not in [`ALL`].
+    pub const ENFORCEMENT_OFF: &str = "enforcement off";
+    /// The accept of DNATed traffic from outside the overlay.
+    pub const PORT_MAPPING: &str = "port mapping";
     /// Every one of them, in the order the table has them.
     pub const ALL: [&str; 11] = [
         SPOOFED,
@@ -114,35 +146,36 @@ pub struct LocalContainer {
     pub mac: Option<weft_kernel::MacAddr>,
 }
 
-/// Every element of the table's sets and maps, rendered as nft element text.
+/// Every element of the table's sets and maps (all but `denied`, which the rules fill).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Elements {
-    pub tags: BTreeSet<String>,
+    pub tags: BTreeSet<Element>,
     /// Host ends of the local containers' veths (the table never relies on interface names).
-    pub veths: BTreeSet<String>,
-    pub containers: BTreeSet<String>,
-    pub cells: BTreeSet<String>,
-    pub cell_subnets: BTreeSet<String>,
-    pub allow_ports: BTreeSet<String>,
-    pub allow_icmp: BTreeSet<String>,
+    pub veths: BTreeSet<Element>,
+    pub containers: BTreeSet<Element>,
+    pub cells: BTreeSet<Element>,
+    pub cell_subnets: BTreeSet<Element>,
+    pub allow_ports: BTreeSet<Element>,
+    pub allow_icmp: BTreeSet<Element>,
 }
 
 impl Elements {
-    /// (kind, name, elements) of every set and map.
-    fn sets(&self) -> [(&'static str, &'static str, &BTreeSet<String>); 7] {
+    /// (name, elements) of every set and map.
+    fn sets(&self) -> [(&'static str, &BTreeSet<Element>); 7] {
+        use sets::*;
         [
-            ("map", "tags", &self.tags),
-            ("set", "veths", &self.veths),
-            ("set", "containers", &self.containers),
-            ("set", "cells", &self.cells),
-            ("set", "cell_subnets", &self.cell_subnets),
-            ("map", "allow_ports", &self.allow_ports),
-            ("map", "allow_icmp", &self.allow_icmp),
+            (TAGS, &self.tags),
+            (VETHS, &self.veths),
+            (CONTAINERS, &self.containers),
+            (CELLS, &self.cells),
+            (CELL_SUBNETS, &self.cell_subnets),
+            (ALLOW_PORTS, &self.allow_ports),
+            (ALLOW_ICMP, &self.allow_icmp),
         ]
     }
 
     pub fn len(&self) -> usize {
-        self.sets().iter().map(|(_, _, s)| s.len()).sum()
+        self.sets().iter().map(|(_, s)| s.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -165,18 +198,19 @@ fn merge(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
 
 /// Always a range: nft 1.0.6 cannot delete a single-port element of a concatenated interval
 /// map written as `8080`, only as `8080-8080`.
-fn port_text((s, e): (u16, u16)) -> String {
-    format!("{s}-{e}")
+fn port_range((s, e): (u16, u16)) -> Value {
+    Value::range(s.into(), e.into())
 }
 
 /// A lease's addresses as the raw (big-endian integer) range `cell_subnets` compares the
 /// inner source with: `0x0aff0200-0x0aff02ff`.
-fn subnet_range(n: Ipv4Net) -> String {
-    format!(
-        "0x{:08x}-0x{:08x}",
-        u32::from(n.network()),
-        u32::from(n.broadcast())
-    )
+fn subnet_range(n: Ipv4Net) -> Value {
+    let hex = |a: Ipv4Addr| Value::literal(format!("0x{:08x}", u32::from(a)));
+    Value::range(hex(n.network()), hex(n.broadcast()))
+}
+
+fn accept(key: Value) -> Element {
+    Element::pair(key, Verdict::Accept.into())
 }
 
 /// Pure: the elements for these policies, tags, containers and other cells.
@@ -190,18 +224,21 @@ pub fn elements(
     // Tag 0 is "no identity" (an unmarked packet): it is never given, and never allowed.
     let tag_of = |app: &str| tags.get(app).copied().filter(|t| *t != 0);
     for c in containers {
-        e.veths.insert(format!("\"{}\"", c.host_ifname));
+        let veth = Value::name(&c.host_ifname);
+        e.veths.insert(Element::key(veth.clone()));
         e.containers
-            .insert(format!("{} . \"{}\"", c.ip, c.host_ifname));
+            .insert(Element::key(Value::concat([c.ip.into(), veth])));
         if let Some(t) = c.app.as_deref().and_then(tag_of) {
-            e.tags.insert(format!("{} : {t}", c.ip));
+            e.tags.insert(Element::pair(c.ip.into(), t.into()));
         }
     }
     for c in cells {
         if let IpAddr::V4(v4) = c.underlay_ip {
-            e.cells.insert(v4.to_string());
-            e.cell_subnets
-                .insert(format!("{v4} . {}", subnet_range(c.subnet)));
+            e.cells.insert(Element::key(v4.into()));
+            e.cell_subnets.insert(Element::key(Value::concat([
+                v4.into(),
+                subnet_range(c.subnet),
+            ])));
         }
     }
     // (tag, dst ip, proto) -> port ranges
@@ -222,7 +259,8 @@ pub fn elements(
         {
             match (p.destination.protocol, p.destination.ports) {
                 (Protocol::Icmp, _) => {
-                    e.allow_icmp.insert(format!("{src} . {} : accept", c.ip));
+                    e.allow_icmp
+                        .insert(accept(Value::concat([src.into(), c.ip.into()])));
                 }
                 (proto, Some(r)) => {
                     ports
@@ -236,10 +274,12 @@ pub fn elements(
     }
     for ((tag, ip, proto), ranges) in ports {
         for r in merge(ranges) {
-            e.allow_ports.insert(format!(
-                "{tag} . {ip} . {proto} . {} : accept",
-                port_text(r)
-            ));
+            e.allow_ports.insert(accept(Value::concat([
+                tag.into(),
+                ip.into(),
+                Value::literal(proto),
+                port_range(r),
+            ])));
         }
     }
     e
@@ -249,113 +289,210 @@ pub fn elements(
 /// Ethernet type (8 bytes UDP + 8 VXLAN + 12 MACs) and the inner IPv4 source (+14 Ethernet
 /// +12 into the IPv4 header). Inner frames with VLAN tags or IPv4 options are not special:
 /// their type is not IPv4 (dropped), the source sits at the same place.
-const INNER_ETHERTYPE: &str = "@th,224,16";
-const INNER_SOURCE: &str = "@th,336,32";
+const INNER_ETHERTYPE: Expr = Expr::Raw {
+    base: Base::Transport,
+    offset: 224,
+    len: 16,
+};
+const INNER_SOURCE: Expr = Expr::Raw {
+    base: Base::Transport,
+    offset: 336,
+    len: 32,
+};
+const SADDR: Expr = Expr::Field("ip", "saddr");
+const DADDR: Expr = Expr::Field("ip", "daddr");
 
-/// The table's structure: `(fingerprint, script)`. The script replaces the table in one
-/// transaction; it is written when the table is missing or its fingerprint differs.
-/// `enforce = false` (labs) keeps marking and every anti-forgery rule but lets all c2c
-/// traffic pass.
-pub fn render_table(l: &Layout) -> (String, String) {
+/// `meta mark . ip daddr`: who sends (the source app's tag) to which container.
+fn mark_daddr() -> Expr {
+    Expr::concat([Meta::Mark.into(), DADDR])
+}
+
+/// `ip saddr . @th,336,32`: the VXLAN sender's underlay address and the inner source.
+fn sender_inner_source() -> Expr {
+    Expr::concat([SADDR, INNER_SOURCE])
+}
+
+/// The table's structure (no elements): written when the table is missing or its
+/// fingerprint (comment) differs. `enforce = false` (labs) keeps marking and every
+/// anti-forgery rule but lets all c2c traffic pass.
+pub fn table(l: &Layout) -> Table {
     use drops::*;
-    let fp = l.fingerprint();
+    use sets::*;
     let (overlay, port, vtep, underlay) = (l.overlay, l.vxlan_port, &l.vtep, &l.underlay);
     let last = if l.enforce {
-        format!("counter drop comment \"{DEFAULT_DENY}\"")
+        Rule::new("").counter().drop().comment(DEFAULT_DENY)
     } else {
-        "counter accept comment \"enforcement off\"".to_string()
+        Rule::new("").counter().accept().comment(ENFORCEMENT_OFF)
     };
-    let script = format!(
-        r#"add table inet {TABLE}
-delete table inet {TABLE}
-table inet {TABLE} {{
-  comment "{fp}"
-  map tags {{ type ipv4_addr : mark; }}
-  set veths {{ type ifname; }}
-  set containers {{ type ipv4_addr . ifname; }}
-  set cells {{ type ipv4_addr; }}
-  set cell_subnets {{ typeof ip saddr . {INNER_SOURCE}; flags interval; }}
-  map allow_ports {{ type mark . ipv4_addr . inet_proto . inet_service : verdict; flags interval; counter; }}
-  map allow_icmp {{ type mark . ipv4_addr : verdict; counter; }}
-  set denied {{ type mark . ipv4_addr; size {DENIED_SIZE}; flags dynamic,timeout; timeout {DENIED_TIMEOUT}; counter; }}
-  chain prerouting {{
-    type filter hook prerouting priority -150; policy accept;
-    iifname @veths ip saddr . iifname != @containers counter drop comment "{SPOOFED}"
-    iifname @veths meta mark set ip saddr map @tags
-    iifname "{vtep}" ip saddr != {overlay} counter drop comment "{DECAP_OUTSIDE}"
-  }}
-  chain input {{
-    type filter hook input priority 0; policy accept;
-    udp dport {port} iifname != "{underlay}" counter drop comment "{VXLAN_NOT_UNDERLAY}"
-    udp dport {port} ip saddr != @cells counter drop comment "{VXLAN_UNLEASED}"
-    udp dport {port} {INNER_ETHERTYPE} != 0x0800 counter drop comment "{VXLAN_NOT_IPV4}"
-    udp dport {port} ip saddr . {INNER_SOURCE} != @cell_subnets counter drop comment "{VXLAN_OUTSIDE_LEASE}"
-  }}
-  chain forward {{
-    type filter hook forward priority 0; policy accept;
-    iifname != "{underlay}" ip daddr != {overlay} udp dport {port} counter drop comment "{TO_VXLAN_PORT}"
-    ct state established,related accept
-    ip saddr {overlay} ip daddr @cells counter drop comment "{TO_CELL}"
-    iifname "{vtep}" oifname "{vtep}" counter drop comment "{HAIRPIN}"
-    oifname "{vtep}" accept
-    meta nfproto ipv6 oifname != @veths accept
-    ip daddr != {overlay} oifname != @veths accept
-    ip saddr != {overlay} iifname != "{vtep}" ct status dnat accept comment "port mapping"
-    ip saddr != {overlay} counter drop comment "{FROM_OUTSIDE}"
-    meta l4proto {{ tcp, udp }} meta mark . ip daddr . meta l4proto . th dport vmap @allow_ports
-    meta l4proto icmp meta mark . ip daddr vmap @allow_icmp
-    update @denied {{ meta mark . ip daddr }}
-    {last}
-  }}
-}}
-"#
-    );
-    (fp, script)
+    let mark_ip = || SetKey::types(&["mark", "ipv4_addr"]);
+    Table::new(Family::Inet, TABLE)
+        .with_comment(l.fingerprint())
+        .with_set(Set::map(TAGS, SetKey::types(&["ipv4_addr"]), "mark"))
+        .with_set(Set::new(VETHS, SetKey::types(&["ifname"])))
+        .with_set(Set::new(
+            CONTAINERS,
+            SetKey::types(&["ipv4_addr", "ifname"]),
+        ))
+        .with_set(Set::new(CELLS, SetKey::types(&["ipv4_addr"])))
+        .with_set(
+            Set::new(
+                CELL_SUBNETS,
+                SetKey::Typeof(sender_inner_source().to_string()),
+            )
+            .with_flags(&[SetFlag::Interval]),
+        )
+        .with_set(
+            Set::map(
+                ALLOW_PORTS,
+                SetKey::types(&["mark", "ipv4_addr", "inet_proto", "inet_service"]),
+                "verdict",
+            )
+            .with_flags(&[SetFlag::Interval])
+            .with_counter(),
+        )
+        .with_set(Set::map(ALLOW_ICMP, mark_ip(), "verdict").with_counter())
+        .with_set(
+            Set::new(DENIED, mark_ip())
+                .with_size(DENIED_SIZE)
+                .with_flags(&[SetFlag::Dynamic, SetFlag::Timeout])
+                .with_timeout(DENIED_TIMEOUT)
+                .with_counter(),
+        )
+        .with_chain(
+            Chain::base(
+                chains::PREROUTING,
+                "filter",
+                "prerouting",
+                -150,
+                Verdict::Accept,
+            )
+            .with_rules([
+                Rule::new(format!(
+                    "iifname @{VETHS} {} != @{CONTAINERS}",
+                    Expr::concat([SADDR, Meta::Iifname.into()])
+                ))
+                .counter()
+                .drop()
+                .comment(SPOOFED),
+                Rule::new(format!(
+                    "iifname @{VETHS} meta mark set ip saddr map @{TAGS}"
+                )),
+                Rule::new(format!("iifname \"{vtep}\" ip saddr != {overlay}"))
+                    .counter()
+                    .drop()
+                    .comment(DECAP_OUTSIDE),
+            ]),
+        )
+        .with_chain(
+            Chain::base(chains::INPUT, "filter", "input", 0, Verdict::Accept).with_rules([
+                Rule::new(format!("udp dport {port} iifname != \"{underlay}\""))
+                    .counter()
+                    .drop()
+                    .comment(VXLAN_NOT_UNDERLAY),
+                Rule::new(format!("udp dport {port} ip saddr != @{CELLS}"))
+                    .counter()
+                    .drop()
+                    .comment(VXLAN_UNLEASED),
+                Rule::new(format!("udp dport {port} {INNER_ETHERTYPE} != 0x0800"))
+                    .counter()
+                    .drop()
+                    .comment(VXLAN_NOT_IPV4),
+                Rule::new(format!(
+                    "udp dport {port} {} != @{CELL_SUBNETS}",
+                    sender_inner_source()
+                ))
+                .counter()
+                .drop()
+                .comment(VXLAN_OUTSIDE_LEASE),
+            ]),
+        )
+        .with_chain(
+            Chain::base(chains::FORWARD, "filter", "forward", 0, Verdict::Accept).with_rules([
+                Rule::new(format!(
+                    "iifname != \"{underlay}\" ip daddr != {overlay} udp dport {port}"
+                ))
+                .counter()
+                .drop()
+                .comment(TO_VXLAN_PORT),
+                Rule::new("ct state established,related").accept(),
+                Rule::new(format!("ip saddr {overlay} ip daddr @{CELLS}"))
+                    .counter()
+                    .drop()
+                    .comment(TO_CELL),
+                Rule::new(format!("iifname \"{vtep}\" oifname \"{vtep}\""))
+                    .counter()
+                    .drop()
+                    .comment(HAIRPIN),
+                Rule::new(format!("oifname \"{vtep}\"")).accept(),
+                Rule::new(format!("meta nfproto ipv6 oifname != @{VETHS}")).accept(),
+                Rule::new(format!("ip daddr != {overlay} oifname != @{VETHS}")).accept(),
+                Rule::new(format!(
+                    "ip saddr != {overlay} iifname != \"{vtep}\" ct status dnat"
+                ))
+                .accept()
+                .comment(PORT_MAPPING),
+                Rule::new(format!("ip saddr != {overlay}"))
+                    .counter()
+                    .drop()
+                    .comment(FROM_OUTSIDE),
+                Rule::new(format!(
+                    "meta l4proto {{ tcp, udp }} {}",
+                    Expr::concat([
+                        Meta::Mark.into(),
+                        DADDR,
+                        Meta::L4proto.into(),
+                        Expr::Field("th", "dport"),
+                    ])
+                    .vmap(ALLOW_PORTS)
+                )),
+                Rule::new(format!(
+                    "meta l4proto icmp {}",
+                    mark_daddr().vmap(ALLOW_ICMP)
+                )),
+                Rule::new(mark_daddr().update(DENIED)),
+                last,
+            ]),
+        )
 }
 
 /// One transaction that makes the kernel's elements `new`: with `old` known, only the
 /// difference; without (first sync after a start), flush and refill every set atomically.
-pub fn render_diff(old: Option<&Elements>, new: &Elements) -> String {
-    let mut s = String::new();
+pub fn render_diff(old: Option<&Elements>, new: &Elements) -> Transaction {
+    let mut tx = Transaction::new();
+    fill(&mut tx, old, new);
+    tx
+}
+
+fn fill(tx: &mut Transaction, old: Option<&Elements>, new: &Elements) {
+    let t = skeleton();
     match old {
         None => {
-            for (kind, name, set) in new.sets() {
-                s += &format!("flush {kind} inet {TABLE} {name}\n");
-                if !set.is_empty() {
-                    s += &format!(
-                        "add element inet {TABLE} {name} {{ {} }}\n",
-                        join(set.iter())
-                    );
-                }
+            for (name, set) in new.sets() {
+                tx.flush(&t, name)
+                    .expect("every set of Elements is in the table");
+                tx.add_elements(&t, name, &set.iter().cloned().collect::<Vec<_>>());
             }
         }
         Some(old) => {
-            for ((_, name, o), (_, _, n)) in old.sets().into_iter().zip(new.sets()) {
-                let gone: Vec<&String> = o.difference(n).collect();
-                let came: Vec<&String> = n.difference(o).collect();
-                if !gone.is_empty() {
-                    // Deleting takes the key only (the part before " : ").
-                    let keys = gone
-                        .iter()
-                        .map(|e| e.split(" : ").next().unwrap_or(e).to_string());
-                    s += &format!("delete element inet {TABLE} {name} {{ {} }}\n", join(keys));
-                }
-                if !came.is_empty() {
-                    s += &format!(
-                        "add element inet {TABLE} {name} {{ {} }}\n",
-                        join(came.into_iter())
-                    );
-                }
+            for ((name, o), (_, n)) in old.sets().into_iter().zip(new.sets()) {
+                let gone: Vec<Element> = o.difference(n).cloned().collect();
+                let came: Vec<Element> = n.difference(o).cloned().collect();
+                tx.delete_elements(&t, name, &gone);
+                tx.add_elements(&t, name, &came);
             }
         }
     }
-    s
 }
 
-fn join<I: Iterator<Item = T>, T: AsRef<str>>(it: I) -> String {
-    it.map(|x| x.as_ref().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The table's name and sets as a transaction refers to them (the rules do not matter).
+fn skeleton() -> Table {
+    table(&Layout {
+        overlay: Ipv4Net::default(),
+        vxlan_port: 0,
+        vtep: String::new(),
+        underlay: String::new(),
+        enforce: true,
+    })
 }
 
 /// Writes the table structure if needed, then the elements, in one transaction each.
@@ -365,27 +502,29 @@ fn join<I: Iterator<Item = T>, T: AsRef<str>>(it: I) -> String {
 /// again). A failed transaction changes nothing in the kernel (nft transactions are atomic),
 /// so the kernel keeps enforcing what it had. Returns whether it wrote anything.
 pub fn apply(
-    nft: &mut weft_kernel::nft::Nft,
+    kernel: &mut impl Kernel,
     layout: &Layout,
     applied: Option<&Elements>,
     new: &Elements,
     verify: bool,
 ) -> weft_kernel::Result<bool> {
-    let (fp, script) = render_table(layout);
+    let table = table(layout);
+    let fp = layout.fingerprint();
     // A terse listing (no elements) is cheap whatever the table's size.
-    if (applied.is_none() || verify) && !nft.table_matches("inet", TABLE, &fp)? {
+    if (applied.is_none() || verify) && !kernel.table_matches(FAMILY, TABLE, &fp)? {
         // New or changed structure: the table and all its elements in one transaction, so
         // no packet ever sees the table without its elements.
-        nft.run(&(script + &render_diff(None, new)))?;
+        let mut tx = Transaction::new();
+        tx.replace_table(&table);
+        fill(&mut tx, None, new);
+        kernel.apply(&tx)?;
         return Ok(true);
     }
     if applied == Some(new) {
         return Ok(false);
     }
     let diff = render_diff(applied, new);
-    if !diff.is_empty() {
-        nft.run(&diff)?;
-    }
+    kernel.apply(&diff)?;
     Ok(!diff.is_empty())
 }
 
@@ -395,15 +534,17 @@ pub fn apply(
 /// mappings), and no VXLAN is accepted. An existing table, even an older one, is left as it
 /// is: it keeps enforcing what an earlier run applied. Returns whether it wrote.
 pub fn fence(
-    nft: &mut weft_kernel::nft::Nft,
+    kernel: &mut impl Kernel,
     layout: &Layout,
     elements: &Elements,
 ) -> weft_kernel::Result<bool> {
-    if nft.table_exists("inet", TABLE)? {
+    if kernel.table_exists(FAMILY, TABLE)? {
         return Ok(false);
     }
-    let (_, script) = render_table(layout);
-    nft.run(&(script + &render_diff(None, elements)))?;
+    let mut tx = Transaction::new();
+    tx.replace_table(&table(layout));
+    fill(&mut tx, None, elements);
+    kernel.apply(&tx)?;
     Ok(true)
 }
 
@@ -411,6 +552,19 @@ pub fn fence(
 mod tests {
     use super::*;
     use weft_api::model::Ports;
+
+    fn texts(s: &BTreeSet<Element>) -> Vec<String> {
+        s.iter().map(Element::to_string).collect()
+    }
+
+    /// The table's fingerprint and the script that writes it.
+    fn render_table(l: &Layout) -> (String, String) {
+        let t = table(l);
+        (
+            t.comment.clone().expect("a fingerprint"),
+            t.replace_script(),
+        )
+    }
 
     fn pol(src: &str, dst: &str, proto: Protocol, ports: Option<(u16, u16)>) -> Policy {
         Policy::new(
@@ -451,6 +605,57 @@ mod tests {
         (tags, cs)
     }
 
+    /// The typed table renders, byte for byte, the script the agent wrote before the model
+    /// (a `format!` string): the kernel gets the same rules.
+    #[test]
+    fn renders_the_same_script_as_before() {
+        assert_eq!(
+            table(&layout(true)).replace_script(),
+            "add table inet weft-policy\n\
+             delete table inet weft-policy\n\
+             table inet weft-policy {\n\
+             \x20 comment \"weft policy v3 overlay=10.255.0.0/16 vxlan=4789 vtep=weft.vtep underlay=eth0 enforce=true\"\n\
+             \x20 map tags { type ipv4_addr : mark; }\n\
+             \x20 set veths { type ifname; }\n\
+             \x20 set containers { type ipv4_addr . ifname; }\n\
+             \x20 set cells { type ipv4_addr; }\n\
+             \x20 set cell_subnets { typeof ip saddr . @th,336,32; flags interval; }\n\
+             \x20 map allow_ports { type mark . ipv4_addr . inet_proto . inet_service : verdict; flags interval; counter; }\n\
+             \x20 map allow_icmp { type mark . ipv4_addr : verdict; counter; }\n\
+             \x20 set denied { type mark . ipv4_addr; size 65536; flags dynamic,timeout; timeout 10m; counter; }\n\
+             \x20 chain prerouting {\n\
+             \x20   type filter hook prerouting priority -150; policy accept;\n\
+             \x20   iifname @veths ip saddr . iifname != @containers counter drop comment \"spoofed source\"\n\
+             \x20   iifname @veths meta mark set ip saddr map @tags\n\
+             \x20   iifname \"weft.vtep\" ip saddr != 10.255.0.0/16 counter drop comment \"decapsulated from outside the overlay\"\n\
+             \x20 }\n\
+             \x20 chain input {\n\
+             \x20   type filter hook input priority 0; policy accept;\n\
+             \x20   udp dport 4789 iifname != \"eth0\" counter drop comment \"vxlan not from the underlay\"\n\
+             \x20   udp dport 4789 ip saddr != @cells counter drop comment \"vxlan from an address without a lease\"\n\
+             \x20   udp dport 4789 @th,224,16 != 0x0800 counter drop comment \"vxlan: inner packet not IPv4\"\n\
+             \x20   udp dport 4789 ip saddr . @th,336,32 != @cell_subnets counter drop comment \"vxlan: inner source outside the sender's lease\"\n\
+             \x20 }\n\
+             \x20 chain forward {\n\
+             \x20   type filter hook forward priority 0; policy accept;\n\
+             \x20   iifname != \"eth0\" ip daddr != 10.255.0.0/16 udp dport 4789 counter drop comment \"to a VXLAN port\"\n\
+             \x20   ct state established,related accept\n\
+             \x20   ip saddr 10.255.0.0/16 ip daddr @cells counter drop comment \"container to a cell's underlay address\"\n\
+             \x20   iifname \"weft.vtep\" oifname \"weft.vtep\" counter drop comment \"decapsulated back into the VTEP\"\n\
+             \x20   oifname \"weft.vtep\" accept\n\
+             \x20   meta nfproto ipv6 oifname != @veths accept\n\
+             \x20   ip daddr != 10.255.0.0/16 oifname != @veths accept\n\
+             \x20   ip saddr != 10.255.0.0/16 iifname != \"weft.vtep\" ct status dnat accept comment \"port mapping\"\n\
+             \x20   ip saddr != 10.255.0.0/16 counter drop comment \"from outside the overlay\"\n\
+             \x20   meta l4proto { tcp, udp } meta mark . ip daddr . meta l4proto . th dport vmap @allow_ports\n\
+             \x20   meta l4proto icmp meta mark . ip daddr vmap @allow_icmp\n\
+             \x20   update @denied { meta mark . ip daddr }\n\
+             \x20   counter drop comment \"default deny\"\n\
+             \x20 }\n\
+             }\n"
+        );
+    }
+
     #[test]
     fn policy_expands_to_each_local_destination_container() {
         let (tags, cs) = setup();
@@ -461,13 +666,13 @@ mod tests {
             &[],
         );
         assert_eq!(
-            e.allow_ports.iter().cloned().collect::<Vec<_>>(),
+            texts(&e.allow_ports),
             vec![
                 "11 . 10.255.1.1 . tcp . 8080-8080 : accept",
                 "11 . 10.255.1.2 . tcp . 8080-8080 : accept"
             ]
         );
-        assert!(e.tags.contains("10.255.1.1 : 10"));
+        assert!(texts(&e.tags).contains(&"10.255.1.1 : 10".to_string()));
         assert_eq!(e.tags.len(), 2, "a container without app gets no mark");
         assert_eq!(e.containers.len(), 3);
         // The reverse direction is not allowed: policies are one-way.
@@ -492,16 +697,13 @@ mod tests {
         ];
         let e = elements(&ps, &tags, &cs[..1], &[]);
         assert_eq!(
-            e.allow_ports.iter().cloned().collect::<Vec<_>>(),
+            texts(&e.allow_ports),
             vec![
                 "11 . 10.255.1.1 . tcp . 8000-8201 : accept",
                 "11 . 10.255.1.1 . udp . 53-53 : accept"
             ]
         );
-        assert_eq!(
-            e.allow_icmp.iter().cloned().collect::<Vec<_>>(),
-            vec!["12 . 10.255.1.1 : accept"]
-        );
+        assert_eq!(texts(&e.allow_icmp), vec!["12 . 10.255.1.1 : accept"]);
     }
 
     #[test]
@@ -533,6 +735,7 @@ mod tests {
             &cells,
         );
         let d = render_diff(Some(&a), &b);
+        let d = d.script();
         assert_eq!(
             d,
             "delete element inet weft-policy allow_ports { 11 . 10.255.1.1 . tcp . 80-80, 11 . 10.255.1.2 . tcp . 80-80 }\n\
@@ -540,6 +743,7 @@ mod tests {
         );
         assert!(render_diff(Some(&a), &a).is_empty());
         let full = render_diff(None, &a);
+        let full = full.script();
         assert!(full
             .starts_with("flush map inet weft-policy tags\nadd element inet weft-policy tags {"));
         assert!(full.contains("flush map inet weft-policy allow_icmp\n"));
@@ -699,7 +903,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            e.cell_subnets.iter().cloned().collect::<Vec<_>>(),
+            texts(&e.cell_subnets),
             vec![
                 "198.18.0.2 . 0x0aff0200-0x0aff02ff",
                 "198.18.0.3 . 0x0aff0380-0x0aff03ff"

@@ -1,7 +1,5 @@
-//! The records weft-cni shares with the rest of the host: plain data and serde, nothing of
-//! the plugin's internals (a contract crate takes this module as it is; MACs are
-//! [`weft_kernel::MacAddr`], a pure type the contract crate must take along or re-home).
-//! Who writes, who reads:
+//! The records the CNI plugin shares with the rest of the host: plain data and serde, nothing
+//! of the plugin's internals (MACs are [`weft_kernel::MacAddr`]). Who writes, who reads:
 //!
 //! ```text
 //! <leaseFile>                      HostLease: the agent writes it after taking or renewing
