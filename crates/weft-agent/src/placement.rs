@@ -18,8 +18,8 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use tokio::sync::{watch, Notify};
 use weft_api::model::ReportedInstance;
-use weft_api::Client;
 use weft_api::records::{self, Plan};
+use weft_api::Client;
 
 /// First wait after a failed report; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(500);
