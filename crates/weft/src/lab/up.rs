@@ -30,8 +30,10 @@ use weft_kernel::netns::{self, Netns};
 use weft_kernel::route::Route;
 use weft_kernel::Netlink;
 
+use crate::rt::{block_in, runtime};
+
 use super::state::{self, ContainerState, ProcRecord, State};
-use super::topology::{self, CellLayout, Layout, Mode, Topology};
+use super::topology::{self, CellLayout, Mode, Topology};
 
 /// Liveness bound for a lab's daemons to come up and converge (not a speed figure).
 const LIVE: Duration = Duration::from_secs(30);
@@ -124,22 +126,6 @@ impl Bins {
             })?;
         Ok(Bins { weft, cni })
     }
-}
-
-/// A single-threaded runtime: its sockets stay in the namespace of the thread that runs it.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
-/// Runs an async block on a thread inside `ns` (sockets, including the HTTP client's, live
-/// there: a lab's controller is only reachable from inside the lab).
-pub fn block_in<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>> + Send + 'static,
-) -> Result<T> {
-    Netns::named(ns)?.run(move || runtime()?.block_on(f()))?
 }
 
 async fn netlink_in(ns: &str) -> Result<Netlink> {
@@ -587,21 +573,8 @@ pub fn up(
     Ok(st)
 }
 
-/// A client of the lab's controller (use it inside the underlay namespace).
-pub fn client(st: &State) -> Result<weft_api::Client> {
-    let o = st
-        .layout
-        .overlay
-        .as_ref()
-        .context("this lab has no controller (no overlay cells)")?;
-    Ok(weft_api::Client::builder(o.controller.clone())
-        .ca(st.pki().ca())
-        .token(st.token.clone())
-        .build()?)
-}
-
 pub fn add_policies(st: &State, policies: Vec<weft_api::model::Policy>) -> Result<()> {
-    let c = client(st)?;
+    let c = state::client(st)?;
     block_in(&st.layout.underlay.namespace, move || {
         Box::pin(async move {
             c.create_policies(&policies).await?;
@@ -645,7 +618,7 @@ fn wait_for(
 }
 
 fn wait_controller(st: &State, pid: u32, log: &Path) -> Result<()> {
-    let c = client(st)?;
+    let c = state::client(st)?;
     let ns = st.layout.underlay.namespace.clone();
     let log = log.to_path_buf();
     wait_for(
@@ -780,89 +753,4 @@ pub fn wait_policies(st: &State) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("the agents did not apply the policies in {LIVE:?}")
-}
-
-/// What `down` removed.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Removed {
-    pub lab: String,
-    pub processes: usize,
-    pub namespaces: Vec<String>,
-    pub state_dir: Option<PathBuf>,
-}
-
-/// Takes the lab down: stops its processes, deletes its namespaces (with every link, route
-/// and nftables table in them) and its directory. Works on a half-built lab and on one
-/// without a record (by the namespace prefix).
-pub fn down(lab: &str, state_dir: &Path, p: &mut Progress) -> Result<Removed> {
-    topology::validate_name("lab name", lab, 16)?;
-    let dir = state::lab_dir(state_dir, lab);
-    let layout = State::load(&dir).ok().map(|s| s.layout);
-    let namespaces = state::existing_namespaces(lab, layout.as_ref());
-    p.step(format!(
-        "stopping the processes in {} namespaces of lab {lab}",
-        namespaces.len()
-    ));
-    let processes = state::stop_processes(&namespaces, Duration::from_secs(3));
-    p.step(format!("deleting namespaces: {}", namespaces.join(" ")));
-    let mut errors = Vec::new();
-    // Containers first, cells next, the underlay last (reverse of creation).
-    for ns in namespaces.iter().rev() {
-        if let Err(e) = netns::del_named(ns) {
-            errors.push(format!("{ns}: {e}"));
-        }
-    }
-    let had_dir = dir.exists();
-    if had_dir {
-        p.step(format!("removing {}", dir.display()));
-        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
-    }
-    if !errors.is_empty() {
-        bail!("could not delete: {}", errors.join("; "));
-    }
-    Ok(Removed {
-        lab: lab.to_string(),
-        processes,
-        namespaces,
-        state_dir: had_dir.then_some(dir),
-    })
-}
-
-/// The layout of a lab that is up (from its record).
-pub fn load(lab: &str, state_dir: &Path) -> Result<State> {
-    topology::validate_name("lab name", lab, 16)?;
-    let dir = state::lab_dir(state_dir, lab);
-    if !State::path(&dir).exists() {
-        bail!("lab {lab} is not up (no {})", State::path(&dir).display());
-    }
-    State::load(&dir)
-}
-
-impl Layout {
-    /// The lab's address for a name in checks and traces: a container's IP, a cell's underlay
-    /// IP, the internet's IP, or an IP as given.
-    pub fn address_of(&self, st: &State, name: &str) -> Option<Ipv4Addr> {
-        if let Ok(ip) = name.parse() {
-            return Some(ip);
-        }
-        if name == "internet" {
-            return self.internet.as_ref().map(|i| i.ip);
-        }
-        if let Some(c) = self.cell(name) {
-            return Some(c.underlay_ip);
-        }
-        let c = self.container(name)?;
-        st.container(&c.name)?.ip
-    }
-
-    /// The namespace a name runs in (container, cell, internet).
-    pub fn namespace_of(&self, name: &str) -> Option<String> {
-        if name == "internet" {
-            return self.internet.as_ref().map(|i| i.namespace.clone());
-        }
-        if let Some(c) = self.cell(name) {
-            return Some(c.namespace.clone());
-        }
-        self.container(name).map(|c| c.namespace.clone())
-    }
 }
