@@ -20,15 +20,12 @@
 //! Nothing touches the machine's own namespace: every link, address, route, sysctl and
 //! process lives in a namespace of the lab, and no route leads out of the machine.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ipnet::{IpNet, Ipv4Net};
 use weft_kernel::netns::{self, Netns};
-use weft_kernel::route::Route;
-use weft_kernel::Netlink;
 
 use crate::rt::{block_in, runtime};
 
@@ -128,74 +125,6 @@ impl Bins {
     }
 }
 
-async fn netlink_in(ns: &str) -> Result<Netlink> {
-    let n = Netns::open(netns::named_path(ns)).with_context(|| format!("namespace {ns}"))?;
-    Ok(Netlink::in_netns(&n)?)
-}
-
-fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<()> {
-    let (k, v) = (key.to_string(), value.to_string());
-    Netns::named(ns)?.run(move || weft_kernel::sysctl::set(&k, &v))??;
-    Ok(())
-}
-
-/// `ip link add UP type veth peer name eth0 netns PEER; addresses; up; default route`.
-async fn link_namespaces(
-    upper_ns: &str,
-    upper_if: &str,
-    upper_master: Option<&str>,
-    upper_addr: Option<Ipv4Net>,
-    lower_ns: &str,
-    lower_addr: Ipv4Net,
-    lower_gateway: Ipv4Addr,
-) -> Result<()> {
-    let up = netlink_in(upper_ns).await?;
-    let lower = Netns::open(netns::named_path(lower_ns))?;
-    let master = match upper_master {
-        Some(m) => Some(
-            up.link_by_name(m)
-                .await?
-                .with_context(|| format!("{m} missing in {upper_ns}"))?
-                .index,
-        ),
-        None => None,
-    };
-    let local = weft_kernel::link::VethEnd {
-        master,
-        up: true,
-        ..weft_kernel::link::VethEnd::new(upper_if)
-    };
-    let peer = weft_kernel::link::VethEnd::new("eth0");
-    up.add_veth(&local, &peer, &lower).await?;
-    if let Some(a) = upper_addr {
-        let l = up
-            .link_by_name(upper_if)
-            .await?
-            .with_context(|| format!("{upper_if} missing in {upper_ns}"))?;
-        up.add_address(l.index, IpNet::V4(a)).await?;
-    }
-    let low = Netlink::in_netns(&lower)?;
-    let eth0 = low
-        .link_by_name("eth0")
-        .await?
-        .with_context(|| format!("eth0 missing in {lower_ns}"))?;
-    low.add_address(eth0.index, IpNet::V4(lower_addr)).await?;
-    low.set_up(eth0.index).await?;
-    low.replace_route(&Route {
-        dst: "0.0.0.0/0".parse()?,
-        gateway: Some(lower_gateway.into()),
-        oif: Some(eth0.index),
-        link_scope: false,
-    })
-    .await?;
-    Ok(())
-}
-
-fn add_namespace(name: &str) -> Result<()> {
-    crate::netns::add(name).with_context(|| format!("create namespace {name}"))?;
-    Ok(())
-}
-
 /// Builds the lab. On error, what was made stays for `lab down` (the record says what).
 pub fn up(
     t: &Topology,
@@ -225,7 +154,6 @@ pub fn up(
         containers: Vec::new(),
     };
     st.save()?;
-    let rt = runtime()?;
     let l = &layout;
 
     // 1. underlay
@@ -236,27 +164,18 @@ pub fn up(
         l.underlay.gateway,
         l.underlay.subnet.prefix_len()
     ));
-    add_namespace(&l.underlay.namespace)?;
-    rt.block_on(async {
-        let n = netlink_in(&l.underlay.namespace).await?;
-        // A fixed address: a bridge without one takes its lowest port's, so the gateway's
-        // address would change as cells join and cut off the cells that resolved it before.
-        let mac = weft_cni::naming::bridge_mac(&format!(
+    weft_testbed::add_namespace(&l.underlay.namespace)?;
+    weft_testbed::Underlay {
+        ns: &l.underlay.namespace,
+        bridge: &l.underlay.bridge,
+        mac: weft_cni::naming::bridge_mac(&format!(
             "{}/{}",
             l.underlay.namespace, l.underlay.bridge
-        ));
-        let br = n.ensure_bridge(&l.underlay.bridge, None, Some(mac)).await?;
-        n.add_address(
-            br.index,
-            IpNet::V4(Ipv4Net::new(
-                l.underlay.gateway,
-                l.underlay.subnet.prefix_len(),
-            )?),
-        )
-        .await?;
-        anyhow::Ok(())
-    })?;
-    sysctl_in(&l.underlay.namespace, "net.ipv4.ip_forward", "1")?;
+        )),
+        gateway: Ipv4Net::new(l.underlay.gateway, l.underlay.subnet.prefix_len())?,
+        bridge_netfilter_off: false,
+    }
+    .build()?;
 
     // 2. internet
     if let Some(i) = &l.internet {
@@ -264,16 +183,17 @@ pub fn up(
             "internet: namespace {}, {} (via {} in the underlay namespace)",
             i.namespace, i.ip, i.gateway
         ));
-        add_namespace(&i.namespace)?;
-        rt.block_on(link_namespaces(
-            &l.underlay.namespace,
-            "inet0",
-            None,
-            Some(Ipv4Net::new(i.gateway, i.prefix)?),
-            &i.namespace,
-            Ipv4Net::new(i.ip, i.prefix)?,
-            i.gateway,
-        ))?;
+        weft_testbed::add_namespace(&i.namespace)?;
+        weft_testbed::Uplink {
+            upper_ns: &l.underlay.namespace,
+            upper_if: "inet0",
+            upper_master: None,
+            upper_addr: Some(Ipv4Net::new(i.gateway, i.prefix)?),
+            lower_ns: &i.namespace,
+            lower_addr: Ipv4Net::new(i.ip, i.prefix)?,
+            lower_gateway: i.gateway,
+        }
+        .build()?;
     }
 
     // 3. cells
@@ -286,17 +206,18 @@ pub fn up(
             l.underlay.subnet.prefix_len(),
             c.mode.as_str()
         ));
-        add_namespace(&c.namespace)?;
-        rt.block_on(link_namespaces(
-            &l.underlay.namespace,
-            &c.uplink,
-            Some(&l.underlay.bridge),
-            None,
-            &c.namespace,
-            Ipv4Net::new(c.underlay_ip, l.underlay.subnet.prefix_len())?,
-            l.underlay.gateway,
-        ))?;
-        sysctl_in(&c.namespace, "net.ipv4.ip_forward", "1")?;
+        weft_testbed::add_namespace(&c.namespace)?;
+        weft_testbed::Uplink {
+            upper_ns: &l.underlay.namespace,
+            upper_if: &c.uplink,
+            upper_master: Some(&l.underlay.bridge),
+            upper_addr: None,
+            lower_ns: &c.namespace,
+            lower_addr: Ipv4Net::new(c.underlay_ip, l.underlay.subnet.prefix_len())?,
+            lower_gateway: l.underlay.gateway,
+        }
+        .build()?;
+        weft_testbed::sysctl_in(&c.namespace, "net.ipv4.ip_forward", "1")?;
         std::fs::create_dir_all(st.cell_dir(&c.name))?;
     }
     st.save()?;
@@ -421,7 +342,7 @@ pub fn up(
             "container {} (app {}) on {}: namespace {}, weft-cni ADD",
             c.name, c.app, cell.name, c.namespace
         ));
-        add_namespace(&c.namespace)?;
+        weft_testbed::add_namespace(&c.namespace)?;
         let cdir = st.cell_dir(&cell.name);
         let conf = l.cni_conf(cell, &cdir);
         let netns_path = netns::named_path(&c.namespace).display().to_string();
@@ -653,7 +574,7 @@ fn mesh_done(st: &State) -> Result<bool> {
     let rt = runtime()?;
     for c in &cells {
         let routes = rt.block_on(async {
-            let n = netlink_in(&c.namespace).await?;
+            let n = weft_testbed::netlink_in(&c.namespace)?;
             anyhow::Ok(n.routes(false).await?)
         })?;
         for (other, subnet) in &subnets {

@@ -536,16 +536,17 @@ impl Dc {
         // cells already running; their neighbour entries then pointed at the old MAC and their
         // packets to the controller were dropped until the entry was resolved again (seen as
         // requests left unanswered for 10 s and more right after a cell joined).
-        underlay.ok(&format!(
-            "ip link set lo up && ip link add br0 address {UNDERLAY_MAC} type bridge && \
-             ip link set br0 up && \
-             ip addr add {UNDERLAY_GW}/24 dev br0 && sysctl -qw net.ipv4.ip_forward=1"
-        ));
-        // The underlay bridge stands for the data centre's switches, which do not run a
-        // host's firewall: when br_netfilter is loaded, its hooks would otherwise run on every
-        // bridged packet in this namespace and bill the switch's work to the overlay.
-        underlay.sh("for k in iptables ip6tables arptables; do \
-             sysctl -qw net.bridge.bridge-nf-call-$k=0 2>/dev/null; done; true");
+        weft_testbed::Underlay {
+            ns: &underlay.name,
+            bridge: "br0",
+            mac: UNDERLAY_MAC.parse().expect("underlay MAC"),
+            gateway: format!("{UNDERLAY_GW}/24")
+                .parse()
+                .expect("underlay gateway"),
+            bridge_netfilter_off: true,
+        }
+        .build()
+        .expect("underlay bridge");
         // The data centre's CA and the controller's certificate; each cell gets its own agent
         // certificate naming it (spawn_cell), as an operator would issue them.
         weft_api::pki::LabPki::new(dir.path.join("pki"))
@@ -806,14 +807,17 @@ impl Dc {
         let ns = Ns::new(&format!("c{n}"));
         let dir = self.dir.path.join(format!("cell{n}"));
         std::fs::create_dir_all(&dir).expect("cell dir");
-        self.underlay.ok(&format!(
-            "ip link add u{n} type veth peer name eth0 netns {} && ip link set u{n} master br0 up",
-            ns.name
-        ));
-        ns.ok(&format!(
-            "ip link set lo up && ip addr add {UNDERLAY}.{n}/24 dev eth0 && ip link set eth0 up && \
-             ip route add default via {UNDERLAY_GW}"
-        ));
+        weft_testbed::Uplink {
+            upper_ns: &self.underlay.name,
+            upper_if: &format!("u{n}"),
+            upper_master: Some("br0"),
+            upper_addr: None,
+            lower_ns: &ns.name,
+            lower_addr: format!("{UNDERLAY}.{n}/24").parse().expect("cell address"),
+            lower_gateway: UNDERLAY_GW.parse().expect("underlay gateway"),
+        }
+        .build()
+        .expect("cell on the underlay");
         let cabled = self.opts.cable && n <= 2;
         if cabled && n == 1 {
             // Cell 2 does not exist yet: both ends start here, cell 2 takes its end below.
@@ -1160,15 +1164,19 @@ impl Dc {
     pub fn add_internet(&mut self) {
         if self.internet.is_none() {
             let inet = Ns::new("inet");
-            self.underlay.ok(&format!(
-                "ip link add inet0 type veth peer name eth0 netns {} && \
-                 ip addr add 203.0.113.1/24 dev inet0 && ip link set inet0 up",
-                inet.name
-            ));
-            inet.ok(&format!(
-                "ip link set lo up && ip addr add {INTERNET_IP}/24 dev eth0 && ip link set eth0 up && \
-                 ip route add default via 203.0.113.1"
-            ));
+            weft_testbed::Uplink {
+                upper_ns: &self.underlay.name,
+                upper_if: "inet0",
+                upper_master: None,
+                upper_addr: Some("203.0.113.1/24".parse().expect("internet gateway")),
+                lower_ns: &inet.name,
+                lower_addr: format!("{INTERNET_IP}/24")
+                    .parse()
+                    .expect("internet address"),
+                lower_gateway: "203.0.113.1".parse().expect("internet gateway"),
+            }
+            .build()
+            .expect("internet behind the underlay");
             self.internet = Some(inet);
         }
     }

@@ -162,31 +162,12 @@ impl Drop for Ns {
     }
 }
 
-/// A named namespace with `lo` up; nothing is left when bringing `lo` up fails. Netlink
-/// runs on a thread and runtime of its own (the caller may be inside a runtime).
+/// A named namespace with `lo` up (the test bed's); nothing is left when bringing `lo` up
+/// fails.
 fn add_netns(name: &str) -> Result<(), String> {
-    let ns = weft_kernel::netns::add_named(name).map_err(|e| e.to_string())?;
-    let up = std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                weft_kernel::Netlink::in_netns(&ns)?
-                    .set_up_by_name("lo")
-                    .await
-            })
-            .map_err(|e| e.to_string())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the thread bringing lo up panicked".into()))
-    });
-    if let Err(e) = up {
-        let _ = weft_kernel::netns::del_named(name);
-        return Err(format!("bringing up lo: {e}"));
-    }
-    Ok(())
+    weft_testbed::add_namespace(name)
+        .map(drop)
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// A background process killed on drop.
