@@ -23,7 +23,7 @@
 //! to the scheduler, which on two vCPUs moves both around and makes every path slower and
 //! noisier, the overlay more than the bridge.
 //!
-//! Everything happens in namespaces the bench makes (see tests/common/dc.rs) and removes on
+//! Everything happens in namespaces the bench makes (see tests/common/dc/mod.rs) and removes on
 //! exit or panic; the machine's own namespace is never touched. Needs iperf3, ping, python3.
 
 // The shared test support trips `too_many_arguments` (exec_plugin) under clippy's
@@ -31,7 +31,7 @@
 #[allow(clippy::too_many_arguments)]
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/common/dc.rs"]
+#[path = "../tests/common/dc/mod.rs"]
 mod dc;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

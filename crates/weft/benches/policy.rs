@@ -15,7 +15,7 @@
 //! sudo cargo bench -p weft --bench policy [-- --secs 3 --runs 3 --changes 50 --watchers 49]
 //! ```
 //!
-//! Everything happens in network namespaces the bench makes (see tests/common/dc.rs) and removes
+//! Everything happens in network namespaces the bench makes (see tests/common/dc/mod.rs) and removes
 //! on exit, panic or Ctrl-C; the machine's own namespace is never touched, and every client of
 //! the controller runs on threads that entered the underlay namespace.
 
@@ -24,7 +24,7 @@
 #[allow(clippy::too_many_arguments)]
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/common/dc.rs"]
+#[path = "../tests/common/dc/mod.rs"]
 mod dc;
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Issue 14's attacks on the data plane, in the simulated data centre (see `common/dc.rs`),
+//! Issue 14's attacks on the data plane, in the simulated data centre (see `common/dc/mod.rs`),
 //! with policy enforcement on. Each test attacks as someone who controls a container (or, where
 //! it says so, a host that holds a lease) would, and checks that the attack is dropped and
 //! counted by a named rule an operator can read:
@@ -24,7 +24,7 @@
 #[path = "common/attack.rs"]
 mod attack;
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 #[path = "common/policy.rs"]
 mod policy;

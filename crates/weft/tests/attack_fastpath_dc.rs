@@ -6,7 +6,7 @@
 #[path = "common/attack.rs"]
 mod attack;
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 #[path = "common/policy.rs"]
 mod policy;

@@ -1,5 +1,5 @@
 //! Issue 4's throughput work: the agent's BPF fast path (`crates/weft-agent/bpf/fastpath.c`),
-//! in the simulated data centre (see `common/dc.rs`), with `WEFT_FASTPATH=on` so that a fast
+//! in the simulated data centre (see `common/dc/mod.rs`), with `WEFT_FASTPATH=on` so that a fast
 //! path that cannot load fails the test instead of passing on the kernel path.
 //!
 //! - an established TCP connection across cells is carried by the programs (`weft_tx` on the
@@ -21,7 +21,7 @@
 //! Each scenario has its own data centre, so they run in parallel. Waits are bounded liveness
 //! waits, never speed assertions.
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 
 use std::path::Path;

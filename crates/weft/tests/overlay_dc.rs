@@ -1,4 +1,4 @@
-//! Issue 4's tests: a simulated data centre on one machine (see `common/dc.rs`): an underlay
+//! Issue 4's tests: a simulated data centre on one machine (see `common/dc/mod.rs`): an underlay
 //! bridge in its own namespace, cells (namespaces, each running its own `weft agent`), one
 //! `weft controller` and containers attached with weft-cni in overlay mode. Seed 000's
 //! dataflow: a container on cell 1 talks to a container's overlay IP on cell 2; the packet
@@ -10,7 +10,7 @@
 //! exist only inside namespaces the tests make; waits are bounded liveness waits, never speed
 //! assertions (timings are printed).
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 #[path = "common/overlay.rs"]
 mod overlay;

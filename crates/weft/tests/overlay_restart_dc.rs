@@ -1,8 +1,8 @@
-//! Issue 4's restart and outage tests in the simulated data centre (see `common/dc.rs` and
+//! Issue 4's restart and outage tests in the simulated data centre (see `common/dc/mod.rs` and
 //! `overlay_dc.rs`): agents restarted under traffic keep streams, container starts and every
 //! packet; a controller outage keeps traffic flowing.
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 #[path = "common/overlay.rs"]
 mod overlay;

@@ -1,4 +1,4 @@
-//! Issue 5's tests: network policy in the simulated data centre (see `common/dc.rs`), with
+//! Issue 5's tests: network policy in the simulated data centre (see `common/dc/mod.rs`), with
 //! enforcement on (`WEFT_POLICY=on`). Seed 000 steps 3 and 10: AppB's packets are marked with
 //! app-b's tag on cell 1 (the VXLAN group-policy field carries it), and cell 2 delivers them
 //! to AppA only if a policy allows app-b -> app-a on that protocol and port. Default deny,
@@ -11,7 +11,7 @@
 //! listening on the destination port, so a refusal by the destination cannot pass for a
 //! denial. Waits are bounded liveness waits, never speed assertions.
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 #[path = "common/policy.rs"]
 mod policy;

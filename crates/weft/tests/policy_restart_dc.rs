@@ -2,7 +2,7 @@
 //! `common/policy.rs`): the agents are killed and restarted while allowed and denied traffic
 //! runs; enforcement never lapses and no allowed cross-cell datagram is lost.
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 #[path = "common/policy.rs"]
 mod policy;

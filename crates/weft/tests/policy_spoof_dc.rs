@@ -2,7 +2,7 @@
 //! `common/policy.rs`): forged container source addresses are dropped at the veth, and VXLAN
 //! from an underlay address without a lease is dropped by the receiving cell.
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 #[path = "common/policy.rs"]
 mod policy;

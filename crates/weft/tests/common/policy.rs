@@ -6,7 +6,7 @@
 //!
 //! ```ignore
 //! mod common;
-//! #[path = "common/dc.rs"]
+//! #[path = "common/dc/mod.rs"]
 //! mod dc;
 //! #[path = "common/policy.rs"]
 //! mod policy;
