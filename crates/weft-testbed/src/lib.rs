@@ -7,11 +7,14 @@
 //!   gateway address, in its own namespace, which forwards;
 //! - [`Uplink`]: a veth from one namespace to another (`eth0` there) with addresses and a
 //!   default route: a cell on the underlay bridge, or the internet behind the underlay;
-//! - [`sysctl_in`]: a sysctl inside a namespace.
+//! - [`sysctl_in`]: a sysctl inside a namespace;
+//! - [`bench`]: Ctrl-C that cleans up, and percentiles, for the benches.
 //!
 //! Everything talks netlink through weft-kernel, on a thread of its own (so a caller inside
 //! an async runtime may call it), and touches only the namespaces it is given: never the
 //! machine's own.
+
+pub mod bench;
 
 use std::net::Ipv4Addr;
 

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::{ping_ok, wait_until, Net, Ns};
 use dc::{Dc, DcOptions, Proc};
 use serde_json::{json, Value};
+use weft_testbed::bench::pct;
 
 struct Opts {
     secs: u32,
@@ -133,14 +134,6 @@ fn rtts(from: &Ns, ip: &str, n: u32) -> Vec<f64> {
         .collect();
     v.sort_by(|a, b| a.total_cmp(b));
     v
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// A place to measure: a client and a server namespace and the server's address (and what
