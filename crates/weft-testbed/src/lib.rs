@@ -168,3 +168,41 @@ impl Uplink<'_> {
         Ok(())
     }
 }
+
+/// The command line of a test bed's controller: TLS with the test bed's server certificate,
+/// agents' client certificates checked against `client_ca`, leases of `overlay_cidr` as
+/// `/host_prefix` per cell, state kept in `state_dir`. Callers append their own flags.
+pub struct ControllerCmd<'a> {
+    pub weft: &'a str,
+    pub cert: &'a std::path::Path,
+    pub key: &'a std::path::Path,
+    pub client_ca: &'a std::path::Path,
+    pub listen: String,
+    pub state_dir: &'a std::path::Path,
+    pub overlay_cidr: String,
+    pub host_prefix: u8,
+}
+
+impl ControllerCmd<'_> {
+    pub fn argv(&self) -> Vec<String> {
+        let path = |p: &std::path::Path| p.display().to_string();
+        vec![
+            self.weft.to_string(),
+            "controller".into(),
+            "--tls-cert".into(),
+            path(self.cert),
+            "--tls-key".into(),
+            path(self.key),
+            "--client-ca".into(),
+            path(self.client_ca),
+            "--listen".into(),
+            self.listen.clone(),
+            "--state-dir".into(),
+            path(self.state_dir),
+            "--overlay-cidr".into(),
+            self.overlay_cidr.clone(),
+            "--host-prefix".into(),
+            self.host_prefix.to_string(),
+        ]
+    }
+}

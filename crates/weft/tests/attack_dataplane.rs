@@ -148,7 +148,7 @@ fn full_denied_set_does_not_open_default_deny() {
     );
 
     // A policy still opens its pair while the set is full.
-    policy(&dc, &format!("add app-b app-a --port {TCP_PORT}"));
+    dc.policy(&format!("add app-b app-a --port {TCP_PORT}"));
     let mut last = String::new();
     let start = Instant::now();
     while !last.starts_with("ok") {
@@ -220,10 +220,7 @@ fn forged_vxlan_is_dropped_and_counted() {
     wait_known(&dc, &[&m, &b, &a, &x2]);
     // Another host's lease (no cell behind it: only its addresses matter here).
     let other = ghost_lease(&dc, "fv-ghost", "198.18.0.98");
-    policy(
-        &dc,
-        &format!("add app-b app-a --protocol udp --port {UDP_PORT}"),
-    );
+    dc.policy(&format!("add app-b app-a --protocol udp --port {UDP_PORT}"));
     let at_a = udp_receiver(&dc, &a.ns, UDP_PORT);
     let at_cell2 = udp_receiver(&dc, dc.cell_ns(2), 7777);
     udp_arrives(&dc, &b.ns, &a.ip, "warm-b", &at_a);
@@ -325,10 +322,7 @@ fn unknown_container_is_fenced() {
     let a1 = dc.add_container(1, "uc-a1", "app-a");
     let b2 = dc.add_container(2, "uc-b2", "app-b");
     wait_known(&dc, &[&a1, &b2]);
-    policy(
-        &dc,
-        &format!("add app-b app-a --protocol udp --port {UDP_PORT}"),
-    );
+    dc.policy(&format!("add app-b app-a --protocol udp --port {UDP_PORT}"));
     let at_a1 = udp_receiver(&dc, &a1.ns, UDP_PORT);
     udp_arrives(&dc, &b2.ns, &a1.ip, "warm-b2", &at_a1);
     let tag_b = app_tag(&dc, "app-b");
@@ -337,7 +331,7 @@ fn unknown_container_is_fenced() {
         dc.cell(2).remote().expect("cell 2"),
     );
 
-    let agent = agent_pid(&dc, 1);
+    let agent = dc.agent_pid(1);
     signal(&agent, "-STOP");
     let n = dc.add_container(1, "uc-n", "app-n");
     let _echo = dc.echo_server(&n.ns, TCP_PORT);

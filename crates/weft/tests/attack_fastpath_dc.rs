@@ -32,7 +32,7 @@ fn fast_path_does_not_deliver_forged_inner_sources() {
     let b = dc.add_container(1, "ff-b", "app-b");
     let a = dc.add_container(2, "ff-a", "app-a");
     wait_known(&dc, &[&b, &a]);
-    policy(&dc, "add app-b app-a --port 9000");
+    dc.policy("add app-b app-a --port 9000");
     // The other leased host: a namespace on the underlay with the address of its lease.
     let rogue = "198.18.0.97";
     ghost_lease(&dc, "ff-ghost", rogue);
@@ -44,37 +44,9 @@ fn fast_path_does_not_deliver_forged_inner_sources() {
     intruder.ok(&format!(
         "ip link set lo up && ip addr add {rogue}/24 dev eth0 && ip link set eth0 up"
     ));
-    let py = dc.py();
-    let _sink = Proc::spawn(
-        &a.ns,
-        &["sh", "-c", &format!("exec {py} sink 9000")],
-        &[],
-        &dc.dir.path.join("sink.log"),
-    );
-    wait_until("sink to listen", LIVE, || {
-        a.ns.ok("ss -ltnH").contains(":9000")
-    });
-    let _stream = Proc::spawn(
-        &b.ns,
-        &[
-            "sh",
-            "-c",
-            &format!("exec {py} stream {} 9000 30 20000", a.ip),
-        ],
-        &[],
-        &dc.dir.path.join("stream.log"),
-    );
-    let mut sport = None;
-    wait_until("the stream's connection", LIVE, || {
-        let ss = b.ns.ok(&format!("ss -tnH state established dst {}", a.ip));
-        sport = ss
-            .split_whitespace()
-            .find(|w| w.starts_with(&format!("{}:", b.ip)))
-            .and_then(|w| w.rsplit(':').next())
-            .map(str::to_string);
-        sport.is_some()
-    });
-    let sport = sport.unwrap_or_default();
+    let _sink = dc.sink(&a.ns, 9000);
+    let _stream = dc.stream(&b.ns, &a.ip, 9000, 30, 20000);
+    let sport = Dc::established_sport(&b, &a);
     let rx = |dc: &Dc| {
         let out = dc
             .cell_ns(2)
@@ -259,32 +231,14 @@ fn agent_kill9_during_stream_converges_without_duplicates() {
     let c = dc.add_container(1, "k9-c", "app-c");
     let a = dc.add_container(2, "k9-a", "app-a");
     wait_known(&dc, &[&b, &c, &a]);
-    policy(&dc, "add app-b app-a --port 9000");
-    policy(&dc, &format!("add app-b app-a --port {TCP_PORT}"));
+    dc.policy("add app-b app-a --port 9000");
+    dc.policy(&format!("add app-b app-a --port {TCP_PORT}"));
     let _echo = dc.echo_server(&a.ns, TCP_PORT);
     wait_until("the policy", LIVE, || {
         tcp_try(&dc, &b.ns, &a.ip, TCP_PORT, 2.0).starts_with("ok")
     });
-    let py = dc.py();
-    let sink = Proc::spawn(
-        &a.ns,
-        &["sh", "-c", &format!("exec {py} sink 9000")],
-        &[],
-        &dc.dir.path.join("sink.log"),
-    );
-    wait_until("sink to listen", LIVE, || {
-        a.ns.ok("ss -ltnH").contains(":9000")
-    });
-    let stream = Proc::spawn(
-        &b.ns,
-        &[
-            "sh",
-            "-c",
-            &format!("exec {py} stream {} 9000 8 500000", a.ip),
-        ],
-        &[],
-        &dc.dir.path.join("stream.log"),
-    );
+    let sink = dc.sink(&a.ns, 9000);
+    let stream = dc.stream(&b.ns, &a.ip, 9000, 8, 500000);
     std::thread::sleep(Duration::from_millis(700));
     let before = [kernel_state(dc.cell_ns(1)), kernel_state(dc.cell_ns(2))];
     for (i, s) in before.iter().enumerate() {

@@ -36,31 +36,9 @@ fn agent_restarts() -> RestartOutcome {
     };
     let idx = (vtep_index(&dc, 1), vtep_index(&dc, 2));
 
-    let py = dc.dir.path.join("sock.py").display().to_string();
-    let sink = Proc::spawn(
-        &b.ns,
-        &["python3", &py, "sink", "9000"],
-        &[],
-        &dc.dir.path.join("sink.log"),
-    );
-    wait_until("sink to listen", LIVE, || {
-        b.ns.ok("ss -ltnH").contains(":9000")
-    });
+    let sink = dc.sink(&b.ns, 9000);
     const SECS: u32 = 14;
-    let stream = Proc::spawn(
-        &a.ns,
-        &[
-            "python3",
-            &py,
-            "stream",
-            &b.ip,
-            "9000",
-            &SECS.to_string(),
-            "2000000",
-        ],
-        &[],
-        &dc.dir.path.join("stream.log"),
-    );
+    let stream = dc.stream(&a.ns, &b.ip, 9000, SECS.into(), 2000000);
     let count = SECS * 100;
     let ping_path = dc.dir.path.join("ping.log");
     let ping = Proc::spawn(

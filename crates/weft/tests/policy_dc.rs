@@ -47,7 +47,7 @@ fn matrix_one_way_per_protocol_and_port_across_and_within_cells() {
     // Default deny, across cells and within a cell.
     denied(&dc, &[(&b, &a, PORT), (&c2, &a, PORT), (&a, &c2, PORT)]);
 
-    let out = policy(&dc, "add app-b app-a --port 8080");
+    let out = dc.policy("add app-b app-a --port 8080");
     assert!(out.contains("created"), "{out}");
     connects(&dc, &b, &a, PORT);
     denied(
@@ -64,22 +64,19 @@ fn matrix_one_way_per_protocol_and_port_across_and_within_cells() {
     udp_denied(&dc, &b, &a, UDP_PORT);
     ping_denied(&dc, &b, &a);
 
-    policy(
-        &dc,
-        &format!("add app-b app-a --protocol udp --port {UDP_PORT}"),
-    );
+    dc.policy(&format!("add app-b app-a --protocol udp --port {UDP_PORT}"));
     udp_connects(&dc, &b, &a, UDP_PORT);
     udp_denied(&dc, &c2, &a, UDP_PORT);
     ping_denied(&dc, &b, &a);
 
-    policy(&dc, "add app-b app-a --protocol icmp");
+    dc.policy("add app-b app-a --protocol icmp");
     ping_passes(&dc, &b, &a);
     ping_denied(&dc, &a, &b);
     ping_denied(&dc, &c2, &a);
 
     // Same cell: a policy app-c -> app-a opens AppC (cell 2) -> AppA (cell 2) on 8080, and
     // AppC on cell 1 too (policies name apps, not cells); nothing else.
-    policy(&dc, "add app-c app-a --port 8080");
+    dc.policy("add app-c app-a --port 8080");
     connects(&dc, &c2, &a, PORT);
     connects(&dc, &c1, &a, PORT);
     connects(&dc, &b, &a, PORT);
@@ -112,20 +109,7 @@ fn a_new_container_is_enforced_without_waiting_for_a_resync() {
     let b = dc.add_container(1, "nc-b", "app-b");
     wait_known(&dc, &[&b]);
     // The agent of cell 2: the only `weft agent` process in its namespace.
-    let pids = std::process::Command::new("ip")
-        .args(["netns", "pids", &dc.cell_ns(2).name])
-        .output()
-        .expect("ip netns pids");
-    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
-    let agent: Vec<&str> = pids
-        .split_whitespace()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("agent"))
-        })
-        .collect();
-    assert_eq!(agent.len(), 1, "one agent in cell 2: {pids}");
-    let agent = agent[0].to_string();
+    let agent = dc.agent_pid(2);
     let sig = |s: &str| {
         let st = std::process::Command::new("kill")
             .args([s, agent.as_str()])
@@ -171,12 +155,12 @@ fn adding_opens_and_removing_closes_new_connections_without_restarts() {
     denied(&dc, &[(&b, &a, PORT), (&b, &a2, PORT)]);
     for round in 1..=2 {
         let t = Instant::now();
-        policy(&dc, "add app-b app-a --port 8080");
+        dc.policy("add app-b app-a --port 8080");
         connects(&dc, &b, &a, PORT);
         connects(&dc, &b, &a2, PORT);
         eprintln!("round {round}: open after {:?}", t.elapsed());
         let t = Instant::now();
-        let out = policy(&dc, "rm app-b app-a --port 8080");
+        let out = dc.policy("rm app-b app-a --port 8080");
         assert!(out.contains("removed"), "{out}");
         becomes_denied(&dc, &b, &a, PORT);
         becomes_denied(&dc, &b, &a2, PORT);
@@ -254,7 +238,7 @@ fn metrics_count_allowed_and_denied_and_policy_check_answers() {
     let a = dc.add_container(2, "me-a", "app-a");
     wait_known(&dc, &[&b, &c, &a]);
     let _servers = [dc.echo_server(&a.ns, PORT), dc.echo_server(&b.ns, PORT)];
-    policy(&dc, "add app-b app-a --port 8080");
+    dc.policy("add app-b app-a --port 8080");
     connects(&dc, &b, &a, PORT);
     for _ in 0..3 {
         assert!(tcp(&pol(&dc), &b.ns, &a.ip, PORT, 2.0).ok());

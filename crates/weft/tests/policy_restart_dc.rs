@@ -68,12 +68,9 @@ fn agent_restarts() -> RestartOutcome {
     let b2 = dc.add_container(2, "rs-b2", "app-b");
     let c2 = dc.add_container(2, "rs-c2", "app-c");
     wait_known(&dc, &[&b, &c, &a, &b2, &c2]);
-    policy(&dc, "add app-b app-a --port 8080");
-    policy(&dc, "add app-b app-a --port 9000");
-    policy(
-        &dc,
-        &format!("add app-b app-a --protocol udp --port {UDP_PORT}"),
-    );
+    dc.policy("add app-b app-a --port 8080");
+    dc.policy("add app-b app-a --port 9000");
+    dc.policy(&format!("add app-b app-a --protocol udp --port {UDP_PORT}"));
     let _echo = dc.echo_server(&a.ns, PORT);
     let floods_in = udp_server(&dc, &a.ns, UDP_PORT, true);
     let sock = script(&dc, "sock.py").display().to_string();

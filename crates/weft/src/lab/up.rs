@@ -239,24 +239,17 @@ pub fn up(
             .collect();
         pki.generate(&[l.underlay.gateway.to_string()], &agents, false)
             .context("making the lab's certificates")?;
-        let argv: Vec<String> = vec![
-            bins.weft.display().to_string(),
-            "controller".into(),
-            "--tls-cert".into(),
-            pki.server_cert().display().to_string(),
-            "--tls-key".into(),
-            pki.server_key().display().to_string(),
-            "--client-ca".into(),
-            pki.ca().display().to_string(),
-            "--listen".into(),
-            format!("{}:{}", l.underlay.gateway, topology::CONTROLLER_PORT),
-            "--state-dir".into(),
-            dir.join("controller").display().to_string(),
-            "--overlay-cidr".into(),
-            o.cidr.to_string(),
-            "--host-prefix".into(),
-            o.host_prefix.to_string(),
-        ];
+        let argv = weft_testbed::ControllerCmd {
+            weft: &bins.weft.display().to_string(),
+            cert: &pki.server_cert(),
+            key: &pki.server_key(),
+            client_ca: &pki.ca(),
+            listen: format!("{}:{}", l.underlay.gateway, topology::CONTROLLER_PORT),
+            state_dir: &dir.join("controller"),
+            overlay_cidr: o.cidr.to_string(),
+            host_prefix: o.host_prefix,
+        }
+        .argv();
         let pid = state::spawn_in(
             &l.underlay.namespace,
             &argv,

@@ -227,24 +227,6 @@ pub fn udp_echo(dc: &Dc, ns: &Ns, port: u16) -> Proc {
     p
 }
 
-/// The agent process of cell `n` (the only `weft agent` in its namespace).
-pub fn agent_pid(dc: &Dc, n: usize) -> String {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "pids", &dc.cell_ns(n).name])
-        .output()
-        .expect("ip netns pids");
-    let pids = String::from_utf8_lossy(&out.stdout).into_owned();
-    let agent: Vec<&str> = pids
-        .split_whitespace()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("agent"))
-        })
-        .collect();
-    assert_eq!(agent.len(), 1, "one agent in cell {n}: {pids}");
-    agent[0].to_string()
-}
-
 /// A lease for `host` with underlay address `underlay`, taken at the controller as an agent
 /// would (no cell behind it), once every cell lists the address in its `cells` set. Returns
 /// an address of its subnet.

@@ -197,18 +197,6 @@ pub fn scapy_python() -> &'static str {
     })
 }
 
-/// Runs `weft policy ARGS` against the controller; panics unless it succeeds.
-pub fn policy(dc: &Dc, args: &str) -> String {
-    let out = dc.weft(&format!("policy {args}"));
-    assert!(
-        out.status.success(),
-        "weft policy {args}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The tag the controller gave `app`.
 pub fn app_tag(dc: &Dc, app: &str) -> u16 {
     let out = dc.weft("apps --json");

@@ -445,29 +445,20 @@ impl Dc {
         let state = self.dir.path.join("ctl");
         let listen = format!("{UNDERLAY_GW}:{CONTROLLER_PORT}");
         let pki = self.pki();
-        let mut argv = vec![
-            weft_bin().to_string(),
-            "controller".into(),
-            "--tls-cert".into(),
-            pki.server_cert().display().to_string(),
-            "--tls-key".into(),
-            pki.server_key().display().to_string(),
-            "--client-ca".into(),
-            pki.ca().display().to_string(),
-            "--token".into(),
-            TOKEN.into(),
-            // Benchmarks send batches of 10,000 policies in one request.
-            "--max-body-bytes".into(),
-            (16 << 20).to_string(),
-            "--listen".into(),
+        let mut argv = weft_testbed::ControllerCmd {
+            weft: weft_bin(),
+            cert: &pki.server_cert(),
+            key: &pki.server_key(),
+            client_ca: &pki.ca(),
             listen,
-            "--state-dir".into(),
-            state.display().to_string(),
-            "--overlay-cidr".into(),
-            OVERLAY.into(),
-            "--host-prefix".into(),
-            "24".into(),
-        ];
+            state_dir: &state,
+            overlay_cidr: OVERLAY.into(),
+            host_prefix: 24,
+        }
+        .argv();
+        argv.extend(["--token".into(), TOKEN.into()]);
+        // Benchmarks send batches of 10,000 policies in one request.
+        argv.extend(["--max-body-bytes".into(), (16 << 20).to_string()]);
         if let Some(ttl) = self.opts.lease_ttl {
             argv.push("--lease-ttl".into());
             argv.push(ttl.to_string());
@@ -602,6 +593,18 @@ impl Dc {
             self.controller_url(),
             self.pki().ca().display()
         ))
+    }
+
+    /// Runs `weft policy ARGS` against the controller; panics unless it succeeds.
+    pub fn policy(&self, args: &str) -> String {
+        let out = self.weft(&format!("policy {args}"));
+        assert!(
+            out.status.success(),
+            "weft policy {args}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `weft leases list --json` (None when the controller does not answer).

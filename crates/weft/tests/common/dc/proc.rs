@@ -57,37 +57,33 @@ impl Proc {
             return Some(st);
         }
         let _ = kill(Pid::from_raw(c.id() as i32), sig);
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
+        reap(c, timeout)
     }
 
     /// Waits (bounded) for the process to exit by itself; SIGKILL after `timeout`.
     pub fn wait(mut self, timeout: Duration) -> Option<ExitStatus> {
-        let mut c = self.child.take()?;
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
+        let c = self.child.take()?;
+        reap(c, timeout)
     }
 
     /// What the process wrote so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Waits up to `timeout` for `c` to exit; SIGKILL after that.
+fn reap(mut c: Child, timeout: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(st)) = c.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
 }
 
 impl Drop for Proc {

@@ -108,4 +108,54 @@ impl Dc {
         let out = from.sh(&format!("ping -n -q -i {interval} -c {count} -W 2 {ip}"));
         parse_ping(&String::from_utf8_lossy(&out.stdout))
     }
+
+    /// A TCP sink (sock.py `sink`) on `port` in `ns`, logging to `sink.log`; listening when
+    /// this returns.
+    pub fn sink(&self, ns: &Ns, port: u16) -> Proc {
+        let py = self.py();
+        let p = Proc::spawn(
+            ns,
+            &["sh", "-c", &format!("exec {py} sink {port}")],
+            &[],
+            &self.dir.path.join("sink.log"),
+        );
+        wait_until("sink to listen", LIVE, || {
+            ns.ok("ss -ltnH").contains(&format!(":{port}"))
+        });
+        p
+    }
+
+    /// A TCP stream (sock.py `stream`) from `from` to `ip:port`: `rate` bytes a second for
+    /// `secs` seconds, logging to `stream.log`; it exits 0 only if the sink got every byte.
+    pub fn stream(&self, from: &Ns, ip: &str, port: u16, secs: u64, rate: u64) -> Proc {
+        let py = self.py();
+        Proc::spawn(
+            from,
+            &[
+                "sh",
+                "-c",
+                &format!("exec {py} stream {ip} {port} {secs} {rate}"),
+            ],
+            &[],
+            &self.dir.path.join("stream.log"),
+        )
+    }
+
+    /// Waits (bounded) until `from` holds an established TCP connection to `to` and returns
+    /// its source port.
+    pub fn established_sport(from: &Container, to: &Container) -> String {
+        let mut sport = None;
+        wait_until("the stream's connection", LIVE, || {
+            let ss = from
+                .ns
+                .ok(&format!("ss -tnH state established dst {}", to.ip));
+            sport = ss
+                .split_whitespace()
+                .find(|w| w.starts_with(&format!("{}:", from.ip)))
+                .and_then(|w| w.rsplit(':').next())
+                .map(str::to_string);
+            sport.is_some()
+        });
+        sport.unwrap_or_default()
+    }
 }

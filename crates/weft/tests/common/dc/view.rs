@@ -85,14 +85,7 @@ impl VtepView {
 
     /// None of the three entries for `r` is left.
     pub fn forgot(&self, r: &Remote) -> bool {
-        !self
-            .routes
-            .iter()
-            .any(|(d, g)| *d == r.subnet || *g == r.vtep_ip)
-            && !self
-                .neighbours
-                .iter()
-                .any(|(ip, mac, _)| *ip == r.vtep_ip || *mac == r.mac)
+        self.unrouted(r)
             && !self
                 .fdb
                 .iter()
