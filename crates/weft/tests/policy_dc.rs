@@ -105,7 +105,7 @@ fn a_new_container_is_enforced_without_waiting_for_a_resync() {
         agent_env: vec![("WEFT_POLICY".into(), "on".into())],
         ..Default::default()
     });
-    std::fs::write(script(&dc, "pol.py"), POL_PY).expect("write pol.py");
+    write_py(&script(&dc, "pol.py"), POL_PY);
     let b = dc.add_container(1, "nc-b", "app-b");
     wait_known(&dc, &[&b]);
     // The agent of cell 2: the only `weft agent` process in its namespace.

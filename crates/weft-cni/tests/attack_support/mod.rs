@@ -24,14 +24,6 @@ pub const LIVE: Duration = Duration::from_secs(20);
 /// - `udp-send HOST PORT SPORT COUNT`: sends COUNT datagrams from SPORT (the same flow every
 ///   time), each waiting up to 0.2 s for an answer; prints `{tag: answers}` as JSON.
 pub const NET_PY: &str = r#"
-import json, socket, sys, time
-mode = sys.argv[1]
-def listener(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(64)
-    return s
 if mode == "tcp-serve":
     s = listener(int(sys.argv[2]))
     while True:
@@ -63,12 +55,7 @@ elif mode == "udp-log":
 elif mode == "tcp-get":
     c = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=2)
     c.settimeout(2)
-    out = b""
-    while True:
-        b = c.recv(4096)
-        if not b:
-            break
-        out += b
+    out = read_all(c)
     sys.stdout.write(out.decode())
 elif mode == "tcp-hold":
     for i in range(100):
@@ -104,7 +91,7 @@ pub struct Py {
 impl Py {
     pub fn new() -> Py {
         let dir = TempDir::new("py");
-        std::fs::write(dir.path.join("net.py"), NET_PY).expect("write net.py");
+        write_py(&dir.path.join("net.py"), NET_PY);
         Py { dir }
     }
 

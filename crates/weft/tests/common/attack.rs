@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{wait_until, Ns};
+use crate::common::{wait_until, write_py, Ns};
 use crate::dc::{self, Dc, DcOptions, Proc, LIVE, VXLAN_PORT};
 use crate::policy::{diag, DENY_WAIT, UDP_PORT};
 
@@ -28,7 +28,6 @@ pub const DENIED_SIZE: usize = 65_536;
 /// - `tcp HOST PORT TIMEOUT`: one exchange with an echo server; prints `ok <answer>` or the
 ///   kind of failure (`timeout`, `refused`, `error<errno>`).
 pub const ATTACK_PY: &str = r#"
-import socket, struct, sys, time
 VXLAN_PORT = int("VXLAN_PORT_VALUE")
 
 def csum(b):
@@ -103,12 +102,7 @@ elif mode == "tcp":
         c.connect((host, port))
         c.sendall(b"probe")
         c.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            out += b
+        out = read_all(c)
         print("ok " + out.decode(errors="replace"), flush=True)
     except (socket.timeout, TimeoutError):
         print("timeout", flush=True)
@@ -128,11 +122,10 @@ pub fn attack_lab(cells: usize, fastpath: &str, agent_args: &[&str]) -> Dc {
         agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     });
-    std::fs::write(
-        attack_py(&dc),
-        ATTACK_PY.replace("VXLAN_PORT_VALUE", &VXLAN_PORT.to_string()),
-    )
-    .expect("write attack.py");
+    write_py(
+        &attack_py(&dc),
+        &ATTACK_PY.replace("VXLAN_PORT_VALUE", &VXLAN_PORT.to_string()),
+    );
     dc
 }
 

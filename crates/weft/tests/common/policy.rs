@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use crate::common::{ping_ok, Ns};
+pub use crate::common::{ping_ok, write_py, Ns};
 pub use crate::dc::{Container, Dc, DcOptions, Proc, LIVE, VXLAN_PORT};
 use serde_json::Value;
 
@@ -42,8 +42,6 @@ pub const DENY_WAIT: f64 = 1.5;
 /// - `udpflood HOST PORT SECS INTERVAL TAG`: datagrams `TAG <seq>`, each from a new socket
 ///   (a new flow that the policy checks), then prints `sent <n>`.
 pub const POL_PY: &str = r#"
-import socket, sys, time
-mode = sys.argv[1]
 
 def tcp_try(host, port, timeout, msg):
     c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -54,12 +52,7 @@ def tcp_try(host, port, timeout, msg):
         stage = "connected-"
         c.sendall(msg.encode())
         c.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            out += b
+        out = read_all(c)
         return "ok", out.decode(errors="replace")
     except (socket.timeout, TimeoutError):
         return stage + "timeout", ""
@@ -162,7 +155,7 @@ pub fn lab_with(cells: usize, policy: &str, agent_args: &[&str]) -> Dc {
         agent_args: agent_args.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     });
-    std::fs::write(script(&dc, "pol.py"), POL_PY).expect("write pol.py");
+    write_py(&script(&dc, "pol.py"), POL_PY);
     std::fs::write(
         script(&dc, "forge.py"),
         FORGE_PY.replace("VXLAN_PORT", &VXLAN_PORT.to_string()),

@@ -40,7 +40,7 @@ pub use proc::{append, metric, parse_ping, Proc};
 pub use view::{Remote, VtepView};
 
 use crate::common::{
-    exec_plugin, result_ip, wait_until, weft_bin, weft_cni_bin, Ns, Reply, TempDir,
+    exec_plugin, result_ip, wait_until, weft_bin, weft_cni_bin, write_py, Ns, Reply, TempDir,
 };
 
 /// The underlay's /24; cell `n` is `UNDERLAY.n`, the underlay namespace is `.254`.
@@ -79,14 +79,6 @@ pub const METRICS: &str = "127.0.0.1:9109";
 /// - `probe HOST PORT TIMEOUT INTERVAL`: one TCP exchange (as `send`) every INTERVAL seconds,
 ///   forever, printing `<unix time> <ok|timeout|refused|error<errno>>` per try.
 pub const SOCK_PY: &str = r#"
-import socket, sys, time
-mode = sys.argv[1]
-def listener(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(64)
-    return s
 if mode == "echo":
     s = listener(int(sys.argv[2]))
     while True:
@@ -109,12 +101,7 @@ elif mode == "send":
     c = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=3)
     c.sendall(sys.argv[4].encode())
     c.shutdown(socket.SHUT_WR)
-    out = b""
-    while True:
-        b = c.recv(65536)
-        if not b:
-            break
-        out += b
+    out = read_all(c)
     sys.stdout.write(out.decode())
 elif mode == "sink":
     s = listener(int(sys.argv[2]))
@@ -346,7 +333,7 @@ impl Dc {
     pub fn with(opts: DcOptions) -> Dc {
         let dir = TempDir::new("dc");
         let underlay = Ns::new("ul");
-        std::fs::write(dir.path.join("sock.py"), SOCK_PY).expect("write sock.py");
+        write_py(&dir.path.join("sock.py"), SOCK_PY);
         // br0's MAC is set, not inherited: a bridge otherwise takes the lowest MAC of its ports,
         // so a cell joining later with a lower veth MAC changed the controller's MAC under the
         // cells already running; their neighbour entries then pointed at the old MAC and their
