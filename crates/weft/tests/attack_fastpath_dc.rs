@@ -63,24 +63,11 @@ fn fast_path_does_not_deliver_forged_inner_sources() {
     });
 
     let cap_log = dc.dir.path.join("a-tcpdump.log");
-    let cap = Proc::spawn(
+    let cap = Proc::tcpdump(
         &a.ns,
-        &[
-            "tcpdump",
-            "-i",
-            "eth0",
-            "-n",
-            "-l",
-            "-A",
-            "--immediate-mode",
-            "tcp port 9000",
-        ],
-        &[],
+        &["-i", "eth0", "-l", "-A", "tcp port 9000"],
         &cap_log,
     );
-    wait_until("tcpdump in AppA", LIVE, || {
-        std::fs::read_to_string(&cap_log).is_ok_and(|l| l.contains("listening on"))
-    });
     let tag_b = app_tag(&dc, "app-b");
     let (r1, r2) = (
         dc.cell(1).remote().expect("cell 1"),

@@ -227,15 +227,12 @@ fn fast_path_carries_established_tcp() {
 
     let pcap = dc.dir.path.join("underlay.pcap");
     let cap_log = dc.dir.path.join("tcpdump.log");
-    let cap = Proc::spawn(
+    let cap = Proc::tcpdump(
         dc.underlay_ns(),
         &[
-            "tcpdump",
             "-i",
             "br0",
-            "-n",
             "-U",
-            "--immediate-mode",
             "-Z",
             "root",
             "-s",
@@ -244,12 +241,8 @@ fn fast_path_carries_established_tcp() {
             &pcap.display().to_string(),
             "udp dst port 4789 and src host 198.18.0.1",
         ],
-        &[],
         &cap_log,
     );
-    wait_until("tcpdump to listen", LIVE, || {
-        std::fs::read_to_string(&cap_log).is_ok_and(|l| l.contains("listening on"))
-    });
     let vtep_before = vtep_tx_packets(c1);
     let (tx_before, rx_before) = (fast_packets(&dc, 1, "tx"), fast_packets(&dc, 2, "rx"));
 
@@ -436,24 +429,11 @@ fn fast_path_does_not_carry_spoofed_packets() {
             .to_string()
     };
     let cap_log = dc.dir.path.join("b-tcpdump.log");
-    let cap = Proc::spawn(
+    let cap = Proc::tcpdump(
         &b.ns,
-        &[
-            "tcpdump",
-            "-i",
-            "eth0",
-            "-n",
-            "-l",
-            "-A",
-            "--immediate-mode",
-            "tcp port 9000",
-        ],
-        &[],
+        &["-i", "eth0", "-l", "-A", "tcp port 9000"],
         &cap_log,
     );
-    wait_until("tcpdump in b", LIVE, || {
-        std::fs::read_to_string(&cap_log).is_ok_and(|l| l.contains("listening on"))
-    });
     let forge = dc.dir.path.join("forge.py");
     std::fs::write(
         &forge,

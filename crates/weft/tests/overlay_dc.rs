@@ -171,28 +171,11 @@ fn encapsulation_is_real() {
     let pcap = dc.dir.path.join("underlay.pcap");
     let pcap_s = pcap.display().to_string();
     let cap_log = dc.dir.path.join("tcpdump.log");
-    let cap = Proc::spawn(
+    let cap = Proc::tcpdump(
         dc.underlay_ns(),
-        &[
-            "tcpdump",
-            "-i",
-            "br0",
-            "-n",
-            "-U",
-            "--immediate-mode",
-            "-Z",
-            "root",
-            "-s",
-            "256",
-            "-w",
-            &pcap_s,
-        ],
-        &[],
+        &["-i", "br0", "-U", "-Z", "root", "-s", "256", "-w", &pcap_s],
         &cap_log,
     );
-    wait_until("tcpdump to listen", LIVE, || {
-        std::fs::read_to_string(&cap_log).is_ok_and(|l| l.contains("listening on"))
-    });
     let (tx1, rx1) = vtep_counters(&dc.cell(1).ns);
     let (tx2, rx2) = vtep_counters(&dc.cell(2).ns);
 

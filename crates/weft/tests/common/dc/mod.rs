@@ -85,12 +85,7 @@ if mode == "echo":
         c, a = s.accept()
         try:
             c.settimeout(5)
-            data = b""
-            while True:
-                b = c.recv(65536)
-                if not b:
-                    break
-                data += b
+            data = read_all(c)
             c.sendall(("%s " % a[0]).encode() + data)
         except Exception:
             pass
@@ -138,12 +133,7 @@ elif mode == "stream":
         if d > 0:
             time.sleep(d)
     c.shutdown(socket.SHUT_WR)
-    got = b""
-    while True:
-        b = c.recv(64)
-        if not b:
-            break
-        got += b
+    got = read_all(c)
     print("sent=%d got=%s" % (sent, got.decode()), flush=True)
     sys.exit(0 if got.split()[0] == str(sent).encode() else 1)
 elif mode == "probe":

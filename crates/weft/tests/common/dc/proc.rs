@@ -86,6 +86,20 @@ fn reap(mut c: Child, timeout: Duration) -> Option<ExitStatus> {
     None
 }
 
+impl Proc {
+    /// `tcpdump -n --immediate-mode ARGS` in `ns`, logging to `log`; capturing when this
+    /// returns.
+    pub fn tcpdump(ns: &Ns, args: &[&str], log: &Path) -> Proc {
+        let mut argv = vec!["tcpdump", "-n", "--immediate-mode"];
+        argv.extend_from_slice(args);
+        let p = Proc::spawn(ns, &argv, &[], log);
+        wait_until(&format!("tcpdump in {}", ns.name), LIVE, || {
+            std::fs::read_to_string(log).is_ok_and(|l| l.contains("listening on"))
+        });
+        p
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
