@@ -235,10 +235,16 @@ fn for_each_call(n: usize, callers: usize, f: impl Fn(usize) -> Duration + Sync)
         }
         return out;
     }
+    parallel(n, callers, f)
+}
+
+/// `f(i)` for i in 0..n on `threads` threads, results in no particular order; the threads
+/// stop taking work after Ctrl-C or a failed call.
+fn parallel<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Vec::with_capacity(n));
     std::thread::scope(|s| {
-        for _ in 0..callers {
+        for _ in 0..threads {
             s.spawn(|| {
                 let mut mine = Vec::new();
                 while !stopping() {
@@ -436,27 +442,7 @@ fn verify_clean(spec: &RunSpec, bed: &Net, containers: &[Ns]) {
 // Container namespaces: made and removed on several threads (not measured).
 
 fn make_pool(n: usize) -> Vec<Ns> {
-    let threads = 8.min(n.max(1));
-    let next = AtomicUsize::new(0);
-    let made = Mutex::new(Vec::with_capacity(n));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut mine = Vec::new();
-                while !stopping() {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= n {
-                        break;
-                    }
-                    mine.push(Ns::new("c"));
-                }
-                made.lock().unwrap().extend(mine);
-            });
-        }
-    });
-    let pool = made.into_inner().unwrap();
-    check_interrupted();
-    pool
+    parallel(n, 8.min(n.max(1)), |_| Ns::new("c"))
 }
 
 fn drop_pool(pool: Vec<Ns>) {
