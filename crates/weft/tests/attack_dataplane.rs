@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use common::wait_until;
 
 use attack::*;
+use dc::policy_counter;
 use policy::*;
 
 // ----- 1. a full deny-count set -----
@@ -95,7 +96,7 @@ fn full_denied_set_does_not_open_default_deny() {
         "filled cell 2's denied set with {next} elements in {:?}",
         started.elapsed()
     );
-    let deny0 = counter_of(&dc, 2, "forward", "default deny");
+    let deny0 = policy_counter(dc.cell_ns(2), "forward", "default deny");
 
     // Pairs never tried before, all at once.
     let results: Vec<(String, String)> = std::thread::scope(|s| {
@@ -140,7 +141,7 @@ fn full_denied_set_does_not_open_default_deny() {
         "with the denied set full, never-tried denied pairs connected: {connected:?}{}",
         diag(&dc)
     );
-    let deny1 = counter_of(&dc, 2, "forward", "default deny");
+    let deny1 = policy_counter(dc.cell_ns(2), "forward", "default deny");
     assert!(
         deny1.unwrap_or(0) >= deny0.unwrap_or(0) + 4,
         "the default deny rule counts the dropped packets: {deny0:?} -> {deny1:?}{}",
@@ -236,7 +237,8 @@ fn forged_vxlan_is_dropped_and_counted() {
             r2.mac, r1.mac, a.ip
         )
     };
-    let before = |n: usize, chain: &str, comment: &str| counter_of(&dc, n, chain, comment);
+    let before =
+        |n: usize, chain: &str, comment: &str| policy_counter(dc.cell_ns(n), chain, comment);
     let c_vx0 = before(1, "forward", "to a VXLAN port");
     let c_cells0 = before(1, "forward", "container to a cell's underlay address");
     let c_own0 = before(1, "input", "vxlan not from the underlay");
@@ -284,7 +286,7 @@ fn forged_vxlan_is_dropped_and_counted() {
         diag(&dc)
     );
     let grew = |n: usize, chain: &str, comment: &str, from: Option<u64>, by: u64| {
-        let now = counter_of(&dc, n, chain, comment);
+        let now = policy_counter(dc.cell_ns(n), chain, comment);
         assert!(
             now.unwrap_or(0) >= from.unwrap_or(0) + by,
             "cell {n} {chain} \"{comment}\": {from:?} -> {now:?}, expected +{by}{}",
@@ -336,7 +338,7 @@ fn unknown_container_is_fenced() {
     let n = dc.add_container(1, "uc-n", "app-n");
     let _echo = dc.echo_server(&n.ns, TCP_PORT);
     assert!(!known(&dc, &n), "N is unknown while the agent is stopped");
-    let c_own0 = counter_of(&dc, 1, "input", "vxlan not from the underlay");
+    let c_own0 = policy_counter(dc.cell_ns(1), "input", "vxlan not from the underlay");
 
     let reach_n = tcp_try(&dc, &b2.ns, &n.ip, TCP_PORT, DENY_WAIT);
     // Outer source forged as cell 2's underlay address, to cell 1's own underlay address.
@@ -359,7 +361,7 @@ fn unknown_container_is_fenced() {
     );
     std::thread::sleep(Duration::from_millis(700));
     let got = at_a1.output();
-    let c_own1 = counter_of(&dc, 1, "input", "vxlan not from the underlay");
+    let c_own1 = policy_counter(dc.cell_ns(1), "input", "vxlan not from the underlay");
     signal(&agent, "-CONT");
 
     let mut wrong = Vec::new();

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::wait_until;
 
 use attack::*;
+use dc::policy_counter;
 use policy::*;
 
 // ----- 4. the fast path -----
@@ -73,9 +74,8 @@ fn fast_path_does_not_deliver_forged_inner_sources() {
         dc.cell(1).remote().expect("cell 1"),
         dc.cell(2).remote().expect("cell 2"),
     );
-    let c_bind0 = counter_of(
-        &dc,
-        2,
+    let c_bind0 = policy_counter(
+        dc.cell_ns(2),
         "input",
         "vxlan: inner source outside the sender's lease",
     );
@@ -102,9 +102,8 @@ fn fast_path_does_not_deliver_forged_inner_sources() {
         "forged packets reached AppA: {seen}{}",
         diag(&dc)
     );
-    let c_bind1 = counter_of(
-        &dc,
-        2,
+    let c_bind1 = policy_counter(
+        dc.cell_ns(2),
         "input",
         "vxlan: inner source outside the sender's lease",
     );

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use dc::{INTERNET_IP, UNDERLAY};
 
+use dc::policy_counter;
 use policy::*;
 
 // ----- 4. anti-spoofing -----
@@ -39,7 +40,8 @@ fn forged_source_addresses_are_dropped_at_the_veth() {
     let (gw_b, gw_m) = (gateway_mac(&b), gateway_mac(&m));
     let spare = format!("{}.200", m.ip.rsplit_once('.').map_or("", |x| x.0));
     assert_ne!(spare, m.ip);
-    let before = rule_counter(dc.cell_ns(1), "prerouting", "spoofed source");
+    let before = policy_counter(dc.cell_ns(1), "prerouting", "spoofed source")
+        .expect("the spoofed source rule counts");
     // Forged, from Mallory's veth.
     forge(
         &dc,
@@ -97,7 +99,8 @@ fn forged_source_addresses_are_dropped_at_the_veth() {
         !got_a.contains("forged") && !got_inet.contains("forged"),
         "forged packets arrived: at AppA: {got_a} / at the internet: {got_inet}"
     );
-    let after = rule_counter(dc.cell_ns(1), "prerouting", "spoofed source");
+    let after = policy_counter(dc.cell_ns(1), "prerouting", "spoofed source")
+        .expect("the spoofed source rule counts");
     assert!(
         after >= before + 9,
         "the spoofed-source counter counts the 9 forged packets: {before} -> {after}{}",
@@ -145,11 +148,12 @@ fn vxlan_from_an_underlay_address_without_a_lease_is_dropped() {
             vtep2.underlay, vtep2.mac, vtep1.mac, b.ip, a.ip
         )
     };
-    let before = rule_counter(
+    let before = policy_counter(
         dc.cell_ns(2),
         "input",
         "vxlan from an address without a lease",
-    );
+    )
+    .expect("the unleased-VXLAN rule counts");
     forge(&dc, &intruder, &packet(&rogue, 41001, "vx-unleased"));
     // Positive control: the same packet from a leased cell's address is delivered.
     forge(
@@ -177,11 +181,12 @@ fn vxlan_from_an_underlay_address_without_a_lease_is_dropped() {
         !got.contains("vx-unleased"),
         "VXLAN from {rogue} (no lease) was delivered: {got}"
     );
-    let after = rule_counter(
+    let after = policy_counter(
         dc.cell_ns(2),
         "input",
         "vxlan from an address without a lease",
-    );
+    )
+    .expect("the unleased-VXLAN rule counts");
     assert!(
         after >= before + 3,
         "the unleased-VXLAN counter counts the 3 packets: {before} -> {after}{}",

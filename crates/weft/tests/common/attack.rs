@@ -138,20 +138,6 @@ pub fn attack(dc: &Dc, ns: &Ns, args: &str) -> String {
     ns.ok(&format!("python3 {} {args}", attack_py(dc).display()))
 }
 
-/// The packet counter of the rule commented `comment` in `chain` of cell `n`'s policy table
-/// (None when there is no such rule).
-pub fn counter_of(dc: &Dc, n: usize, chain: &str, comment: &str) -> Option<u64> {
-    let listing = dc
-        .cell_ns(n)
-        .ok(&format!("nft list chain inet weft-policy {chain}"));
-    listing
-        .lines()
-        .find(|l| l.contains(&format!("comment \"{comment}\"")))
-        .and_then(|l| l.split_once("counter packets "))
-        .and_then(|(_, r)| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
 /// A UDP receiver on `port` in `ns`, listening when this returns.
 pub fn udp_receiver(dc: &Dc, ns: &Ns, port: u16) -> Proc {
     let py = attack_py(dc).display().to_string();

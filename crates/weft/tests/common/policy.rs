@@ -256,18 +256,6 @@ pub fn forge(dc: &Dc, ns: &Ns, args: &str) {
     ));
 }
 
-/// The packet counter of the rule commented `comment` in `chain` of the policy table.
-pub fn rule_counter(ns: &Ns, chain: &str, comment: &str) -> u64 {
-    let listing = ns.ok(&format!("nft list chain inet weft-policy {chain}"));
-    listing
-        .lines()
-        .find(|l| l.contains(comment))
-        .and_then(|l| l.split_once("counter packets "))
-        .and_then(|(_, r)| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no counter for {comment:?} in {chain}: {listing}"))
-}
-
 /// Agent logs (tails) and policy tables of every cell, for failure messages.
 pub fn diag(dc: &Dc) -> String {
     let mut s = String::new();

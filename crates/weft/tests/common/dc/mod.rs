@@ -37,7 +37,7 @@ mod view;
 #[allow(unused_imports)]
 pub use proc::{append, metric, parse_ping, Proc};
 #[allow(unused_imports)]
-pub use view::{Remote, VtepView};
+pub use view::{policy_counter, Remote, VtepView};
 
 use crate::common::{
     exec_plugin, result_ip, wait_until, weft_bin, weft_cni_bin, write_py, Ns, Reply, TempDir,

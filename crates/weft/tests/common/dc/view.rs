@@ -92,3 +92,23 @@ impl VtepView {
                 .any(|(mac, dst)| *mac == r.mac || *dst == r.underlay)
     }
 }
+
+/// The packet counter of the rule commented `comment` in `chain` of the policy table in `ns`
+/// (the kernel's table, read with weft-kernel's typed reader); None when there is no such
+/// rule or it does not count.
+pub fn policy_counter(ns: &Ns, chain: &str, comment: &str) -> Option<u64> {
+    weft_kernel::netns::in_netns(ns.path(), || {
+        let t = weft_kernel::nft::Nft::new()
+            .ok()?
+            .list_table(weft_kernel::nft::Family::Inet, "weft-policy")
+            .ok()??;
+        let rule = t
+            .chain(chain)?
+            .rules
+            .iter()
+            .find(|r| r.comment.as_deref() == Some(comment))?;
+        rule.counted.map(|c| c.packets)
+    })
+    .ok()
+    .flatten()
+}
