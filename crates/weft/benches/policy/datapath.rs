@@ -394,6 +394,25 @@ pub fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
     let mut notes = String::new();
 
     let mut rows = Vec::new();
+    // Once the flow passes (bounded wait), the flow's numbers for this layout and size.
+    let mut record = |tag: &str, layout: &'static str, n, install_ms, installed, wait| {
+        wait_until(&format!("flow allowed ({tag})"), wait, || {
+            client.ns.sh(&probe).status.success()
+        });
+        eprintln!("[{tag}] n={n}: {installed} installed in {install_ms:.1} ms");
+        let flow = measure(&client.ns, &server.ip, &py, o);
+        eprintln!(
+            "[{tag}] n={n}: {:?} Gbit/s, rr {} us, connect {} us",
+            flow.gbps, flow.rr_p50_us, flow.connect_p50_us
+        );
+        rows.push(DatapathRow {
+            layout,
+            n,
+            install_ms,
+            installed,
+            flow,
+        });
+    };
     // Cloud Foundry layout: weft's table holds only the flow's element (one lookup per new
     // connection, whatever N); the iptables-legacy chain in FORWARD grows with N.
     for n in SIZES {
@@ -413,22 +432,14 @@ pub fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
             .lines()
             .filter(|l| l.starts_with("-A vpa"))
             .count();
-        wait_until("flow through the CF chain", dc::LIVE, || {
-            client.ns.sh(&probe).status.success()
-        });
-        eprintln!("[cf] n={n}: restore {install_ms:.1} ms, {installed} rules");
-        let flow = measure(&client.ns, &server.ip, &py, o);
-        eprintln!(
-            "[cf] n={n}: {:?} Gbit/s, rr {} us, connect {} us",
-            flow.gbps, flow.rr_p50_us, flow.connect_p50_us
-        );
-        rows.push(DatapathRow {
-            layout: "CF iptables-legacy chain",
+        record(
+            "cf",
+            "CF iptables-legacy chain",
             n,
             install_ms,
             installed,
-            flow,
-        });
+            dc::LIVE,
+        );
     }
     dc.cell_ns(2)
         .ok("iptables-legacy -w -F && iptables-legacy -w -X");
@@ -458,22 +469,14 @@ pub fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
             (ms(t0.elapsed().min(took)), c)
         };
         have = n;
-        wait_until("flow allowed (weft)", Duration::from_secs(60), || {
-            client.ns.sh(&probe).status.success()
-        });
-        eprintln!("[weft] n={n}: {installed} elements in {install_ms:.0} ms");
-        let flow = measure(&client.ns, &server.ip, &py, o);
-        eprintln!(
-            "[weft] n={n}: {:?} Gbit/s, rr {} us, connect {} us",
-            flow.gbps, flow.rr_p50_us, flow.connect_p50_us
-        );
-        rows.push(DatapathRow {
-            layout: "weft nft verdict map",
+        record(
+            "weft",
+            "weft nft verdict map",
             n,
             install_ms,
             installed,
-            flow,
-        });
+            Duration::from_secs(60),
+        );
     }
 
     // Propagation, with the agents of both cells plus `watchers` more watch streams.
