@@ -28,41 +28,16 @@ use std::time::{Duration, Instant};
 
 use common::{exec_plugin, result_ip, weft_cni_bin, Net, Ns, Reply, TempDir};
 use serde_json::{json, Value};
+use weft_testbed::bench::{check_interrupted, install_signal_handlers, interrupted};
 
 const REF_BRIDGE: &str = "/usr/lib/cni/bridge";
 const REF_HOST_LOCAL: &str = "/usr/lib/cni/host-local";
 
-/// Set by SIGINT/SIGTERM: workers stop and the main thread panics, so guards clean up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Set when a call failed in some worker: the others stop too.
 static ABORT: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &action) }.expect("install signal handler");
-    }
-}
-
 fn stopping() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst) || ABORT.load(Ordering::SeqCst)
-}
-
-/// Panics (so every guard on the stack is dropped) if Ctrl-C was pressed.
-fn check_interrupted() {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        panic!("interrupted: removing the bench's namespaces");
-    }
+    interrupted() || ABORT.load(Ordering::SeqCst)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -260,10 +235,16 @@ fn for_each_call(n: usize, callers: usize, f: impl Fn(usize) -> Duration + Sync)
         }
         return out;
     }
+    parallel(n, callers, f)
+}
+
+/// `f(i)` for i in 0..n on `threads` threads, results in no particular order; the threads
+/// stop taking work after Ctrl-C or a failed call.
+fn parallel<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Vec::with_capacity(n));
     std::thread::scope(|s| {
-        for _ in 0..callers {
+        for _ in 0..threads {
             s.spawn(|| {
                 let mut mine = Vec::new();
                 while !stopping() {
@@ -442,7 +423,7 @@ fn verify_clean(spec: &RunSpec, bed: &Net, containers: &[Ns]) {
         for _ in 0..8 {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= containers.len() || INTERRUPTED.load(Ordering::SeqCst) {
+                if i >= containers.len() || interrupted() {
                     break;
                 }
                 let l = links(&containers[i]);
@@ -461,27 +442,7 @@ fn verify_clean(spec: &RunSpec, bed: &Net, containers: &[Ns]) {
 // Container namespaces: made and removed on several threads (not measured).
 
 fn make_pool(n: usize) -> Vec<Ns> {
-    let threads = 8.min(n.max(1));
-    let next = AtomicUsize::new(0);
-    let made = Mutex::new(Vec::with_capacity(n));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut mine = Vec::new();
-                while !stopping() {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= n {
-                        break;
-                    }
-                    mine.push(Ns::new("c"));
-                }
-                made.lock().unwrap().extend(mine);
-            });
-        }
-    });
-    let pool = made.into_inner().unwrap();
-    check_interrupted();
-    pool
+    parallel(n, 8.min(n.max(1)), |_| Ns::new("c"))
 }
 
 fn drop_pool(pool: Vec<Ns>) {

@@ -10,6 +10,22 @@ use std::sync::Arc;
 use common::*;
 use serde_json::json;
 
+/// `f(i)` for i in 0..n, each on a thread of its own, all started before any is waited for;
+/// the results in order.
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let f = Arc::new(f);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let f = f.clone();
+            std::thread::spawn(move || f(i))
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("a call's thread"))
+        .collect()
+}
+
 #[test]
 fn two_hundred_parallel_adds_and_dels() {
     const N: usize = 200;
@@ -19,20 +35,14 @@ fn two_hundred_parallel_adds_and_dels() {
     ));
     let cs: Arc<Vec<Ns>> = Arc::new((0..N).map(|_| Ns::new("c")).collect());
 
-    let adds: Vec<_> = (0..N)
-        .map(|i| {
-            let (net, cs) = (net.clone(), cs.clone());
-            std::thread::spawn(move || {
-                let r = net.call("ADD", &format!("ctr{i}"), &cs[i], "eth0");
-                assert!(r.ok, "ADD ctr{i}: {:?} {}", r.json, r.stderr);
-                result_ip(&r.json)
-            })
-        })
-        .collect();
-    let ips: Vec<String> = adds
-        .into_iter()
-        .map(|h| h.join().expect("ADD thread"))
-        .collect();
+    let ips: Vec<String> = at_once(N, {
+        let (net, cs) = (net.clone(), cs.clone());
+        move |i| {
+            let r = net.call("ADD", &format!("ctr{i}"), &cs[i], "eth0");
+            assert!(r.ok, "ADD ctr{i}: {:?} {}", r.json, r.stderr);
+            result_ip(&r.json)
+        }
+    });
     let distinct: HashSet<&String> = ips.iter().collect();
     assert_eq!(distinct.len(), N, "duplicate addresses handed out: {ips:?}");
     assert_eq!(net.allocated().len(), N);
@@ -48,18 +58,13 @@ fn two_hundred_parallel_adds_and_dels() {
     // And containers reach each other across the bridge.
     assert!(ping_ok(&cs[0], &ips[N - 1]));
 
-    let dels: Vec<_> = (0..N)
-        .map(|i| {
-            let (net, cs) = (net.clone(), cs.clone());
-            std::thread::spawn(move || {
-                let r = net.call("DEL", &format!("ctr{i}"), &cs[i], "eth0");
-                assert!(r.ok, "DEL ctr{i}: {:?} {}", r.json, r.stderr);
-            })
-        })
-        .collect();
-    for h in dels {
-        h.join().expect("DEL thread");
-    }
+    at_once(N, {
+        let (net, cs) = (net.clone(), cs.clone());
+        move |i| {
+            let r = net.call("DEL", &format!("ctr{i}"), &cs[i], "eth0");
+            assert!(r.ok, "DEL ctr{i}: {:?} {}", r.json, r.stderr);
+        }
+    });
     assert!(net.allocated().is_empty(), "{:?}", net.allocated());
     assert!(net.host_links().is_empty(), "{:?}", net.host_links());
     let records = std::fs::read_dir(net.state_dir().join("attachments"))
@@ -89,21 +94,15 @@ fn two_overlay_networks_sharing_a_lease_never_share_an_address() {
         json!({ "cniVersion": "1.1.0", "mode": "overlay", "leaseFile": lease }),
     ));
     let cs: Arc<Vec<Ns>> = Arc::new((0..2 * PER_NET).map(|_| Ns::new("c")).collect());
-    let adds: Vec<_> = (0..2 * PER_NET)
-        .map(|i| {
-            let (net, other, cs) = (net.clone(), other.clone(), cs.clone());
-            std::thread::spawn(move || {
-                let conf = if i % 2 == 0 { &net.conf } else { &*other };
-                let r = net.call_conf("ADD", &format!("ctr{i}"), &cs[i].path(), "eth0", conf);
-                assert!(r.ok, "ADD ctr{i}: {:?} {}", r.json, r.stderr);
-                result_ip(&r.json)
-            })
-        })
-        .collect();
-    let ips: Vec<String> = adds
-        .into_iter()
-        .map(|h| h.join().expect("ADD thread"))
-        .collect();
+    let ips: Vec<String> = at_once(2 * PER_NET, {
+        let (net, other, cs) = (net.clone(), other.clone(), cs.clone());
+        move |i| {
+            let conf = if i % 2 == 0 { &net.conf } else { &*other };
+            let r = net.call_conf("ADD", &format!("ctr{i}"), &cs[i].path(), "eth0", conf);
+            assert!(r.ok, "ADD ctr{i}: {:?} {}", r.json, r.stderr);
+            result_ip(&r.json)
+        }
+    });
     let distinct: HashSet<&String> = ips.iter().collect();
     let mut dup: Vec<&String> = ips
         .iter()

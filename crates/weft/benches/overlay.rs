@@ -23,7 +23,7 @@
 //! to the scheduler, which on two vCPUs moves both around and makes every path slower and
 //! noisier, the overlay more than the bridge.
 //!
-//! Everything happens in namespaces the bench makes (see tests/common/dc.rs) and removes on
+//! Everything happens in namespaces the bench makes (see tests/common/dc/mod.rs) and removes on
 //! exit or panic; the machine's own namespace is never touched. Needs iperf3, ping, python3.
 
 // The shared test support trips `too_many_arguments` (exec_plugin) under clippy's
@@ -31,7 +31,7 @@
 #[allow(clippy::too_many_arguments)]
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "../tests/common/dc.rs"]
+#[path = "../tests/common/dc/mod.rs"]
 mod dc;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::{ping_ok, wait_until, Net, Ns};
 use dc::{Dc, DcOptions, Proc};
 use serde_json::{json, Value};
+use weft_testbed::bench::pct;
 
 struct Opts {
     secs: u32,
@@ -133,14 +134,6 @@ fn rtts(from: &Ns, ip: &str, n: u32) -> Vec<f64> {
         .collect();
     v.sort_by(|a, b| a.total_cmp(b));
     v
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// A place to measure: a client and a server namespace and the server's address (and what

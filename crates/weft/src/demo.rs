@@ -181,7 +181,7 @@ impl Drop for Cleanup<'_> {
             return;
         }
         let mut p = Progress::new(true, 3);
-        if let Err(e) = up::down(&self.a.name, &self.a.state_dir, &mut p) {
+        if let Err(e) = crate::lab::down::down(&self.a.name, &self.a.state_dir, &mut p) {
             eprintln!("weft demo: taking the lab down failed: {e:#}");
         }
     }

@@ -9,6 +9,8 @@ mod lab;
 mod leases;
 mod netns;
 mod policy;
+mod reach;
+mod rt;
 mod table;
 mod trace;
 

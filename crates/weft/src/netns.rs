@@ -3,11 +3,10 @@
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use weft_kernel::netns;
-use weft_kernel::Netlink;
 
 #[derive(Args)]
 pub struct NetnsArgs {
@@ -45,23 +44,7 @@ struct Entry {
 /// `weft netns add`: a named namespace (as `ip netns add`) with `lo` up; nothing is left if
 /// bringing `lo` up fails.
 pub fn add(name: &str) -> Result<netns::Netns> {
-    let ns = netns::add_named(name)?;
-    let up = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| {
-            rt.block_on(async {
-                let nl = Netlink::in_netns(&ns)?;
-                nl.set_up_by_name("lo").await
-            })
-            .map_err(anyhow::Error::from)
-        });
-    if let Err(e) = up {
-        let _ = netns::del_named(name);
-        return Err(e).context(format!("bringing up lo in {name}"));
-    }
-    Ok(ns)
+    weft_testbed::add_namespace(name)
 }
 
 pub fn run(args: NetnsArgs) -> Result<ExitCode> {

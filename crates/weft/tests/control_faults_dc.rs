@@ -1,4 +1,4 @@
-//! Issue 15's fault tests, in the simulated data centre (see `common/dc.rs`): the controller
+//! Issue 15's fault tests, in the simulated data centre (see `common/dc/mod.rs`): the controller
 //! is killed, frozen, or vanishes without a word (no FIN, no RST) and is replaced at the same
 //! address; it restarts on SQLite and on PostgreSQL; it is down past every lease's expiry
 //! while a new host joins.
@@ -11,7 +11,7 @@
 //! seconds (`WEFT_TEST_HEARTBEAT` sets another, to measure); waits are liveness bounds and
 //! the timings are printed, never asserted.
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Issue 4's throughput work: the agent's BPF fast path (`crates/weft-agent/bpf/fastpath.c`),
-//! in the simulated data centre (see `common/dc.rs`), with `WEFT_FASTPATH=on` so that a fast
+//! in the simulated data centre (see `common/dc/mod.rs`), with `WEFT_FASTPATH=on` so that a fast
 //! path that cannot load fails the test instead of passing on the kernel path.
 //!
 //! - an established TCP connection across cells is carried by the programs (`weft_tx` on the
@@ -21,7 +21,7 @@
 //! Each scenario has its own data centre, so they run in parallel. Waits are bounded liveness
 //! waits, never speed assertions.
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 
 use std::path::Path;
@@ -227,15 +227,12 @@ fn fast_path_carries_established_tcp() {
 
     let pcap = dc.dir.path.join("underlay.pcap");
     let cap_log = dc.dir.path.join("tcpdump.log");
-    let cap = Proc::spawn(
+    let cap = Proc::tcpdump(
         dc.underlay_ns(),
         &[
-            "tcpdump",
             "-i",
             "br0",
-            "-n",
             "-U",
-            "--immediate-mode",
             "-Z",
             "root",
             "-s",
@@ -244,12 +241,8 @@ fn fast_path_carries_established_tcp() {
             &pcap.display().to_string(),
             "udp dst port 4789 and src host 198.18.0.1",
         ],
-        &[],
         &cap_log,
     );
-    wait_until("tcpdump to listen", LIVE, || {
-        std::fs::read_to_string(&cap_log).is_ok_and(|l| l.contains("listening on"))
-    });
     let vtep_before = vtep_tx_packets(c1);
     let (tx_before, rx_before) = (fast_packets(&dc, 1, "tx"), fast_packets(&dc, 2, "rx"));
 
@@ -300,17 +293,6 @@ fn fast_path_carries_established_tcp() {
     );
 }
 
-/// Runs `weft policy ARGS` against the controller; panics unless it succeeds.
-fn policy(dc: &Dc, args: &str) {
-    let out = dc.weft(&format!("policy {args}"));
-    assert!(
-        out.status.success(),
-        "weft policy {args}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// One TCP exchange with the echo server at `ip:port` from `from` (1.5 s to answer).
 fn exchange(dc: &Dc, from: &Ns, ip: &str, port: u16) -> bool {
     from.sh(&format!("timeout 3 {} send {ip} {port} probe", dc.py()))
@@ -335,8 +317,8 @@ fn policy_still_decides_with_the_fast_path() {
         logs(&dc)
     );
 
-    policy(&dc, "add app-a app-b --port 8080");
-    policy(&dc, &format!("add app-a app-b --port {PORT}"));
+    dc.policy("add app-a app-b --port 8080");
+    dc.policy(&format!("add app-a app-b --port {PORT}"));
     wait_until("the policy to allow app-a -> app-b", LIVE, || {
         exchange(&dc, &a.ns, &b.ip, 8080)
     });
@@ -353,7 +335,7 @@ fn policy_still_decides_with_the_fast_path() {
         !exchange(&dc, &b.ns, &a.ip, 8080),
         "the policy is one way: app-b -> app-a stays denied"
     );
-    policy(&dc, "rm app-a app-b --port 8080");
+    dc.policy("rm app-a app-b --port 8080");
     wait_until("app-a -> app-b denied again", LIVE, || {
         !exchange(&dc, &a.ns, &b.ip, 8080)
     });
@@ -371,9 +353,9 @@ fn agent_stop_hands_connections_to_the_kernel_path() {
     let mut dc = dc(2, true);
     let a = dc.add_container(1, "st-a", "app-a");
     let b = dc.add_container(2, "st-b", "app-b");
-    policy(&dc, "add app-a app-b --port 9000");
+    dc.policy("add app-a app-b --port 9000");
     let _echo = dc.echo_server(&b.ns, 9001);
-    policy(&dc, "add app-a app-b --port 9001");
+    dc.policy("add app-a app-b --port 9001");
     wait_until("the policy to allow app-a -> app-b", LIVE, || {
         exchange(&dc, &a.ns, &b.ip, 9001)
     });
@@ -381,26 +363,8 @@ fn agent_stop_hands_connections_to_the_kernel_path() {
     wait_until("weft_tx", LIVE, || {
         filter_on(dc.cell_ns(1), &veth).is_some()
     });
-    let py = dc.py();
-    let sink = Proc::spawn(
-        &b.ns,
-        &["sh", "-c", &format!("exec {py} sink 9000")],
-        &[],
-        &dc.dir.path.join("sink.log"),
-    );
-    wait_until("sink to listen", LIVE, || {
-        b.ns.ok("ss -ltnH").contains(":9000")
-    });
-    let stream = Proc::spawn(
-        &a.ns,
-        &[
-            "sh",
-            "-c",
-            &format!("exec {py} stream {} 9000 12 20000000", b.ip),
-        ],
-        &[],
-        &dc.dir.path.join("stream.log"),
-    );
+    let sink = dc.sink(&b.ns, 9000);
+    let stream = dc.stream(&a.ns, &b.ip, 9000, 12, 20000000);
     std::thread::sleep(Duration::from_secs(2));
     let tx0 = fast_packets(&dc, 1, "tx");
     assert!(tx0 > 0, "the stream takes the fast path\n{}", logs(&dc));
@@ -454,37 +418,9 @@ fn fast_path_does_not_carry_spoofed_packets() {
         filter_on(dc.cell_ns(1), &veth_c).is_some()
     });
     // An established a -> b connection (a slow stream keeps it open).
-    let py = dc.py();
-    let _sink = Proc::spawn(
-        &b.ns,
-        &["sh", "-c", &format!("exec {py} sink 9000")],
-        &[],
-        &dc.dir.path.join("sink.log"),
-    );
-    wait_until("sink to listen", LIVE, || {
-        b.ns.ok("ss -ltnH").contains(":9000")
-    });
-    let _stream = Proc::spawn(
-        &a.ns,
-        &[
-            "sh",
-            "-c",
-            &format!("exec {py} stream {} 9000 30 20000", b.ip),
-        ],
-        &[],
-        &dc.dir.path.join("stream.log"),
-    );
-    let mut sport = None;
-    wait_until("the stream's connection", LIVE, || {
-        let ss = a.ns.ok(&format!("ss -tnH state established dst {}", b.ip));
-        sport = ss
-            .split_whitespace()
-            .find(|w| w.starts_with(&format!("{}:", a.ip)))
-            .and_then(|w| w.rsplit(':').next())
-            .map(str::to_string);
-        sport.is_some()
-    });
-    let sport = sport.unwrap_or_default();
+    let _sink = dc.sink(&b.ns, 9000);
+    let _stream = dc.stream(&a.ns, &b.ip, 9000, 30, 20000);
+    let sport = Dc::established_sport(&a, &b);
     let gw_mac = {
         let v: Value = serde_json::from_str(&c.ns.ok("ip -j neigh show dev eth0")).expect("json");
         v.as_array()
@@ -493,24 +429,11 @@ fn fast_path_does_not_carry_spoofed_packets() {
             .to_string()
     };
     let cap_log = dc.dir.path.join("b-tcpdump.log");
-    let cap = Proc::spawn(
+    let cap = Proc::tcpdump(
         &b.ns,
-        &[
-            "tcpdump",
-            "-i",
-            "eth0",
-            "-n",
-            "-l",
-            "-A",
-            "--immediate-mode",
-            "tcp port 9000",
-        ],
-        &[],
+        &["-i", "eth0", "-l", "-A", "tcp port 9000"],
         &cap_log,
     );
-    wait_until("tcpdump in b", LIVE, || {
-        std::fs::read_to_string(&cap_log).is_ok_and(|l| l.contains("listening on"))
-    });
     let forge = dc.dir.path.join("forge.py");
     std::fs::write(
         &forge,

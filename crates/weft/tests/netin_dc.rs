@@ -3,7 +3,7 @@
 //! Clients outside the overlay reach it, seen with their own address; a container on the
 //! same cell does not get around the policy through it; the VTEP's port cannot be taken.
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 
 use std::time::Instant;

@@ -7,12 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::probe::{self, Outcome};
 use super::state::State;
 use super::topology::{CheckSpec, Expect};
+use crate::reach::{self as probe, Outcome, PROBE_TIMEOUT};
 
-/// How long a probe waits for an answer; a policy drop shows as no answer in this time.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a refused connection is retried (a server just started may not listen yet).
 const SERVER_START: Duration = Duration::from_secs(3);
 

@@ -12,9 +12,9 @@
 //! LAB is the lab's TOML file or its name.
 
 pub mod check;
+pub mod down;
 pub mod graph;
 pub mod picture;
-pub mod probe;
 pub mod state;
 pub mod topology;
 pub mod up;
@@ -168,7 +168,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
         LabCommand::Down { which, quiet } => {
             let lab = which.lab_name()?;
             let mut p = Progress::new(quiet || a.json, 3);
-            let r = up::down(&lab, &a.state_dir, &mut p)?;
+            let r = down::down(&lab, &a.state_dir, &mut p)?;
             if a.json {
                 print_json(&r)?;
             } else if r.namespaces.is_empty() && r.state_dir.is_none() {
@@ -189,7 +189,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             };
             let mut all = Vec::new();
             for l in &labs {
-                all.push(status_of(&up::load(l, &a.state_dir)?));
+                all.push(status_of(&state::load(l, &a.state_dir)?));
             }
             if a.json {
                 print_json(&all)?;
@@ -204,7 +204,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Check { which } => {
-            let st = up::load(&which.lab_name()?, &a.state_dir)?;
+            let st = state::load(&which.lab_name()?, &a.state_dir)?;
             if st.topology.checks.is_empty() {
                 bail!("lab {} has no [[checks]] in its file", st.layout.lab);
             }
@@ -233,7 +233,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             format,
             output,
         } => {
-            let st = up::load(&which.lab_name()?, &a.state_dir)?;
+            let st = state::load(&which.lab_name()?, &a.state_dir)?;
             let fmt = match (
                 format.as_deref(),
                 output.as_ref().and_then(|o| o.extension()),
@@ -259,7 +259,7 @@ pub fn run(a: LabArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Serve { name, ports } => {
-            probe::serve(&name, &ports)?;
+            crate::reach::serve(&name, &ports)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -7,14 +7,14 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 
 use super::graph::{self, Edge, EdgeKind, Graph};
+use super::state;
 use super::state::State;
 use super::topology::{Expect, Mode};
-use super::up;
 
 /// (from app, to app, label) of every policy in force.
 fn policies(st: &State) -> Vec<(String, String, String)> {
-    let live = up::client(st).ok().and_then(|c| {
-        up::block_in(&st.layout.underlay.namespace, move || {
+    let live = state::client(st).ok().and_then(|c| {
+        crate::rt::block_in(&st.layout.underlay.namespace, move || {
             Box::pin(async move { Ok(c.policies(None).await?) })
         })
         .ok()

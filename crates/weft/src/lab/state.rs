@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use weft_kernel::netns::{self, CommandExt as _, Netns};
 
-use super::topology::{Layout, Topology};
+use super::topology::{self, Layout, Topology};
 
 /// Where labs keep their records, logs and the state of their controller, agents and CNI.
 pub const DEFAULT_STATE_DIR: &str = "/run/weft/lab";
@@ -105,6 +105,58 @@ pub fn labs(state_dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// A client of the lab's controller (use it inside the underlay namespace).
+pub fn client(st: &State) -> Result<weft_api::Client> {
+    let o = st
+        .layout
+        .overlay
+        .as_ref()
+        .context("this lab has no controller (no overlay cells)")?;
+    Ok(weft_api::Client::builder(o.controller.clone())
+        .ca(st.pki().ca())
+        .token(st.token.clone())
+        .build()?)
+}
+
+/// The layout of a lab that is up (from its record).
+pub fn load(lab: &str, state_dir: &Path) -> Result<State> {
+    topology::validate_name("lab name", lab, 16)?;
+    let dir = lab_dir(state_dir, lab);
+    if !State::path(&dir).exists() {
+        bail!("lab {lab} is not up (no {})", State::path(&dir).display());
+    }
+    State::load(&dir)
+}
+
+impl Layout {
+    /// The lab's address for a name in checks and traces: a container's IP, a cell's underlay
+    /// IP, the internet's IP, or an IP as given.
+    pub fn address_of(&self, st: &State, name: &str) -> Option<Ipv4Addr> {
+        if let Ok(ip) = name.parse() {
+            return Some(ip);
+        }
+        if name == "internet" {
+            return self.internet.as_ref().map(|i| i.ip);
+        }
+        if let Some(c) = self.cell(name) {
+            return Some(c.underlay_ip);
+        }
+        let c = self.container(name)?;
+        st.container(&c.name)?.ip
+    }
+
+    /// The namespace a name runs in (container, cell, internet).
+    pub fn namespace_of(&self, name: &str) -> Option<String> {
+        if name == "internet" {
+            return self.internet.as_ref().map(|i| i.namespace.clone());
+        }
+        if let Some(c) = self.cell(name) {
+            return Some(c.namespace.clone());
+        }
+        self.container(name).map(|c| c.namespace.clone())
+    }
 }
 
 /// Starts `argv` inside the named namespace, in its own session (it outlives `lab up`),

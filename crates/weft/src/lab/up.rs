@@ -20,18 +20,17 @@
 //! Nothing touches the machine's own namespace: every link, address, route, sysctl and
 //! process lives in a namespace of the lab, and no route leads out of the machine.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ipnet::{IpNet, Ipv4Net};
 use weft_kernel::netns::{self, Netns};
-use weft_kernel::route::Route;
-use weft_kernel::Netlink;
+
+use crate::rt::{block_in, runtime};
 
 use super::state::{self, ContainerState, ProcRecord, State};
-use super::topology::{self, CellLayout, Layout, Mode, Topology};
+use super::topology::{self, CellLayout, Mode, Topology};
 
 /// Liveness bound for a lab's daemons to come up and converge (not a speed figure).
 const LIVE: Duration = Duration::from_secs(30);
@@ -126,90 +125,6 @@ impl Bins {
     }
 }
 
-/// A single-threaded runtime: its sockets stay in the namespace of the thread that runs it.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
-}
-
-/// Runs an async block on a thread inside `ns` (sockets, including the HTTP client's, live
-/// there: a lab's controller is only reachable from inside the lab).
-pub fn block_in<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>> + Send + 'static,
-) -> Result<T> {
-    Netns::named(ns)?.run(move || runtime()?.block_on(f()))?
-}
-
-async fn netlink_in(ns: &str) -> Result<Netlink> {
-    let n = Netns::open(netns::named_path(ns)).with_context(|| format!("namespace {ns}"))?;
-    Ok(Netlink::in_netns(&n)?)
-}
-
-fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<()> {
-    let (k, v) = (key.to_string(), value.to_string());
-    Netns::named(ns)?.run(move || weft_kernel::sysctl::set(&k, &v))??;
-    Ok(())
-}
-
-/// `ip link add UP type veth peer name eth0 netns PEER; addresses; up; default route`.
-async fn link_namespaces(
-    upper_ns: &str,
-    upper_if: &str,
-    upper_master: Option<&str>,
-    upper_addr: Option<Ipv4Net>,
-    lower_ns: &str,
-    lower_addr: Ipv4Net,
-    lower_gateway: Ipv4Addr,
-) -> Result<()> {
-    let up = netlink_in(upper_ns).await?;
-    let lower = Netns::open(netns::named_path(lower_ns))?;
-    let master = match upper_master {
-        Some(m) => Some(
-            up.link_by_name(m)
-                .await?
-                .with_context(|| format!("{m} missing in {upper_ns}"))?
-                .index,
-        ),
-        None => None,
-    };
-    let local = weft_kernel::link::VethEnd {
-        master,
-        up: true,
-        ..weft_kernel::link::VethEnd::new(upper_if)
-    };
-    let peer = weft_kernel::link::VethEnd::new("eth0");
-    up.add_veth(&local, &peer, &lower).await?;
-    if let Some(a) = upper_addr {
-        let l = up
-            .link_by_name(upper_if)
-            .await?
-            .with_context(|| format!("{upper_if} missing in {upper_ns}"))?;
-        up.add_address(l.index, IpNet::V4(a)).await?;
-    }
-    let low = Netlink::in_netns(&lower)?;
-    let eth0 = low
-        .link_by_name("eth0")
-        .await?
-        .with_context(|| format!("eth0 missing in {lower_ns}"))?;
-    low.add_address(eth0.index, IpNet::V4(lower_addr)).await?;
-    low.set_up(eth0.index).await?;
-    low.replace_route(&Route {
-        dst: "0.0.0.0/0".parse()?,
-        gateway: Some(lower_gateway.into()),
-        oif: Some(eth0.index),
-        link_scope: false,
-    })
-    .await?;
-    Ok(())
-}
-
-fn add_namespace(name: &str) -> Result<()> {
-    crate::netns::add(name).with_context(|| format!("create namespace {name}"))?;
-    Ok(())
-}
-
 /// Builds the lab. On error, what was made stays for `lab down` (the record says what).
 pub fn up(
     t: &Topology,
@@ -239,7 +154,6 @@ pub fn up(
         containers: Vec::new(),
     };
     st.save()?;
-    let rt = runtime()?;
     let l = &layout;
 
     // 1. underlay
@@ -250,27 +164,18 @@ pub fn up(
         l.underlay.gateway,
         l.underlay.subnet.prefix_len()
     ));
-    add_namespace(&l.underlay.namespace)?;
-    rt.block_on(async {
-        let n = netlink_in(&l.underlay.namespace).await?;
-        // A fixed address: a bridge without one takes its lowest port's, so the gateway's
-        // address would change as cells join and cut off the cells that resolved it before.
-        let mac = weft_cni::naming::bridge_mac(&format!(
+    weft_testbed::add_namespace(&l.underlay.namespace)?;
+    weft_testbed::Underlay {
+        ns: &l.underlay.namespace,
+        bridge: &l.underlay.bridge,
+        mac: weft_cni::naming::bridge_mac(&format!(
             "{}/{}",
             l.underlay.namespace, l.underlay.bridge
-        ));
-        let br = n.ensure_bridge(&l.underlay.bridge, None, Some(mac)).await?;
-        n.add_address(
-            br.index,
-            IpNet::V4(Ipv4Net::new(
-                l.underlay.gateway,
-                l.underlay.subnet.prefix_len(),
-            )?),
-        )
-        .await?;
-        anyhow::Ok(())
-    })?;
-    sysctl_in(&l.underlay.namespace, "net.ipv4.ip_forward", "1")?;
+        )),
+        gateway: Ipv4Net::new(l.underlay.gateway, l.underlay.subnet.prefix_len())?,
+        bridge_netfilter_off: false,
+    }
+    .build()?;
 
     // 2. internet
     if let Some(i) = &l.internet {
@@ -278,16 +183,17 @@ pub fn up(
             "internet: namespace {}, {} (via {} in the underlay namespace)",
             i.namespace, i.ip, i.gateway
         ));
-        add_namespace(&i.namespace)?;
-        rt.block_on(link_namespaces(
-            &l.underlay.namespace,
-            "inet0",
-            None,
-            Some(Ipv4Net::new(i.gateway, i.prefix)?),
-            &i.namespace,
-            Ipv4Net::new(i.ip, i.prefix)?,
-            i.gateway,
-        ))?;
+        weft_testbed::add_namespace(&i.namespace)?;
+        weft_testbed::Uplink {
+            upper_ns: &l.underlay.namespace,
+            upper_if: "inet0",
+            upper_master: None,
+            upper_addr: Some(Ipv4Net::new(i.gateway, i.prefix)?),
+            lower_ns: &i.namespace,
+            lower_addr: Ipv4Net::new(i.ip, i.prefix)?,
+            lower_gateway: i.gateway,
+        }
+        .build()?;
     }
 
     // 3. cells
@@ -300,17 +206,18 @@ pub fn up(
             l.underlay.subnet.prefix_len(),
             c.mode.as_str()
         ));
-        add_namespace(&c.namespace)?;
-        rt.block_on(link_namespaces(
-            &l.underlay.namespace,
-            &c.uplink,
-            Some(&l.underlay.bridge),
-            None,
-            &c.namespace,
-            Ipv4Net::new(c.underlay_ip, l.underlay.subnet.prefix_len())?,
-            l.underlay.gateway,
-        ))?;
-        sysctl_in(&c.namespace, "net.ipv4.ip_forward", "1")?;
+        weft_testbed::add_namespace(&c.namespace)?;
+        weft_testbed::Uplink {
+            upper_ns: &l.underlay.namespace,
+            upper_if: &c.uplink,
+            upper_master: Some(&l.underlay.bridge),
+            upper_addr: None,
+            lower_ns: &c.namespace,
+            lower_addr: Ipv4Net::new(c.underlay_ip, l.underlay.subnet.prefix_len())?,
+            lower_gateway: l.underlay.gateway,
+        }
+        .build()?;
+        weft_testbed::sysctl_in(&c.namespace, "net.ipv4.ip_forward", "1")?;
         std::fs::create_dir_all(st.cell_dir(&c.name))?;
     }
     st.save()?;
@@ -332,24 +239,17 @@ pub fn up(
             .collect();
         pki.generate(&[l.underlay.gateway.to_string()], &agents, false)
             .context("making the lab's certificates")?;
-        let argv: Vec<String> = vec![
-            bins.weft.display().to_string(),
-            "controller".into(),
-            "--tls-cert".into(),
-            pki.server_cert().display().to_string(),
-            "--tls-key".into(),
-            pki.server_key().display().to_string(),
-            "--client-ca".into(),
-            pki.ca().display().to_string(),
-            "--listen".into(),
-            format!("{}:{}", l.underlay.gateway, topology::CONTROLLER_PORT),
-            "--state-dir".into(),
-            dir.join("controller").display().to_string(),
-            "--overlay-cidr".into(),
-            o.cidr.to_string(),
-            "--host-prefix".into(),
-            o.host_prefix.to_string(),
-        ];
+        let argv = weft_testbed::ControllerCmd {
+            weft: &bins.weft.display().to_string(),
+            cert: &pki.server_cert(),
+            key: &pki.server_key(),
+            client_ca: &pki.ca(),
+            listen: format!("{}:{}", l.underlay.gateway, topology::CONTROLLER_PORT),
+            state_dir: &dir.join("controller"),
+            overlay_cidr: o.cidr.to_string(),
+            host_prefix: o.host_prefix,
+        }
+        .argv();
         let pid = state::spawn_in(
             &l.underlay.namespace,
             &argv,
@@ -435,7 +335,7 @@ pub fn up(
             "container {} (app {}) on {}: namespace {}, weft-cni ADD",
             c.name, c.app, cell.name, c.namespace
         ));
-        add_namespace(&c.namespace)?;
+        weft_testbed::add_namespace(&c.namespace)?;
         let cdir = st.cell_dir(&cell.name);
         let conf = l.cni_conf(cell, &cdir);
         let netns_path = netns::named_path(&c.namespace).display().to_string();
@@ -587,21 +487,8 @@ pub fn up(
     Ok(st)
 }
 
-/// A client of the lab's controller (use it inside the underlay namespace).
-pub fn client(st: &State) -> Result<weft_api::Client> {
-    let o = st
-        .layout
-        .overlay
-        .as_ref()
-        .context("this lab has no controller (no overlay cells)")?;
-    Ok(weft_api::Client::builder(o.controller.clone())
-        .ca(st.pki().ca())
-        .token(st.token.clone())
-        .build()?)
-}
-
 pub fn add_policies(st: &State, policies: Vec<weft_api::model::Policy>) -> Result<()> {
-    let c = client(st)?;
+    let c = state::client(st)?;
     block_in(&st.layout.underlay.namespace, move || {
         Box::pin(async move {
             c.create_policies(&policies).await?;
@@ -645,7 +532,7 @@ fn wait_for(
 }
 
 fn wait_controller(st: &State, pid: u32, log: &Path) -> Result<()> {
-    let c = client(st)?;
+    let c = state::client(st)?;
     let ns = st.layout.underlay.namespace.clone();
     let log = log.to_path_buf();
     wait_for(
@@ -680,7 +567,7 @@ fn mesh_done(st: &State) -> Result<bool> {
     let rt = runtime()?;
     for c in &cells {
         let routes = rt.block_on(async {
-            let n = netlink_in(&c.namespace).await?;
+            let n = weft_testbed::netlink_in(&c.namespace)?;
             anyhow::Ok(n.routes(false).await?)
         })?;
         for (other, subnet) in &subnets {
@@ -780,89 +667,4 @@ pub fn wait_policies(st: &State) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("the agents did not apply the policies in {LIVE:?}")
-}
-
-/// What `down` removed.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Removed {
-    pub lab: String,
-    pub processes: usize,
-    pub namespaces: Vec<String>,
-    pub state_dir: Option<PathBuf>,
-}
-
-/// Takes the lab down: stops its processes, deletes its namespaces (with every link, route
-/// and nftables table in them) and its directory. Works on a half-built lab and on one
-/// without a record (by the namespace prefix).
-pub fn down(lab: &str, state_dir: &Path, p: &mut Progress) -> Result<Removed> {
-    topology::validate_name("lab name", lab, 16)?;
-    let dir = state::lab_dir(state_dir, lab);
-    let layout = State::load(&dir).ok().map(|s| s.layout);
-    let namespaces = state::existing_namespaces(lab, layout.as_ref());
-    p.step(format!(
-        "stopping the processes in {} namespaces of lab {lab}",
-        namespaces.len()
-    ));
-    let processes = state::stop_processes(&namespaces, Duration::from_secs(3));
-    p.step(format!("deleting namespaces: {}", namespaces.join(" ")));
-    let mut errors = Vec::new();
-    // Containers first, cells next, the underlay last (reverse of creation).
-    for ns in namespaces.iter().rev() {
-        if let Err(e) = netns::del_named(ns) {
-            errors.push(format!("{ns}: {e}"));
-        }
-    }
-    let had_dir = dir.exists();
-    if had_dir {
-        p.step(format!("removing {}", dir.display()));
-        std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
-    }
-    if !errors.is_empty() {
-        bail!("could not delete: {}", errors.join("; "));
-    }
-    Ok(Removed {
-        lab: lab.to_string(),
-        processes,
-        namespaces,
-        state_dir: had_dir.then_some(dir),
-    })
-}
-
-/// The layout of a lab that is up (from its record).
-pub fn load(lab: &str, state_dir: &Path) -> Result<State> {
-    topology::validate_name("lab name", lab, 16)?;
-    let dir = state::lab_dir(state_dir, lab);
-    if !State::path(&dir).exists() {
-        bail!("lab {lab} is not up (no {})", State::path(&dir).display());
-    }
-    State::load(&dir)
-}
-
-impl Layout {
-    /// The lab's address for a name in checks and traces: a container's IP, a cell's underlay
-    /// IP, the internet's IP, or an IP as given.
-    pub fn address_of(&self, st: &State, name: &str) -> Option<Ipv4Addr> {
-        if let Ok(ip) = name.parse() {
-            return Some(ip);
-        }
-        if name == "internet" {
-            return self.internet.as_ref().map(|i| i.ip);
-        }
-        if let Some(c) = self.cell(name) {
-            return Some(c.underlay_ip);
-        }
-        let c = self.container(name)?;
-        st.container(&c.name)?.ip
-    }
-
-    /// The namespace a name runs in (container, cell, internet).
-    pub fn namespace_of(&self, name: &str) -> Option<String> {
-        if name == "internet" {
-            return self.internet.as_ref().map(|i| i.namespace.clone());
-        }
-        if let Some(c) = self.cell(name) {
-            return Some(c.namespace.clone());
-        }
-        self.container(name).map(|c| c.namespace.clone())
-    }
 }

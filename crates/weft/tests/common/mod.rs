@@ -50,6 +50,33 @@ fn locate(name: &str, from_cargo: Option<&'static str>) -> String {
     path.display().to_string()
 }
 
+/// The start of every python helper script the tests write: the imports, `mode` (the first
+/// argument), `listener(port)` (a TCP socket listening on every address) and `read_all(c)`
+/// (what the peer sends until it shuts its side down).
+pub const PY_PRELUDE: &str = r#"import json, socket, struct, sys, time
+mode = sys.argv[1] if len(sys.argv) > 1 else ""
+def listener(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(64)
+    return s
+def read_all(c):
+    out = b""
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        out += b
+    return out
+"#;
+
+/// Writes a python helper script: [`PY_PRELUDE`], then `body`.
+pub fn write_py(path: &Path, body: &str) {
+    std::fs::write(path, format!("{PY_PRELUDE}{body}"))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A name no other test (or parallel test process) uses: `wt<pid>x<n><tag>`.
@@ -162,31 +189,12 @@ impl Drop for Ns {
     }
 }
 
-/// A named namespace with `lo` up; nothing is left when bringing `lo` up fails. Netlink
-/// runs on a thread and runtime of its own (the caller may be inside a runtime).
+/// A named namespace with `lo` up (the test bed's); nothing is left when bringing `lo` up
+/// fails.
 fn add_netns(name: &str) -> Result<(), String> {
-    let ns = weft_kernel::netns::add_named(name).map_err(|e| e.to_string())?;
-    let up = std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                weft_kernel::Netlink::in_netns(&ns)?
-                    .set_up_by_name("lo")
-                    .await
-            })
-            .map_err(|e| e.to_string())
-        })
-        .join()
-        .unwrap_or_else(|_| Err("the thread bringing lo up panicked".into()))
-    });
-    if let Err(e) = up {
-        let _ = weft_kernel::netns::del_named(name);
-        return Err(format!("bringing up lo: {e}"));
-    }
-    Ok(())
+    weft_testbed::add_namespace(name)
+        .map(drop)
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// A background process killed on drop.

@@ -13,6 +13,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use weft_kernel::netns::Netns;
 
+/// How long a probe waits for an answer; a policy drop shows as no answer in this time.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// What a probe saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]

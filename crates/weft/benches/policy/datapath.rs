@@ -1,254 +1,7 @@
-//! Network policy speed (issue 5, "Speed"), in one run:
-//! 1. the time `weft_agent::policy::apply` takes to write weft's real `inet weft-policy` table
-//!    with 0, 1,000 and 10,000 policies (full: table + every element, one transaction), and one
-//!    more policy on top of each size (incremental, one transaction);
-//! 2. throughput (iperf3, 1 stream), TCP request/response p50 and TCP connect p50 of a flow that
-//!    matches the last policy, across two cells over VXLAN with GBP (controller + real agents +
-//!    weft-cni overlay containers; policies created through the API in bulk), at 0, 1,000 and
-//!    10,000 policies, next to a Cloud Foundry-style layout built in the bench on the same
-//!    cells: one iptables-legacy rule per policy in a chain, the flow's rule last;
-//! 3. propagation: from the API's answer to a policy create (and delete) to the element being in
-//!    the destination cell's kernel, with 50 agents watching (the real one of each cell and 49
-//!    more watch streams opened by the bench from inside the underlay namespace).
-//!
-//! ```text
-//! sudo cargo bench -p weft --bench policy [-- --secs 3 --runs 3 --changes 50 --watchers 49]
-//! ```
-//!
-//! Everything happens in network namespaces the bench makes (see tests/common/dc.rs) and removes
-//! on exit, panic or Ctrl-C; the machine's own namespace is never touched, and every client of
-//! the controller runs on threads that entered the underlay namespace.
+//! Steps 2 and 3, the data centre: the flow's throughput and latency with many policies next
+//! to a Cloud Foundry-style iptables layout, and how fast a policy change reaches the kernel.
 
-// The shared test support trips `too_many_arguments` (exec_plugin) under clippy's
-// `--benches`; that file is not this bench's to change.
-#[allow(clippy::too_many_arguments)]
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/common/dc.rs"]
-mod dc;
-
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use common::{wait_until, Ns};
-use dc::{Dc, DcOptions, Proc};
-use serde_json::Value;
-use weft_agent::policy::{self, LocalContainer};
-use weft_api::model::{Policy, Ports, Protocol, WatchMessage};
-use weft_kernel::netns::Netns;
-use weft_kernel::nft::Nft;
-
-const SIZES: [usize; 3] = [0, 1000, 10_000];
-const OVERLAY: &str = "10.255.0.0/16";
-/// The flow's policy: client → server, tcp 5201 (iperf3) – 5202 (request/response probe).
-const FLOW_PORTS: (u16, u16) = (5201, 5202);
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(sig, &action) }.expect("install signal handler");
-    }
-}
-
-/// Panics (so every guard on the stack is dropped: processes, namespaces) after Ctrl-C.
-fn check_interrupted() {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        panic!("interrupted: removing the bench's namespaces");
-    }
-}
-
-struct Opts {
-    secs: u32,
-    runs: usize,
-    changes: usize,
-    watchers: usize,
-}
-
-fn opts() -> Opts {
-    let mut o = Opts {
-        secs: 3,
-        runs: 3,
-        changes: 50,
-        watchers: 49,
-    };
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        let val = || -> usize {
-            args.get(i + 1)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{} needs a number", args[i]))
-        };
-        match args[i].as_str() {
-            "--secs" => o.secs = val() as u32,
-            "--runs" => o.runs = val(),
-            "--changes" => o.changes = val(),
-            "--watchers" => o.watchers = val(),
-            _ => {
-                i += 1; // `cargo bench` passes --bench
-                continue;
-            }
-        }
-        i += 2;
-    }
-    o
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Background policy `i`: source app `bg<i/100>`, destination `dst`, tcp port `10000 + 2*(i%100)`
-/// (ports two apart, so no two merge into one interval: one allow_ports element each).
-fn bg_policy(i: usize, dst: &str) -> Policy {
-    let port = 10_000 + 2 * (i % 100) as u16;
-    Policy::new(
-        &format!("bg{}", i / 100),
-        dst,
-        Protocol::Tcp,
-        Some(Ports {
-            start: port,
-            end: port,
-        }),
-    )
-}
-
-fn tcp_policy(src: &str, dst: &str, (start, end): (u16, u16)) -> Policy {
-    Policy::new(src, dst, Protocol::Tcp, Some(Ports { start, end }))
-}
-
-/// Runs `f` on a new thread inside the namespace at `path`.
-fn in_ns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
-    weft_kernel::netns::in_netns(path, f).unwrap_or_else(|e| panic!("in {path}: {e}"))
-}
-
-/// Elements in `inet weft-policy allow_ports` (0 when the table is missing).
-fn count_allow_ports(nft: &mut Nft) -> usize {
-    let Ok(out) = nft.run_json(&format!("list map inet {} allow_ports", policy::TABLE)) else {
-        return 0;
-    };
-    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-    v["nftables"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| o["map"]["elem"].as_array().map(Vec::len))
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-// ---------------------------------------------------------------------------------------
-// 1. apply
-
-struct ApplyRow {
-    n: usize,
-    elements_ms: f64,
-    full_ms: Vec<f64>,
-    incr_ms: Vec<f64>,
-    in_kernel: usize,
-}
-
-fn bench_apply() -> Vec<ApplyRow> {
-    let ns = Ns::new("pa");
-    let path = ns.path();
-    in_ns(&path, || {
-        let mut nft = Nft::new().expect("libnftables");
-        let layout = policy::Layout {
-            overlay: OVERLAY.parse().expect("overlay"),
-            vxlan_port: 4789,
-            vtep: "weft.vtep".into(),
-            underlay: "eth0".into(),
-            enforce: true,
-        };
-        let mut tags: BTreeMap<String, u16> = BTreeMap::new();
-        for a in 0..=100u16 {
-            tags.insert(format!("bg{a}"), a + 1);
-        }
-        tags.insert("dst".into(), 1000);
-        let containers = vec![LocalContainer {
-            ip: Ipv4Addr::new(10, 255, 1, 2),
-            host_ifname: "weftdst0000000".into(),
-            app: Some("dst".into()),
-            mac: None,
-        }];
-        let cells = vec![weft_agent::remote::RemoteCell {
-            subnet: "10.255.2.0/24".parse().expect("subnet"),
-            vtep_ip: Ipv4Addr::new(10, 255, 2, 0),
-            vtep_mac: weft_kernel::MacAddr::new([2, 0, 0, 0, 0, 2]),
-            underlay_ip: "198.18.0.2".parse().expect("ip"),
-        }];
-        let mut rows = Vec::new();
-        for n in SIZES {
-            check_interrupted();
-            let mut ps: Vec<Policy> = (0..n).map(|i| bg_policy(i, "dst")).collect();
-            let t = Instant::now();
-            let e = policy::elements(&ps, &tags, &containers, &cells);
-            let elements_ms = ms(t.elapsed());
-            assert_eq!(e.allow_ports.len(), n, "one element per policy");
-            let mut full = Vec::new();
-            for _ in 0..3 {
-                // A fresh host: no table yet, so apply writes the table and every element.
-                let _ = nft.run(&format!("delete table inet {}", policy::TABLE));
-                let t = Instant::now();
-                policy::apply(&mut nft, &layout, None, &e, false).expect("apply full");
-                full.push(ms(t.elapsed()));
-            }
-            let in_kernel = count_allow_ports(&mut nft);
-            // One more policy on top (a new port of an existing source app), and back.
-            ps.push(tcp_policy("bg100", "dst", (60_000, 60_000)));
-            let e1 = policy::elements(&ps, &tags, &containers, &cells);
-            assert_eq!(e1.allow_ports.len(), n + 1);
-            let mut incr = Vec::new();
-            for _ in 0..5 {
-                let t = Instant::now();
-                policy::apply(&mut nft, &layout, Some(&e), &e1, false).expect("apply +1");
-                incr.push(ms(t.elapsed()));
-                policy::apply(&mut nft, &layout, Some(&e1), &e, false).expect("apply -1");
-            }
-            eprintln!(
-                "[apply] n={n}: elements {elements_ms:.1} ms, full {full:?} ms, +1 {incr:?} ms"
-            );
-            rows.push(ApplyRow {
-                n,
-                elements_ms,
-                full_ms: sorted(full),
-                incr_ms: sorted(incr),
-                in_kernel,
-            });
-        }
-        rows
-    })
-}
+use super::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers for the data centre: a tokio runtime inside the underlay namespace, and a poller
@@ -257,10 +10,10 @@ fn bench_apply() -> Vec<ApplyRow> {
 /// A multi-thread tokio runtime whose threads all live in one namespace (they are spawned by
 /// a thread that entered it). Futures given to [`NsRuntime::run`] run there, so every socket
 /// they open belongs to that namespace.
-struct NsRuntime {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+pub struct NsRuntime {
+    pub handle: tokio::runtime::Handle,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl NsRuntime {
@@ -312,7 +65,7 @@ impl Drop for NsRuntime {
     }
 }
 
-enum PollCmd {
+pub enum PollCmd {
     Count(mpsc::Sender<usize>),
     /// Poll every ~1 ms until the element is (or is not) there; the instant it was seen.
     Wait {
@@ -324,9 +77,9 @@ enum PollCmd {
 }
 
 /// A thread inside the destination cell's namespace, with its own libnftables context.
-struct Poller {
-    tx: Option<mpsc::Sender<PollCmd>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+pub struct Poller {
+    pub tx: Option<mpsc::Sender<PollCmd>>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Poller {
@@ -423,7 +176,7 @@ impl Drop for Poller {
     }
 }
 
-const RR_PY: &str = r#"
+pub const RR_PY: &str = r#"
 import socket, sys, time
 mode = sys.argv[1]
 if mode == "srv":
@@ -460,14 +213,14 @@ elif mode == "conn":
     lat.sort(); print("%.1f" % (lat[len(lat) // 2] * 1e6))
 "#;
 
-struct Flow {
-    gbps: Vec<f64>,
-    rr_p50_us: f64,
-    connect_p50_us: f64,
+pub struct Flow {
+    pub gbps: Vec<f64>,
+    pub rr_p50_us: f64,
+    pub connect_p50_us: f64,
 }
 
 /// iperf3 runs, TCP request/response p50 and TCP connect p50 from `client` to `ip`.
-fn measure(client: &Ns, ip: &str, py: &str, o: &Opts) -> Flow {
+pub fn measure(client: &Ns, ip: &str, py: &str, o: &Opts) -> Flow {
     let mut gbps = Vec::new();
     for _ in 0..o.runs {
         check_interrupted();
@@ -505,25 +258,25 @@ fn measure(client: &Ns, ip: &str, py: &str, o: &Opts) -> Flow {
     }
 }
 
-struct DatapathRow {
-    layout: &'static str,
-    n: usize,
+pub struct DatapathRow {
+    pub layout: &'static str,
+    pub n: usize,
     /// Install time: API answer → all elements in the destination's kernel (weft), or
     /// iptables-legacy-restore (CF).
-    install_ms: f64,
-    installed: usize,
-    flow: Flow,
+    pub install_ms: f64,
+    pub installed: usize,
+    pub flow: Flow,
 }
 
-struct Propagation {
-    state_policies: usize,
-    watchers_ok: usize,
-    create_ms: Vec<f64>,
-    delete_ms: Vec<f64>,
-    missed: usize,
+pub struct Propagation {
+    pub state_policies: usize,
+    pub watchers_ok: usize,
+    pub create_ms: Vec<f64>,
+    pub delete_ms: Vec<f64>,
+    pub missed: usize,
 }
 
-fn cf_restore(n: usize, tag: u16, ip: &str) -> String {
+pub fn cf_restore(n: usize, tag: u16, ip: &str) -> String {
     let mut s = String::from(
         "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:vpa - [0:0]\n",
     );
@@ -547,7 +300,7 @@ fn cf_restore(n: usize, tag: u16, ip: &str) -> String {
     s
 }
 
-fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
+pub fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
     let dc = Dc::with(DcOptions {
         cells: 2,
         agent_env: vec![("WEFT_POLICY".into(), "on".into())],
@@ -641,6 +394,25 @@ fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
     let mut notes = String::new();
 
     let mut rows = Vec::new();
+    // Once the flow passes (bounded wait), the flow's numbers for this layout and size.
+    let mut record = |tag: &str, layout: &'static str, n, install_ms, installed, wait| {
+        wait_until(&format!("flow allowed ({tag})"), wait, || {
+            client.ns.sh(&probe).status.success()
+        });
+        eprintln!("[{tag}] n={n}: {installed} installed in {install_ms:.1} ms");
+        let flow = measure(&client.ns, &server.ip, &py, o);
+        eprintln!(
+            "[{tag}] n={n}: {:?} Gbit/s, rr {} us, connect {} us",
+            flow.gbps, flow.rr_p50_us, flow.connect_p50_us
+        );
+        rows.push(DatapathRow {
+            layout,
+            n,
+            install_ms,
+            installed,
+            flow,
+        });
+    };
     // Cloud Foundry layout: weft's table holds only the flow's element (one lookup per new
     // connection, whatever N); the iptables-legacy chain in FORWARD grows with N.
     for n in SIZES {
@@ -660,22 +432,14 @@ fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
             .lines()
             .filter(|l| l.starts_with("-A vpa"))
             .count();
-        wait_until("flow through the CF chain", dc::LIVE, || {
-            client.ns.sh(&probe).status.success()
-        });
-        eprintln!("[cf] n={n}: restore {install_ms:.1} ms, {installed} rules");
-        let flow = measure(&client.ns, &server.ip, &py, o);
-        eprintln!(
-            "[cf] n={n}: {:?} Gbit/s, rr {} us, connect {} us",
-            flow.gbps, flow.rr_p50_us, flow.connect_p50_us
-        );
-        rows.push(DatapathRow {
-            layout: "CF iptables-legacy chain",
+        record(
+            "cf",
+            "CF iptables-legacy chain",
             n,
             install_ms,
             installed,
-            flow,
-        });
+            dc::LIVE,
+        );
     }
     dc.cell_ns(2)
         .ok("iptables-legacy -w -F && iptables-legacy -w -X");
@@ -705,22 +469,14 @@ fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
             (ms(t0.elapsed().min(took)), c)
         };
         have = n;
-        wait_until("flow allowed (weft)", Duration::from_secs(60), || {
-            client.ns.sh(&probe).status.success()
-        });
-        eprintln!("[weft] n={n}: {installed} elements in {install_ms:.0} ms");
-        let flow = measure(&client.ns, &server.ip, &py, o);
-        eprintln!(
-            "[weft] n={n}: {:?} Gbit/s, rr {} us, connect {} us",
-            flow.gbps, flow.rr_p50_us, flow.connect_p50_us
-        );
-        rows.push(DatapathRow {
-            layout: "weft nft verdict map",
+        record(
+            "weft",
+            "weft nft verdict map",
             n,
             install_ms,
             installed,
-            flow,
-        });
+            Duration::from_secs(60),
+        );
     }
 
     // Propagation, with the agents of both cells plus `watchers` more watch streams.
@@ -793,140 +549,4 @@ fn bench_dc(o: &Opts) -> (Vec<DatapathRow>, Propagation, String) {
     drop(poller);
     drop(rt);
     (rows, p, notes)
-}
-
-fn main() {
-    install_signal_handlers();
-    let o = opts();
-    let start = Instant::now();
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("policy bench: needs root (network namespaces); skipped");
-        return;
-    }
-    for t in ["iperf3", "iptables-legacy", "taskset", "python3", "ping"] {
-        let ok = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {t}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            ok,
-            "{t} is needed (apt-get install iperf3 iptables util-linux python3)"
-        );
-    }
-    let apply = bench_apply();
-    let (rows, prop, notes) = bench_dc(&o);
-
-    println!();
-    println!(
-        "## weft policy bench (issue 5), {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    );
-    println!();
-    println!("### 1. weft_agent::policy::apply in a namespace of its own (one transaction each)");
-    println!();
-    println!("| policies | allow_ports in kernel | elements() | full apply (table + elements) p50 [min..max] of 3 | +1 policy p50 [min..max] of 5 |");
-    println!("|---:|---:|---:|---:|---:|");
-    for r in &apply {
-        println!(
-            "| {} | {} | {:.1} ms | {:.1} ms [{:.1}..{:.1}] | {:.2} ms [{:.2}..{:.2}] |",
-            r.n,
-            r.in_kernel,
-            r.elements_ms,
-            pct(&r.full_ms, 0.5),
-            pct(&r.full_ms, 0.0),
-            pct(&r.full_ms, 1.0),
-            pct(&r.incr_ms, 0.5),
-            pct(&r.incr_ms, 0.0),
-            pct(&r.incr_ms, 1.0),
-        );
-    }
-    println!();
-    println!(
-        "### 2. Flow matching the last policy, cell 1 → cell 2 over VXLAN-GBP (iperf3 1 stream {} s × {}, median; TCP RR 3000 × 1 byte p50; TCP connect 500× p50)",
-        o.secs, o.runs
-    );
-    println!();
-    println!("| layout | policies | installed | install | throughput | vs 0 | TCP RR p50 | connect p50 |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        let base = rows
-            .iter()
-            .find(|b| b.layout == r.layout && b.n == 0)
-            .map(|b| pct(&sorted(b.flow.gbps.clone()), 0.5))
-            .unwrap_or(f64::NAN);
-        let g = sorted(r.flow.gbps.clone());
-        println!(
-            "| {} | {} | {} | {:.0} ms | {:.2} Gbit/s ({}) | {:.1}% | {:.0} µs | {:.0} µs |",
-            r.layout,
-            r.n,
-            r.installed,
-            r.install_ms,
-            pct(&g, 0.5),
-            g.iter()
-                .map(|x| format!("{x:.2}"))
-                .collect::<Vec<_>>()
-                .join("/"),
-            pct(&g, 0.5) / base * 100.0,
-            r.flow.rr_p50_us,
-            r.flow.connect_p50_us,
-        );
-    }
-    println!();
-    println!("install: weft = API answer to all allow_ports elements in cell 2's kernel (agents apply change by change); CF = iptables-legacy-restore of the chain (one exec)");
-    println!();
-    let c = sorted(prop.create_ms.clone());
-    let d = sorted(prop.delete_ms.clone());
-    println!(
-        "### 3. Propagation, API answer → element in cell 2's kernel (polled every ~1 ms), {} changes each, {} watch streams, {} policies in place",
-        c.len(),
-        prop.watchers_ok,
-        prop.state_policies
-    );
-    println!();
-    println!("| change | p50 | p99 | max | missed (20 s) |");
-    println!("|---|---:|---:|---:|---:|");
-    for (what, v) in [("create", &c), ("delete", &d)] {
-        println!(
-            "| {what} | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
-            pct(v, 0.5),
-            pct(v, 0.99),
-            pct(v, 1.0),
-            prop.missed
-        );
-    }
-    println!();
-    if !notes.is_empty() {
-        println!("notes:\n{notes}");
-    }
-    let a10k = apply.iter().find(|r| r.n == 10_000);
-    let w = |n: usize| {
-        rows.iter()
-            .find(|r| r.layout.starts_with("weft") && r.n == n)
-            .map(|r| pct(&sorted(r.flow.gbps.clone()), 0.5))
-            .unwrap_or(f64::NAN)
-    };
-    let verdict = |b: bool| if b { "PASS" } else { "FAIL" };
-    println!("targets:");
-    if let Some(a) = a10k {
-        println!(
-            "- 10,000 policies applied in under 1 s: {} ({:.0} ms)",
-            verdict(pct(&a.full_ms, 0.5) < 1000.0),
-            pct(&a.full_ms, 0.5)
-        );
-    }
-    println!(
-        "- throughput at 10,000 within 5% of 0: {} ({:.1}%)",
-        verdict(w(10_000) >= 0.95 * w(0)),
-        w(10_000) / w(0) * 100.0
-    );
-    println!(
-        "- propagation p99 under 200 ms: {} (create {:.1} ms, delete {:.1} ms)",
-        verdict(pct(&c, 0.99) < 200.0 && pct(&d, 0.99) < 200.0 && prop.missed == 0),
-        pct(&c, 0.99),
-        pct(&d, 0.99)
-    );
-    println!("total bench time: {:.0} s", start.elapsed().as_secs_f64());
 }
