@@ -4,7 +4,7 @@
 //! CNI records — the agents' resync is an hour here, so nothing periodic delivers them. Waits
 //! are liveness bounds; the latencies are printed (the issue asks for under a second).
 mod common;
-#[path = "common/dc.rs"]
+#[path = "common/dc/mod.rs"]
 mod dc;
 
 use std::sync::mpsc;
