@@ -142,10 +142,51 @@ pub async fn setup(netns: &str, exec: &api::PluginExec) -> Result<api::StatusBlo
     translate::status(&result, &exec.network_options.interface_name)
 }
 
-/// `teardown NETNS`: a CNI DEL; nothing recorded (a second teardown) is success.
+/// `teardown NETNS`: a CNI DEL; nothing recorded (a second teardown) is success. The last
+/// container out removes the network's bridge and table, as netavark's bridge driver does.
 pub async fn teardown(netns: &str, exec: &api::PluginExec) -> Result<(), Error> {
     let s = settings::Settings::of(&exec.network)?;
     let call = translate::call(Command::Del, &s, exec, netns, false)?;
     weft_cni::commands::run(&call.env, &call.conf).await?;
+    remove_network_if_unused(&s).await
+}
+
+/// Removes the network's kernel objects when no container is attached: its table (and
+/// stamp) and, in bridge mode, its bridge unless something else is still enslaved to it.
+/// Under the network's lock: an ADD records its attachment under that lock before it
+/// creates anything, so it either sees the network removed or keeps it.
+pub async fn remove_network_if_unused(s: &settings::Settings) -> Result<(), Error> {
+    use weft_cni::store::NetworkStore;
+    let dir = translate::data_dir(s);
+    if !dir.join(&s.name).exists() {
+        return Ok(());
+    }
+    let store = match &s.mode {
+        settings::Mode::Bridge { .. } => NetworkStore::open(&dir, &s.name)?,
+        settings::Mode::Overlay { lease_file } => {
+            let lease = lease_file
+                .clone()
+                .unwrap_or_else(|| weft_cni::records::DEFAULT_LEASE_FILE.into());
+            NetworkStore::open_on_lease(&dir, &s.name, &lease)?
+        }
+    };
+    let lock = store.lock()?;
+    if !store.records::<weft_cni::records::Plan>()?.is_empty() {
+        return Ok(());
+    }
+    weft_cni::firewall::remove(&store, &lock, &s.name)?;
+    if let settings::Mode::Bridge { bridge } = &s.mode {
+        let host = weft_kernel::Netlink::current().map_err(CniError::from)?;
+        let links = host.links().await.map_err(CniError::from)?;
+        if let Some(br) = links.iter().find(|l| &l.name == bridge) {
+            if links.iter().any(|l| l.master == Some(br.index)) {
+                tracing::info!(%bridge, "the bridge still has ports: left in place");
+            } else {
+                host.del_link_by_name(bridge)
+                    .await
+                    .map_err(CniError::from)?;
+            }
+        }
+    }
     Ok(())
 }
