@@ -56,6 +56,16 @@ pub struct Reply {
     pub stderr: String,
 }
 
+impl Reply {
+    /// netavark's error message (`{"error": ...}` on stdout, or what it printed on stderr).
+    pub fn error(&self) -> String {
+        match self.json["error"].as_str() {
+            Some(e) => e.to_string(),
+            None => format!("{}{}", self.stdout, self.stderr),
+        }
+    }
+}
+
 /// netavark on a host namespace, with its own config directory and a plugin directory
 /// holding the plugin as `weft` (as the package installs it in /usr/libexec/netavark).
 pub struct Netavark {
