@@ -76,9 +76,7 @@ impl Containerd {
             "fifo",
             "runc",
             "ov/etc/up/cni/net.d",
-            "ov/etc/work",
             "ov/opt/up/cni/bin",
-            "ov/opt/work",
             "rootfs/bin",
             "rootfs/proc",
             "rootfs/sys",
@@ -124,8 +122,8 @@ impl Containerd {
         std::fs::write(
             d.join("ctr.sh"),
             format!(
-                "mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/ov/etc/up,workdir={d}/ov/etc/work /etc || exit 90\n\
-                 mount -t overlay overlay -o lowerdir=/opt,upperdir={d}/ov/opt/up,workdir={d}/ov/opt/work /opt || exit 91\n\
+                "mount -t overlay overlay -o ro,lowerdir={d}/ov/etc/up:/etc /etc || exit 90\n\
+                 mount -t overlay overlay -o ro,lowerdir={d}/ov/opt/up:/opt /opt || exit 91\n\
                  exec ctr --address {d}/c.sock -n {ns} \"$@\"\n",
                 d = d.display(),
                 ns = c.ns
