@@ -473,7 +473,18 @@ impl<'s> Attachment<'s> {
     /// Undoes the kernel side of the attachment: its links, its host ports, and the
     /// conntrack entries of its addresses (a later container with the same address starts
     /// clean; a TCP entry would otherwise live for days).
+    ///
+    /// The conntrack dump walks the kernel's whole conntrack hash (tens of ms whatever it
+    /// returns) and removing a veth waits for the kernel's RCU grace periods: the dump runs
+    /// on a thread of its own (a new thread is in its creator's network namespace) while
+    /// links and host ports go. A container being removed sends nothing any more; an entry a
+    /// late packet makes meanwhile is as stale as one made just after the removal.
     async fn undo_kernel(&self, plan: &Plan, host: &Netlink) -> Result<(), CniError> {
+        let ips = plan.addresses();
+        let flows = {
+            let ips = ips.clone();
+            std::thread::spawn(move || weft_kernel::conntrack::delete_by_ips(&ips))
+        };
         let mut err = plan.teardown(host).await.err();
         if !plan.port_mappings().is_empty() {
             if let Err(e) = ports::sync(&self.holder, &ports::legacy_targets(plan), &[], &[]) {
@@ -481,11 +492,11 @@ impl<'s> Attachment<'s> {
             }
         }
         // Best effort: a kernel without ctnetlink has no entries to inherit either.
-        let ips = plan.addresses();
-        match weft_kernel::conntrack::delete_by_ips(&ips) {
-            Ok(n) if n > 0 => tracing::info!(?ips, entries = n, "conntrack entries removed"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(?ips, error = %e, "could not remove conntrack entries"),
+        match flows.join() {
+            Ok(Ok(n)) if n > 0 => tracing::info!(?ips, entries = n, "conntrack entries removed"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(?ips, error = %e, "could not remove conntrack entries"),
+            Err(_) => tracing::warn!(?ips, "the conntrack clean-up panicked"),
         }
         match err {
             Some(e) => Err(e),

@@ -17,7 +17,7 @@
 //! nothing changed; CHECK always compares the kernel's table.
 //!
 //! Kernel objects owned: the table `inet weft-<network>` (left in place for the network's
-//! other containers; never removed by DEL).
+//! other containers; never removed by DEL; [`remove`] removes it with the network).
 
 use ipnet::IpNet;
 use weft_kernel::nft::{Chain, Family, Nft, Rule, Table, Transaction, Verdict};
@@ -186,6 +186,25 @@ pub fn ensure(
         nft.apply(Transaction::new().replace_table(&fw.table()))?;
     }
     store::write_atomic(&stamp_path, stamp.as_bytes())
+}
+
+/// Removes the network's table and its stamp (so the next first container writes it
+/// again). For a front end that removes a network with its last container (netavark's
+/// model); DEL never calls it. Called under the network's lock; no table is success.
+pub fn remove(store: &NetworkStore, _lock: &Lock, network: &str) -> Result<(), CniError> {
+    let table = table_name(network);
+    let mut nft = Nft::new()?;
+    if nft.table_exists("inet", &table)? {
+        nft.run(&format!("delete table inet {table}"))?;
+    }
+    match std::fs::remove_file(store.dir().join("firewall")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CniError::new(
+            crate::spec::code::IO_FAILURE,
+            format!("removing the firewall stamp of {network}: {e}"),
+        )),
+    }
 }
 
 /// CHECK: the table the attachment needs is in the kernel as its configuration says.

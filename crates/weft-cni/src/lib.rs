@@ -17,8 +17,7 @@
 //! - [`spec`]: the CNI protocol (environment, errors, results of every version)
 //! - [`config`]: the network configuration, checked field by field
 //! - [`weft_api::records`]: the host's lease and the attachment records, plain data shared
-//!   with the agent and the CLI, in the contract crate (re-exported here as `records` while
-//!   the `weft` CLI still imports them from this crate)
+//!   with the agent and the CLI, in the contract crate
 //! - [`store`], [`ipam`]: state on disk and address allocation
 //! - [`commands`]: ADD, DEL, CHECK, GC, STATUS, VERSION, step by step
 //! - [`driver`]: a mode's kernel side (setup, teardown, check) behind one trait
@@ -40,7 +39,3 @@ pub mod ports;
 pub mod spec;
 pub mod store;
 pub mod veth;
-
-/// The records moved to the contract crate; this name stays until the `weft` CLI imports
-/// them from there.
-pub use weft_api::records;

@@ -8,15 +8,15 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
-use weft_cni::records::Plan;
+use weft_api::records::Plan;
 
 #[derive(Args)]
 pub struct ContainersArgs {
     /// weft-cni's state directory (dataDir)
-    #[arg(long, default_value = weft_cni::records::DEFAULT_DATA_DIR)]
+    #[arg(long, default_value = weft_api::records::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// The agent's lease file (its directory holds the app tags the agent published)
-    #[arg(long, default_value = weft_cni::records::DEFAULT_LEASE_FILE)]
+    #[arg(long, default_value = weft_api::records::DEFAULT_LEASE_FILE)]
     lease_file: PathBuf,
     /// Print JSON
     #[arg(long)]
@@ -41,7 +41,7 @@ pub fn run(a: ContainersArgs) -> Result<ExitCode> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let rows: Vec<Row> = weft_cni::records::attachments(&a.data_dir)
+    let rows: Vec<Row> = weft_api::records::attachments(&a.data_dir)
         .iter()
         .map(|p| Row {
             container_id: p.container_id().to_string(),

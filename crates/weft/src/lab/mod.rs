@@ -324,7 +324,7 @@ pub fn tags_of(st: &State, cell: &str) -> std::collections::BTreeMap<String, u16
 pub fn subnet_of(st: &State, cell: &topology::CellLayout) -> Option<String> {
     match cell.mode {
         topology::Mode::Overlay => {
-            weft_cni::records::HostLease::read(&st.cell_dir(&cell.name).join("lease.json"))
+            weft_api::records::HostLease::read(&st.cell_dir(&cell.name).join("lease.json"))
                 .ok()
                 .map(|l| l.subnet.to_string())
         }

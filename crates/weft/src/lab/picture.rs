@@ -76,7 +76,7 @@ pub fn graph_of(st: &State) -> Result<Graph> {
         let vtep = match (c.mode, &l.overlay, &subnet) {
             (Mode::Overlay, Some(o), _) => {
                 let lease =
-                    weft_cni::records::HostLease::read(&st.cell_dir(&c.name).join("lease.json"))
+                    weft_api::records::HostLease::read(&st.cell_dir(&c.name).join("lease.json"))
                         .ok();
                 Some(format!(
                     "{} {} vni {}",

@@ -322,7 +322,7 @@ pub fn up(
                         .map(|r| (r.pid, r.log.clone()))
                 },
             )?;
-            if let Ok(hl) = weft_cni::records::HostLease::read(&lease) {
+            if let Ok(hl) = weft_api::records::HostLease::read(&lease) {
                 p.note(format!("{}: lease {}", c.name, hl.subnet));
             }
         }
@@ -363,7 +363,7 @@ pub fn up(
                 String::from_utf8_lossy(&err)
             );
         }
-        let plan = weft_cni::records::attachments(&cdir.join("cni"))
+        let plan = weft_api::records::attachments(&cdir.join("cni"))
             .into_iter()
             .find(|pl| pl.container_id() == c.id);
         let ip = plan.as_ref().and_then(|pl| {
@@ -561,7 +561,7 @@ fn mesh_done(st: &State) -> Result<bool> {
         .collect();
     let mut subnets = Vec::new();
     for c in &cells {
-        let hl = weft_cni::records::HostLease::read(&st.cell_dir(&c.name).join("lease.json"))?;
+        let hl = weft_api::records::HostLease::read(&st.cell_dir(&c.name).join("lease.json"))?;
         subnets.push((c.name.clone(), hl.subnet));
     }
     let rt = runtime()?;

@@ -59,10 +59,10 @@ pub struct TraceArgs {
     #[arg(long, env = "WEFT_LAB_DIR", default_value = crate::lab::state::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// weft-cni's state directory on this host (without --lab)
-    #[arg(long, default_value = weft_cni::records::DEFAULT_DATA_DIR)]
+    #[arg(long, default_value = weft_api::records::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// The agent's lease file on this host (without --lab)
-    #[arg(long, default_value = weft_cni::records::DEFAULT_LEASE_FILE)]
+    #[arg(long, default_value = weft_api::records::DEFAULT_LEASE_FILE)]
     lease_file: PathBuf,
     /// Controller URL, for a destination on another host (without --lab)
     #[arg(long, env = "WEFT_CONTROLLER")]

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use weft_cni::records::Plan;
+use weft_api::records::Plan;
 
 use crate::lab::state::{self, State};
 use crate::lab::topology::Mode;
@@ -50,7 +50,7 @@ pub struct World {
 
 /// The containers weft-cni attached on `h` (its attachment records).
 fn containers_of(h: &Host) -> Vec<Ctr> {
-    weft_cni::records::attachments(&h.cni_dir)
+    weft_api::records::attachments(&h.cni_dir)
         .into_iter()
         .filter_map(|p: Plan| {
             let ip = p.addresses().into_iter().find_map(|a| match a {
@@ -159,7 +159,7 @@ impl World {
         self.hosts
             .iter()
             .find(|h| {
-                weft_cni::records::HostLease::read(&h.lease_file)
+                weft_api::records::HostLease::read(&h.lease_file)
                     .is_ok_and(|l| l.subnet.contains(&ip))
             })
             .cloned()
