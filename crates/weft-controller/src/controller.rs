@@ -126,6 +126,8 @@ pub struct Controller {
     config: ControllerConfig,
     expiry: Arc<Expiry>,
     pub(crate) feed: Feed,
+    /// The latest snapshot built for watchers, shared by all that start meanwhile.
+    pub(crate) snapshots: crate::watch::SnapshotCache,
     pub(crate) metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -151,6 +153,7 @@ impl Controller {
             expiry: Arc::new(Expiry::new(config.lease_grace)),
             config,
             feed,
+            snapshots: Default::default(),
             metrics: Arc::new(Metrics::default()),
             tasks: Vec::new(),
         };

@@ -12,10 +12,15 @@
 //! intervals. With `snapshot=parts` the snapshot comes as lines of at most [`PART_ITEMS`]
 //! items (see [`weft_api::model::SnapshotPart`]) so that no line has to be huge; without it, one
 //! line, as older clients expect.
+//!
+//! Snapshots cost once, not once per watcher: the first watcher that needs one builds it (one
+//! read transaction) and serializes its lines; every watcher that starts before the next
+//! change shares both (an [`Arc`], lines as reference-counted [`Bytes`]). 1,000 agents
+//! reconnecting together after a controller restart make one snapshot, not 1,000.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +31,7 @@ use crate::changelog;
 use crate::controller::Controller;
 use crate::error::Result;
 use crate::store::{Store, TxMode};
-use weft_api::model::{Change, SnapshotPart, WatchLine};
+use weft_api::model::{Change, Snapshot, SnapshotPart, WatchLine};
 
 /// Changes read from the log per query.
 const PAGE: i64 = 1000;
@@ -174,13 +179,36 @@ pub(crate) fn cut_snapshot(n: [usize; 4], per_line: usize) -> Vec<[std::ops::Ran
     }
 }
 
-/// Sends a snapshot: one line, or (`in_parts`) lines of at most [`PART_ITEMS`] items.
-async fn send_snapshot(
-    ctl: &Controller,
-    out: &mpsc::Sender<Bytes>,
-    in_parts: bool,
-) -> Result<Option<i64>> {
-    let snap = ctl.snapshot().await?;
+/// A snapshot and its lines, serialized once per shape (whole, in parts) on first use.
+pub(crate) struct Shared {
+    snap: Snapshot,
+    whole: OnceLock<Arc<[Bytes]>>,
+    parts: OnceLock<Arc<[Bytes]>>,
+}
+
+impl Shared {
+    pub(crate) fn new(snap: Snapshot) -> Shared {
+        Shared {
+            snap,
+            whole: OnceLock::new(),
+            parts: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn revision(&self) -> i64 {
+        self.snap.revision
+    }
+
+    /// The lines of the snapshot: one, or (`in_parts`) lines of at most [`PART_ITEMS`] items.
+    pub(crate) fn lines(&self, in_parts: bool) -> Arc<[Bytes]> {
+        let cell = if in_parts { &self.parts } else { &self.whole };
+        cell.get_or_init(|| snapshot_lines(&self.snap, in_parts).into())
+            .clone()
+    }
+}
+
+/// The lines of `snap`: one, or (`in_parts`) lines of at most [`PART_ITEMS`] items.
+pub(crate) fn snapshot_lines(snap: &Snapshot, in_parts: bool) -> Vec<Bytes> {
     let n = [
         snap.leases.len(),
         snap.apps.len(),
@@ -193,6 +221,7 @@ async fn send_snapshot(
         vec![[0..n[0], 0..n[1], 0..n[2], 0..n[3]]]
     };
     let count = cuts.len();
+    let mut out = Vec::with_capacity(count);
     for (i, [l, a, p, x]) in cuts.into_iter().enumerate() {
         let part = SnapshotPart {
             revision: snap.revision,
@@ -207,11 +236,48 @@ async fn send_snapshot(
         } else {
             WatchLine::SnapshotPart(part)
         };
-        if !send(out, &msg).await {
+        out.extend(line(&msg));
+    }
+    out
+}
+
+/// The latest snapshot built for watchers. One is built at a time (the others wait for it and
+/// take it): a watcher takes the cached one when it is at least as new as the revision the
+/// watcher saw after subscribing to the feed, so that nothing between the two is lost.
+#[derive(Default)]
+pub(crate) struct SnapshotCache {
+    latest: tokio::sync::Mutex<Option<Arc<Shared>>>,
+}
+
+impl SnapshotCache {
+    /// A snapshot at `at_least` or later: the cached one, or a new one.
+    pub(crate) async fn get(&self, ctl: &Controller, at_least: i64) -> Result<Arc<Shared>> {
+        let mut latest = self.latest.lock().await;
+        if let Some(s) = latest.as_ref().filter(|s| s.revision() >= at_least) {
+            return Ok(s.clone());
+        }
+        let built = Arc::new(Shared::new(ctl.snapshot().await?));
+        *latest = Some(built.clone());
+        Ok(built)
+    }
+}
+
+/// Sends a snapshot at `at_least` or later (shared, see [`SnapshotCache`]): one line, or
+/// (`in_parts`) lines of at most [`PART_ITEMS`] items.
+async fn send_snapshot(
+    ctl: &Controller,
+    out: &mpsc::Sender<Bytes>,
+    in_parts: bool,
+    at_least: i64,
+) -> Result<Option<i64>> {
+    let shared = ctl.snapshots.get(ctl, at_least).await?;
+    let lines = shared.lines(in_parts);
+    for l in lines.iter() {
+        if out.send(l.clone()).await.is_err() {
             return Ok(None);
         }
     }
-    Ok(Some(snap.revision))
+    Ok(Some(shared.revision()))
 }
 
 /// Starts a watch for one client; the returned channel yields the JSON lines of the stream and
@@ -247,7 +313,7 @@ async fn serve_watch(
     let resumable = since.filter(|s| *s >= floor && *s <= revision && revision - *s <= MAX_REPLAY);
     let started = match resumable {
         Some(since) => replay(ctl, out, since).await?,
-        None => send_snapshot(ctl, out, snapshot_in_parts).await?,
+        None => send_snapshot(ctl, out, snapshot_in_parts, revision).await?,
     };
     let Some(mut last) = started else {
         return Ok(());
@@ -296,6 +362,43 @@ async fn serve_watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::ControllerConfig;
+    use crate::leases::Pool;
+
+    /// Watchers starting at the same revision share one snapshot (and its lines); a change
+    /// makes the next watcher build a new one, which includes it.
+    #[tokio::test]
+    async fn snapshots_are_built_once_per_revision_and_shared() {
+        let store = Arc::new(crate::store::sqlite::SqliteStore::open_in_memory().unwrap());
+        let pool = Pool::new("10.255.0.0/16".parse().unwrap(), 24).unwrap();
+        let ctl = Controller::start(store, ControllerConfig::new(pool))
+            .await
+            .unwrap();
+        ctl.acquire_lease("h1", "192.0.2.1", None).await.unwrap();
+        let (rev, _) = ctl.log_bounds().await.unwrap();
+        let a = ctl.snapshots.get(&ctl, rev).await.unwrap();
+        let b = ctl.snapshots.get(&ctl, rev).await.unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one snapshot for both");
+        assert!(
+            Arc::ptr_eq(&a.lines(true), &b.lines(true)),
+            "lines serialized once"
+        );
+        assert_eq!(a.revision(), rev);
+        ctl.acquire_lease("h2", "192.0.2.2", None).await.unwrap();
+        let (rev2, _) = ctl.log_bounds().await.unwrap();
+        let c = ctl.snapshots.get(&ctl, rev2).await.unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.revision(), rev2);
+        assert_eq!(c.snap.leases.len(), 2);
+        // An older watcher's bound is met by the newer snapshot.
+        assert!(Arc::ptr_eq(
+            &ctl.snapshots.get(&ctl, rev).await.unwrap(),
+            &c
+        ));
+        // The shared lines are exactly what a snapshot of the store serializes to.
+        let fresh = ctl.snapshot().await.unwrap();
+        assert_eq!(&*c.lines(false), &snapshot_lines(&fresh, false)[..]);
+    }
 
     #[test]
     fn snapshots_are_cut_into_lines_of_bounded_items_in_order() {
