@@ -379,6 +379,26 @@ impl Controller {
         })
     }
 
+    /// The whole state at one revision and every host's claims, in one read transaction
+    /// (what per-host watch streams are cut from).
+    pub async fn snapshot_with_claims(
+        &self,
+    ) -> Result<(
+        Snapshot,
+        std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+    )> {
+        let mut tx = self.read().await?;
+        let snap = Snapshot {
+            revision: changelog::revision(&mut *tx).await?,
+            leases: leases::list(&mut *tx).await?,
+            apps: apps::list(&mut *tx).await?,
+            policies: policies::list(&mut *tx, None).await?,
+            instances: instances::list(&mut *tx, None).await?,
+        };
+        let claims = apps::all_claims(&mut *tx).await?;
+        Ok((snap, claims))
+    }
+
     /// `(revision, floor)`: the latest revision and the newest one no longer replayable.
     pub async fn log_bounds(&self) -> Result<(i64, i64)> {
         let mut tx = self.read().await?;

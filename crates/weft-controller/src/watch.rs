@@ -19,6 +19,7 @@
 //! reconnecting together after a controller restart make one snapshot, not 1,000.
 
 use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -30,8 +31,9 @@ use tokio::task::JoinHandle;
 use crate::changelog;
 use crate::controller::Controller;
 use crate::error::Result;
+use crate::filter::{ByDestination, HostView, Verdict};
 use crate::store::{Store, TxMode};
-use weft_api::model::{Change, Snapshot, SnapshotPart, WatchLine};
+use weft_api::model::{Change, Event, Snapshot, SnapshotPart, WatchLine};
 
 /// Changes read from the log per query.
 const PAGE: i64 = 1000;
@@ -140,21 +142,109 @@ async fn send(out: &mpsc::Sender<Bytes>, msg: &WatchLine<'_>) -> bool {
     }
 }
 
+/// A stream cut for one host (see [`crate::filter`]).
+pub(crate) struct Filtered {
+    host: String,
+    view: Option<HostView>,
+    /// The revision the view was cut at. Replaying changes up to it (a resumed stream), one
+    /// of this host's instances changing means the apps it ran may have changed since the
+    /// revision it resumes from: it gets a fresh snapshot.
+    cut_at: i64,
+}
+
+/// Sends one change (for a filtered stream: if the host needs it, after the tag of a policy
+/// source it did not know, or as a fresh filtered snapshot); returns the new last revision,
+/// `None` when the watcher has gone.
+async fn deliver(
+    ctl: &Controller,
+    out: &mpsc::Sender<Bytes>,
+    c: &Change,
+    filter: Option<&mut Filtered>,
+    in_parts: bool,
+) -> Result<Option<i64>> {
+    let Some(f) = filter else {
+        return Ok(send(out, &WatchLine::Change(Cow::Borrowed(c)))
+            .await
+            .then_some(c.revision));
+    };
+    let own_instance = matches!(&c.event,
+        Event::InstancePut { instance } | Event::InstanceDeleted { instance } if instance.host == f.host);
+    let verdict = match f.view.as_mut() {
+        Some(_) if own_instance && c.revision <= f.cut_at => Verdict::Resnapshot,
+        Some(v) => v.on_change(c),
+        None => Verdict::Resnapshot,
+    };
+    match verdict {
+        Verdict::Skip => Ok(Some(c.revision)),
+        Verdict::Send => Ok(send(out, &WatchLine::Change(Cow::Borrowed(c)))
+            .await
+            .then_some(c.revision)),
+        Verdict::SendAfterApp(id) => {
+            // The source's tag as it is now (gone since: its deletion follows on the stream).
+            if let Ok(app) = ctl.app(&id).await {
+                let tag = Change {
+                    revision: c.revision,
+                    event: Event::AppPut { app },
+                };
+                if !send(out, &WatchLine::Change(Cow::Owned(tag))).await {
+                    return Ok(None);
+                }
+            }
+            Ok(send(out, &WatchLine::Change(Cow::Borrowed(c)))
+                .await
+                .then_some(c.revision))
+        }
+        Verdict::Resnapshot => send_filtered(ctl, out, in_parts, c.revision, f).await,
+    }
+}
+
 /// Sends the changes after `last` from the change log; returns the new last revision.
-async fn replay(ctl: &Controller, out: &mpsc::Sender<Bytes>, mut last: i64) -> Result<Option<i64>> {
+async fn replay(
+    ctl: &Controller,
+    out: &mpsc::Sender<Bytes>,
+    mut last: i64,
+    mut filter: Option<&mut Filtered>,
+    in_parts: bool,
+) -> Result<Option<i64>> {
     loop {
         let changes = ctl.changes_after(last, PAGE).await?;
         let n = changes.len() as i64;
         for c in &changes {
-            last = c.revision;
-            if !send(out, &WatchLine::Change(Cow::Borrowed(c))).await {
-                return Ok(None);
+            // A fresh snapshot sent on the way covers what is before it.
+            if c.revision <= last {
+                continue;
+            }
+            match deliver(ctl, out, c, filter.as_deref_mut(), in_parts).await? {
+                Some(l) => last = l.max(c.revision),
+                None => return Ok(None),
             }
         }
         if n < PAGE {
             return Ok(Some(last));
         }
     }
+}
+
+/// Sends `f`'s host its snapshot at `at_least` or later, cut from the shared one, and takes
+/// the view it was cut with.
+async fn send_filtered(
+    ctl: &Controller,
+    out: &mpsc::Sender<Bytes>,
+    in_parts: bool,
+    at_least: i64,
+    f: &mut Filtered,
+) -> Result<Option<i64>> {
+    let shared = ctl.snapshots.get(ctl, at_least).await?;
+    let claims = shared.claims.get(&f.host).cloned().unwrap_or_default();
+    let (view, snap) = HostView::new(&f.host, &shared.snap, shared.by_destination(), claims);
+    f.view = Some(view);
+    f.cut_at = snap.revision;
+    for l in snapshot_lines(&snap, in_parts) {
+        if out.send(l).await.is_err() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(snap.revision))
 }
 
 /// How a snapshot of `n` leases, apps, policies and instances is cut into lines of at most
@@ -182,17 +272,28 @@ pub(crate) fn cut_snapshot(n: [usize; 4], per_line: usize) -> Vec<[std::ops::Ran
 /// A snapshot and its lines, serialized once per shape (whole, in parts) on first use.
 pub(crate) struct Shared {
     snap: Snapshot,
+    /// Every host's claims at the snapshot's revision.
+    claims: HashMap<String, BTreeSet<String>>,
+    by_destination: OnceLock<ByDestination>,
     whole: OnceLock<Arc<[Bytes]>>,
     parts: OnceLock<Arc<[Bytes]>>,
 }
 
 impl Shared {
-    pub(crate) fn new(snap: Snapshot) -> Shared {
+    pub(crate) fn new(snap: Snapshot, claims: HashMap<String, BTreeSet<String>>) -> Shared {
         Shared {
             snap,
+            claims,
+            by_destination: OnceLock::new(),
             whole: OnceLock::new(),
             parts: OnceLock::new(),
         }
+    }
+
+    /// The snapshot's policies by destination app, indexed on first use.
+    fn by_destination(&self) -> &ByDestination {
+        self.by_destination
+            .get_or_init(|| crate::filter::by_destination(&self.snap))
     }
 
     pub(crate) fn revision(&self) -> i64 {
@@ -256,7 +357,8 @@ impl SnapshotCache {
         if let Some(s) = latest.as_ref().filter(|s| s.revision() >= at_least) {
             return Ok(s.clone());
         }
-        let built = Arc::new(Shared::new(ctl.snapshot().await?));
+        let (snap, claims) = ctl.snapshot_with_claims().await?;
+        let built = Arc::new(Shared::new(snap, claims));
         *latest = Some(built.clone());
         Ok(built)
     }
@@ -282,16 +384,31 @@ async fn send_snapshot(
 
 /// Starts a watch for one client; the returned channel yields the JSON lines of the stream and
 /// closes when the controller shuts down (or the client goes away).
+/// `host`: the stream is cut for that host (see [`crate::filter`]); none: everything.
 pub(crate) fn start_watch(
     ctl: Arc<Controller>,
     since: Option<i64>,
     snapshot_in_parts: bool,
+    host: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) -> mpsc::Receiver<Bytes> {
     let (out, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
         ctl.metrics.watchers.fetch_add(1, Ordering::Relaxed);
-        let result = serve_watch(&ctl, since, snapshot_in_parts, &out, &mut shutdown).await;
+        let mut filter = host.map(|host| Filtered {
+            host,
+            view: None,
+            cut_at: 0,
+        });
+        let result = serve_watch(
+            &ctl,
+            since,
+            snapshot_in_parts,
+            filter.as_mut(),
+            &out,
+            &mut shutdown,
+        )
+        .await;
         ctl.metrics.watchers.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = result {
             tracing::warn!(error = %e, "watch stream ended with an error");
@@ -304,6 +421,7 @@ async fn serve_watch(
     ctl: &Controller,
     since: Option<i64>,
     snapshot_in_parts: bool,
+    mut filter: Option<&mut Filtered>,
     out: &mpsc::Sender<Bytes>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
@@ -311,9 +429,21 @@ async fn serve_watch(
     let mut changes = ctl.feed.subscribe();
     let (revision, floor) = ctl.log_bounds().await?;
     let resumable = since.filter(|s| *s >= floor && *s <= revision && revision - *s <= MAX_REPLAY);
-    let started = match resumable {
-        Some(since) => replay(ctl, out, since).await?,
-        None => send_snapshot(ctl, out, snapshot_in_parts, revision).await?,
+    let started = match (resumable, filter.as_deref_mut()) {
+        // What a host needed at the revision it resumes from is not known: a fresh cut.
+        (Some(since), Some(f)) => {
+            // Resumed: the changes since, as this host's view now (at a shared snapshot)
+            // lets through; a fresh cut if its own instances changed meanwhile.
+            let shared = ctl.snapshots.get(ctl, revision).await?;
+            let claims = shared.claims.get(&f.host).cloned().unwrap_or_default();
+            let (view, _) = HostView::new(&f.host, &shared.snap, shared.by_destination(), claims);
+            f.view = Some(view);
+            f.cut_at = shared.revision();
+            replay(ctl, out, since, Some(f), snapshot_in_parts).await?
+        }
+        (None, Some(f)) => send_filtered(ctl, out, snapshot_in_parts, revision, f).await?,
+        (Some(since), None) => replay(ctl, out, since, None, snapshot_in_parts).await?,
+        (None, None) => send_snapshot(ctl, out, snapshot_in_parts, revision).await?,
     };
     let Some(mut last) = started else {
         return Ok(());
@@ -336,11 +466,16 @@ async fn serve_watch(
         let sent = tokio::select! {
             r = changes.recv() => match r {
                 Ok(c) if c.revision > last => {
-                    last = c.revision;
-                    send(out, &WatchLine::Change(Cow::Borrowed(&*c))).await
+                    match deliver(ctl, out, &c, filter.as_deref_mut(), snapshot_in_parts).await? {
+                        Some(l) => {
+                            last = l.max(c.revision);
+                            true
+                        }
+                        None => false,
+                    }
                 }
                 Ok(_) => true,
-                Err(broadcast::error::RecvError::Lagged(_)) => match replay(ctl, out, last).await? {
+                Err(broadcast::error::RecvError::Lagged(_)) => match replay(ctl, out, last, filter.as_deref_mut(), snapshot_in_parts).await? {
                     Some(l) => {
                         last = l;
                         true
