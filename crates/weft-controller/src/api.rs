@@ -380,8 +380,20 @@ async fn delete_policies(
 
 async fn watch(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
+    // A watch that names its host (`?host=`) is cut for that host; a certificate may name
+    // only its own (another: 403, as for its claims). Without `?host=`: everything.
+    let host = match q.get("host").map(String::as_str) {
+        None => None,
+        Some(requested) => Some(caller.act_for(requested)?).filter(|h| !h.is_empty()),
+    };
+    if let Some(h) = &host {
+        let mut errors = crate::error::FieldErrors::default();
+        crate::leases::validate_host("host", h, &mut errors);
+        errors.into_result()?;
+    }
     let since = match q.get("since") {
         None => None,
         Some(v) => Some(v.parse::<i64>().ok().filter(|r| *r >= 0).ok_or_else(|| {
@@ -401,7 +413,7 @@ async fn watch(
             ))
         }
     };
-    let rx = watching::start_watch(s.ctl.clone(), since, in_parts, s.shutdown.clone());
+    let rx = watching::start_watch(s.ctl.clone(), since, in_parts, host, s.shutdown.clone());
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

@@ -211,6 +211,16 @@ pub async fn claims_of(tx: &mut dyn Tx, host: &str) -> Result<BTreeSet<String>> 
     rows.iter().map(|r| r.text(0)).collect()
 }
 
+/// Every host's claims: host → app ids.
+pub async fn all_claims(tx: &mut dyn Tx) -> Result<HashMap<String, BTreeSet<String>>> {
+    let rows = tx.query("SELECT host, app_id FROM app_claims", &[]).await?;
+    let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for r in rows {
+        out.entry(r.text(0)?).or_default().insert(r.text(1)?);
+    }
+    Ok(out)
+}
+
 /// Sets `claimed` to whether any host claims the app, recording the change.
 async fn refresh_claimed(tx: &mut dyn Tx, app: &mut App) -> Result<bool> {
     let rows = tx

@@ -126,6 +126,8 @@ pub struct Controller {
     config: ControllerConfig,
     expiry: Arc<Expiry>,
     pub(crate) feed: Feed,
+    /// The latest snapshot built for watchers, shared by all that start meanwhile.
+    pub(crate) snapshots: crate::watch::SnapshotCache,
     pub(crate) metrics: Arc<Metrics>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -151,6 +153,7 @@ impl Controller {
             expiry: Arc::new(Expiry::new(config.lease_grace)),
             config,
             feed,
+            snapshots: Default::default(),
             metrics: Arc::new(Metrics::default()),
             tasks: Vec::new(),
         };
@@ -374,6 +377,26 @@ impl Controller {
             policies: policies::list(&mut *tx, None).await?,
             instances: instances::list(&mut *tx, None).await?,
         })
+    }
+
+    /// The whole state at one revision and every host's claims, in one read transaction
+    /// (what per-host watch streams are cut from).
+    pub async fn snapshot_with_claims(
+        &self,
+    ) -> Result<(
+        Snapshot,
+        std::collections::HashMap<String, std::collections::BTreeSet<String>>,
+    )> {
+        let mut tx = self.read().await?;
+        let snap = Snapshot {
+            revision: changelog::revision(&mut *tx).await?,
+            leases: leases::list(&mut *tx).await?,
+            apps: apps::list(&mut *tx).await?,
+            policies: policies::list(&mut *tx, None).await?,
+            instances: instances::list(&mut *tx, None).await?,
+        };
+        let claims = apps::all_claims(&mut *tx).await?;
+        Ok((snap, claims))
     }
 
     /// `(revision, floor)`: the latest revision and the newest one no longer replayable.

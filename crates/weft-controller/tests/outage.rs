@@ -159,7 +159,7 @@ async fn a_newer_schema_is_refused_naming_both_versions(store: TestStore) {
         Err(e) => format!("{e:#}"),
     };
     assert!(
-        err.contains("version 99") && err.contains("version 2)"),
+        err.contains("version 99") && err.contains("version 3)"),
         "the error names both versions: {err}"
     );
 }
@@ -171,7 +171,7 @@ async fn a_database_of_schema_1_is_upgraded_keeping_leases_and_tags(store: TestS
     let (server, c) = store.start().await;
     let lease = c.acquire_lease("host-a", "192.0.2.1").await.unwrap();
     {
-        // Back to schema 1: no app_claims table, an app claimed the old way.
+        // Back to schema 1: no app_claims (nor instances) table, an app claimed the old way.
         use weft_controller::store::TxMode;
         let mut tx = server
             .controller()
@@ -180,8 +180,8 @@ async fn a_database_of_schema_1_is_upgraded_keeping_leases_and_tags(store: TestS
             .await
             .unwrap();
         tx.batch(
-            "DROP TABLE app_claims; \
-             DELETE FROM schema_migrations WHERE version = 2; \
+            "DROP TABLE app_claims; DROP TABLE instances; \
+             DELETE FROM schema_migrations WHERE version >= 2; \
              INSERT INTO apps (id, tag, claimed) VALUES ('old', 9, TRUE)",
         )
         .await

@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::TestStore;
-use weft_api::client::ClientError;
-use weft_api::model::{Event, Instance, ReportedInstance, WatchMessage};
+use weft_api::client::{ClientError, WatchOptions};
+use weft_api::model::{Event, Instance, Policy, Protocol, ReportedInstance, WatchMessage};
 use weft_api::pki::LabPki;
 use weft_api::Client;
 
@@ -315,6 +315,20 @@ async fn a_host_reports_only_its_own_containers() {
         .0,
         401
     );
+    // A watch for another host: 403; for its own (named or not), fine.
+    let other = WatchOptions {
+        host: Some("h2".into()),
+        ..WatchOptions::default()
+    };
+    assert_eq!(
+        api_error(h1.watch_with(None, &other).await.map(|_| ())).0,
+        403
+    );
+    let own = WatchOptions {
+        host: Some("h1".into()),
+        ..WatchOptions::default()
+    };
+    h1.watch_with(None, &own).await.unwrap();
     // The token acts for any host.
     admin
         .set_containers("h2", std::slice::from_ref(&c2))
@@ -326,4 +340,149 @@ async fn a_host_reports_only_its_own_containers() {
 
 async fn client_sees_none(c: &Client) -> bool {
     c.instances(None).await.unwrap().instances.is_empty()
+}
+
+on_both_backends!(a_host_watch_gets_what_the_host_needs);
+
+fn opts_for(host: &str) -> WatchOptions {
+    WatchOptions {
+        host: Some(host.into()),
+        ..WatchOptions::default()
+    }
+}
+
+/// The next message that is not a heartbeat.
+async fn next_message(w: &mut weft_api::client::WatchStream) -> WatchMessage {
+    loop {
+        let msg = tokio::time::timeout(LIVE, w.next())
+            .await
+            .expect("a message within the liveness bound")
+            .expect("watch ok")
+            .expect("stream open");
+        if !matches!(msg, WatchMessage::Heartbeat { .. }) {
+            return msg;
+        }
+    }
+}
+
+fn ids<'a>(it: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = it.collect();
+    v.sort();
+    v
+}
+
+/// Issue 19 item 1: a watch for a host (`?host=`) carries every lease and instance, the
+/// policies whose destination runs there and the tags they and the host's apps use; a host
+/// with no containers gets leases and instances only; a container of a new app there brings a
+/// fresh cut; a resumed watch replays only what the host needs.
+async fn a_host_watch_gets_what_the_host_needs(store: TestStore) {
+    let (server, client) = store.start().await;
+    let l1 = client.acquire_lease("h1", "192.0.2.1").await.unwrap();
+    let l2 = client.acquire_lease("h2", "192.0.2.2").await.unwrap();
+    client.acquire_lease("h3", "192.0.2.3").await.unwrap();
+    client
+        .set_containers("h1", &[reported("c1", "api", nth(l1.subnet, 2), None)])
+        .await
+        .unwrap();
+    client
+        .set_containers("h2", &[reported("c2", "db", nth(l2.subnet, 2), None)])
+        .await
+        .unwrap();
+    let icmp = |s: &str, d: &str| Policy::new(s, d, Protocol::Icmp, None);
+    client
+        .create_policies(&[icmp("web", "api"), icmp("api", "db"), icmp("batch", "db")])
+        .await
+        .unwrap();
+
+    let mut w1 = client.watch_with(None, &opts_for("h1")).await.unwrap();
+    let WatchMessage::Snapshot(s1) = next_message(&mut w1).await else {
+        panic!("snapshot first");
+    };
+    assert_eq!(s1.leases.len(), 3, "every lease");
+    assert_eq!(s1.instances.len(), 2, "every instance");
+    assert_eq!(
+        s1.policies.iter().map(Policy::untagged).collect::<Vec<_>>(),
+        vec![icmp("web", "api")]
+    );
+    assert_eq!(
+        ids(s1.apps.iter().map(|a| a.id.as_str())),
+        vec!["api", "web"]
+    );
+    let mut w3 = client.watch_with(None, &opts_for("h3")).await.unwrap();
+    let WatchMessage::Snapshot(s3) = next_message(&mut w3).await else {
+        panic!("snapshot first");
+    };
+    assert!(s3.policies.is_empty() && s3.apps.is_empty(), "{s3:?}");
+    assert_eq!(s3.leases.len(), 3);
+    // Everything, without a host.
+    let mut all = client.watch(None).await.unwrap();
+    let WatchMessage::Snapshot(everything) = next_message(&mut all).await else {
+        panic!("snapshot first");
+    };
+    assert_eq!((everything.policies.len(), everything.apps.len()), (3, 4));
+
+    // A policy to h1's app from a new app: its tag, then the policy; one to db: not for h1.
+    client
+        .create_policies(&[icmp("x", "db"), icmp("x", "api")])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        if let WatchMessage::Change(c) = next_message(&mut w1).await {
+            seen.push(c.event);
+        }
+    }
+    assert!(
+        matches!(&seen[0], Event::AppPut { app } if app.id == "x"),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(&seen[1], Event::PolicyCreated { policy } if policy.untagged() == icmp("x", "api")),
+        "{seen:?}"
+    );
+    let resume_at = client.health().await.unwrap().revision;
+
+    // A db container on h1: a fresh cut with the policies to db.
+    client
+        .set_containers(
+            "h1",
+            &[
+                reported("c1", "api", nth(l1.subnet, 2), None),
+                reported("c3", "db", nth(l1.subnet, 3), None),
+            ],
+        )
+        .await
+        .unwrap();
+    let WatchMessage::Snapshot(again) = next_message(&mut w1).await else {
+        panic!("a new app on h1 brings a snapshot");
+    };
+    assert_eq!(again.policies.len(), 5, "{:?}", again.policies);
+    // h3 saw none of it but the instance.
+    let WatchMessage::Change(c) = next_message(&mut w3).await else {
+        panic!("change");
+    };
+    assert!(
+        matches!(&c.event, Event::InstancePut { instance } if instance.id == "c3"),
+        "{c:?}"
+    );
+
+    // Resuming h3 from before: only what it needs (no snapshot, no policies).
+    let mut r3 = client
+        .watch_with(Some(resume_at - 3), &opts_for("h3"))
+        .await
+        .unwrap();
+    let WatchMessage::Change(first) = next_message(&mut r3).await else {
+        panic!("a resumed watch replays");
+    };
+    assert!(first.revision > resume_at - 3);
+    // Resuming h1 from before its new app: a fresh cut.
+    let mut r1 = client
+        .watch_with(Some(resume_at), &opts_for("h1"))
+        .await
+        .unwrap();
+    let WatchMessage::Snapshot(cut) = next_message(&mut r1).await else {
+        panic!("h1's apps changed since: a snapshot");
+    };
+    assert_eq!(cut.policies.len(), 5);
+    server.shutdown().await;
 }

@@ -43,6 +43,9 @@ impl Client {
         if let Some(s) = since {
             r = r.query(&[("since", s)]);
         }
+        if let Some(h) = &opts.host {
+            r = r.query(&[("host", h)]);
+        }
         let resp = match tokio::time::timeout(opts.answer_timeout, self.send(r)).await {
             Ok(resp) => resp?,
             Err(_) => {
@@ -96,6 +99,10 @@ pub struct WatchOptions {
     /// not come back in step. A stream that delivers a message resets the delay.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// The host this watch is for (`?host=`): the controller sends what that host needs
+    /// (every lease and instance, the policies to its apps and the tags they use) instead of
+    /// everything. With a certificate, only its own host may be named (another: 403).
+    pub host: Option<String>,
 }
 
 impl Default for WatchOptions {
@@ -108,6 +115,7 @@ impl Default for WatchOptions {
             answer_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            host: None,
         }
     }
 }
