@@ -123,9 +123,9 @@ impl Report {
                 Status::Warn => "WARN",
                 Status::Fail => "FAIL",
             };
-            println!("{mark}  {:<22} {}", c.name, c.detail);
+            println!("{mark}  {:<26} {}", c.name, c.detail);
             if let Some(fix) = &c.fix {
-                println!("      {:<22} fix: {fix}", "");
+                println!("      {:<26} fix: {fix}", "");
             }
         }
         let count = |s| self.checks.iter().filter(|c| c.status == s).count();
