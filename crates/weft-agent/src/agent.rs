@@ -578,6 +578,7 @@ impl AgentArgs {
 
     /// Runs the agent until SIGINT or SIGTERM.
     pub async fn run(self) -> Result<()> {
+        self.check()?;
         let nl = Netlink::current()?;
         let underlay =
             retry_unanswered("finding the underlay", || find_underlay(&nl, &self)).await?;

@@ -6,36 +6,50 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use weft_api::client::WatchOptions;
+use weft_api::logging::LogFormat;
 use weft_api::records;
 
-/// `weft agent`'s flags.
-#[derive(Debug, Clone, clap::Args)]
+/// `weft agent`'s flags. Each one can also be set by its environment variable and, with
+/// `--config FILE`, by the key of its name in that TOML file (`vxlan-port = 4789`): flags
+/// override the environment, which overrides the file (see `weft`'s `config` module). The
+/// shipped `packaging/etc/weft/agent.toml` lists every key with its default.
+#[derive(Debug, Clone, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AgentArgs {
-    /// Controller URL
-    #[arg(long, env = "WEFT_CONTROLLER")]
+    /// TOML file with settings (keys are the flag names); the environment and flags override it
+    #[arg(long, env = "WEFT_AGENT_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Controller URL (required: here, in WEFT_CONTROLLER or in the config file)
+    #[arg(
+        long,
+        env = "WEFT_CONTROLLER",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub controller: String,
     /// This host's underlay address (the VXLAN tunnel endpoint); default: the first IPv4
     /// address of --underlay-dev
-    #[arg(long)]
+    #[arg(long, env = "WEFT_AGENT_UNDERLAY_IP")]
     pub underlay_ip: Option<Ipv4Addr>,
     /// The underlay interface; default: the interface holding --underlay-ip
-    #[arg(long)]
+    #[arg(long, env = "WEFT_AGENT_UNDERLAY_DEV")]
     pub underlay_dev: Option<String>,
     /// The name this host's lease is held under (default: the host its client certificate
     /// names, else the host name)
     #[arg(long, env = "WEFT_HOST")]
     pub host: Option<String>,
     /// VXLAN network identifier
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "WEFT_AGENT_VNI", default_value_t = 1)]
     pub vni: u32,
     /// VXLAN UDP port
-    #[arg(long, default_value_t = 4789)]
+    #[arg(long, env = "WEFT_AGENT_VXLAN_PORT", default_value_t = 4789)]
     pub vxlan_port: u16,
     /// Name of the VTEP device
-    #[arg(long, default_value = "weft.vtep")]
+    #[arg(long, env = "WEFT_AGENT_VTEP", default_value = "weft.vtep")]
     pub vtep: String,
     /// Where to write the lease for weft-cni (overlay mode's leaseFile)
-    #[arg(long, default_value = records::DEFAULT_LEASE_FILE)]
+    #[arg(long, env = "WEFT_AGENT_LEASE_FILE", default_value = records::DEFAULT_LEASE_FILE)]
     pub lease_file: PathBuf,
     /// CA certificate of the controller
     #[arg(long, env = "WEFT_CA")]
@@ -50,10 +64,10 @@ pub struct AgentArgs {
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// weft-cni's state directory (dataDir), where the agent finds this host's containers
-    #[arg(long, default_value = records::DEFAULT_DATA_DIR)]
+    #[arg(long, env = "WEFT_AGENT_CNI_DATA_DIR", default_value = records::DEFAULT_DATA_DIR)]
     pub cni_data_dir: PathBuf,
     /// Re-check the kernel against the desired state this often (seconds)
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "WEFT_AGENT_RESYNC", default_value_t = 30)]
     pub resync: u64,
     /// Policy enforcement: "on" (default deny between apps, policies allow) or "off" (labs:
     /// every container reaches every other; marking and anti-spoofing stay on)
@@ -61,7 +75,7 @@ pub struct AgentArgs {
     pub policy: PolicyMode,
     /// Serve Prometheus metrics (allowed/denied packets per policy and app pair) here,
     /// e.g. 127.0.0.1:9109
-    #[arg(long)]
+    #[arg(long, env = "WEFT_AGENT_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The BPF fast path for established TCP connections across hosts (see `fastpath`):
     /// "auto" (default) uses it when the kernel and build allow and says why not otherwise,
@@ -71,24 +85,43 @@ pub struct AgentArgs {
     pub fastpath: FastpathMode,
     /// On exit, release the lease and remove the VTEP, routes and NAT (the host leaves the
     /// overlay). Without it, exiting leaves everything in place so traffic keeps flowing.
-    #[arg(long)]
+    #[arg(long, env = "WEFT_AGENT_RELEASE_ON_EXIT")]
     pub release_on_exit: bool,
     /// Bound of every call to the controller but the watch (lease renewals, app claims), in
     /// seconds; they run off the agent's loop.
-    #[arg(long, default_value_t = 10.0, value_parser = weft_api::client::parse_interval_secs)]
+    #[arg(long, env = "WEFT_AGENT_REQUEST_TIMEOUT", default_value_t = 10.0, value_parser = weft_api::client::parse_interval_secs)]
     pub request_timeout: f64,
     /// The longest watch line accepted, in bytes: a longer one ends the stream (the watch
     /// reconnects) instead of filling memory. Controllers send snapshots in parts far below it.
-    #[arg(long, default_value_t = WatchOptions::default().max_line)]
+    #[arg(long, env = "WEFT_AGENT_WATCH_MAX_LINE", default_value_t = WatchOptions::default().max_line)]
     pub watch_max_line: usize,
     /// The longest pause between two attempts to reach the controller's watch, in seconds
     /// (pauses grow from 0.1 s, doubling, each jittered).
-    #[arg(long, default_value_t = WatchOptions::default().backoff_max.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
+    #[arg(long, env = "WEFT_AGENT_RECONNECT_MAX", default_value_t = WatchOptions::default().backoff_max.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
     pub reconnect_max: f64,
+    /// Log format: "text" or "json" (one object a line). The level is WEFT_LOG's (default info).
+    #[arg(long, env = "WEFT_AGENT_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl AgentArgs {
+    /// What clap cannot check because the setting may come from the config file: a
+    /// controller is named somewhere.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.controller.trim().is_empty() {
+            anyhow::bail!(
+                "no controller: give --controller URL, WEFT_CONTROLLER or `controller` in the config file"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `--policy` / `WEFT_POLICY`: whether the policy table denies between apps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
     // Default deny between apps; policies allow.
     On,
@@ -97,7 +130,10 @@ pub enum PolicyMode {
 }
 
 /// `--fastpath` / `WEFT_FASTPATH`: whether the BPF fast path runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum FastpathMode {
     // When the kernel and build allow; says why not otherwise.
     Auto,

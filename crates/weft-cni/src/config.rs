@@ -24,7 +24,7 @@ pub struct NetConf {
     /// `"bridge"` (default) or `"overlay"`.
     #[serde(default)]
     pub mode: Option<String>,
-    /// Overlay mode: where the agent writes the host's lease (default /run/weft/lease.json).
+    /// Overlay mode: where the agent writes the host's lease (default /var/lib/weft/lease.json).
     #[serde(default)]
     pub lease_file: Option<PathBuf>,
     #[serde(default)]

@@ -17,11 +17,20 @@ use crate::leases::Pool;
 use crate::limits::{self, Limits};
 use crate::server::{self, ServeOptions};
 use crate::{store, tls};
+use weft_api::logging::LogFormat;
 use weft_api::pki::{self, LabPki};
 
-/// `weft controller`: serve leases, app tags and policies.
-#[derive(Debug, Clone, clap::Args)]
+/// `weft controller`: serve leases, app tags and policies. Each flag can also be set by its
+/// environment variable and, with `--config FILE`, by the key of its name in that TOML file
+/// (`overlay-cidr = "10.255.0.0/16"`): flags override the environment, which overrides the
+/// file. The shipped `packaging/etc/weft/controller.toml` lists every key with its default.
+#[derive(Debug, Clone, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ControllerArgs {
+    /// TOML file with settings (keys are the flag names); the environment and flags override it.
+    #[arg(long, env = "WEFT_CONTROLLER_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, env = "WEFT_CONTROLLER_LISTEN", default_value = "0.0.0.0:7070")]
     pub listen: SocketAddr,
@@ -36,79 +45,83 @@ pub struct ControllerArgs {
     )]
     pub state_dir: PathBuf,
     /// The overlay network hosts' subnets are cut from.
-    #[arg(long, default_value = "10.255.0.0/16")]
+    #[arg(
+        long,
+        env = "WEFT_CONTROLLER_OVERLAY_CIDR",
+        default_value = "10.255.0.0/16"
+    )]
     pub overlay_cidr: Ipv4Net,
     /// Prefix length of each host's subnet.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, env = "WEFT_CONTROLLER_HOST_PREFIX", default_value_t = 24)]
     pub host_prefix: u8,
     /// Seconds a lease lives unless renewed.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, env = "WEFT_CONTROLLER_LEASE_TTL", default_value_t = 300)]
     pub lease_ttl: u64,
     /// Seconds after the controller starts during which no lease expires (default: the lease
     /// TTL), so that hosts which could not renew while it was away keep their subnets.
-    #[arg(long)]
+    #[arg(long, env = "WEFT_CONTROLLER_LEASE_GRACE")]
     pub lease_grace: Option<u64>,
     /// Seconds between heartbeats on idle watch streams (fractions allowed). Announced in the
     /// stream: watchers take 3 intervals of silence for a lost controller.
-    #[arg(long, default_value_t = crate::controller::DEFAULT_HEARTBEAT.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
+    #[arg(long, env = "WEFT_CONTROLLER_HEARTBEAT", default_value_t = crate::controller::DEFAULT_HEARTBEAT.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
     pub heartbeat: f64,
     /// Server certificate (PEM). Without it, a lab PKI in STATE_DIR/tls is used (made on first start).
-    #[arg(long, requires_all = ["tls_key", "client_ca"])]
+    #[arg(long, env = "WEFT_CONTROLLER_TLS_CERT", requires_all = ["tls_key", "client_ca"])]
     pub tls_cert: Option<PathBuf>,
     /// Server key (PEM).
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, env = "WEFT_CONTROLLER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// CA that signs agents' client certificates.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, env = "WEFT_CONTROLLER_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
     /// Bearer token for policy writes. Default: the one in STATE_DIR/token (made on first start).
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Serve plain HTTP without client authentication (labs only).
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    #[arg(long, env = "WEFT_CONTROLLER_INSECURE_HTTP", conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
     pub insecure_http: bool,
-    /// Log as JSON lines.
-    #[arg(long)]
-    pub log_json: bool,
+    /// Log format: "text" or "json" (one object a line). The level is WEFT_LOG's (default info).
+    #[arg(long, env = "WEFT_CONTROLLER_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Most apps one host may claim (the apps of the containers it runs).
-    #[arg(long, default_value_t = crate::controller::DEFAULT_MAX_CLAIMS_PER_HOST)]
+    #[arg(long, env = "WEFT_CONTROLLER_MAX_CLAIMS_PER_HOST", default_value_t = crate::controller::DEFAULT_MAX_CLAIMS_PER_HOST)]
     pub max_claims_per_host: usize,
     /// Largest request body in bytes; larger ones get 413 before they are read.
-    #[arg(long, default_value_t = crate::limits::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "WEFT_CONTROLLER_MAX_BODY_BYTES", default_value_t = crate::limits::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Most client connections. Default: the file limit (RLIMIT_NOFILE, raised to its hard
     /// limit at start) less 128.
-    #[arg(long)]
+    #[arg(long, env = "WEFT_CONTROLLER_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Most connections from one client address. Default: half of --max-connections.
-    #[arg(long)]
+    #[arg(long, env = "WEFT_CONTROLLER_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<usize>,
     /// Most connections not yet authenticated (the oldest is closed to make room for a new
     /// one). Default: half of --max-connections.
-    #[arg(long)]
+    #[arg(long, env = "WEFT_CONTROLLER_MAX_PENDING_CONNECTIONS")]
     pub max_pending_connections: Option<usize>,
     /// Most connections not yet authenticated from one client address. Default: a quarter
     /// of --max-connections (at least 4).
-    #[arg(long)]
+    #[arg(long, env = "WEFT_CONTROLLER_MAX_PENDING_PER_IP")]
     pub max_pending_per_ip: Option<usize>,
     /// Seconds a client has to send a request's headers (and to start its next request on an
     /// idle connection).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "WEFT_CONTROLLER_HEADER_TIMEOUT", default_value_t = 10)]
     pub header_timeout: u64,
     /// Seconds a client has to finish the TLS handshake.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "WEFT_CONTROLLER_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub handshake_timeout: u64,
     /// Seconds a client has to send a request's body.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "WEFT_CONTROLLER_BODY_TIMEOUT", default_value_t = 30)]
     pub body_timeout: u64,
 }
 
-fn init_logging(json: bool) {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // The embedding binary may have set a subscriber already; keep it then.
-    let _ = if json {
+    let _ = if format == LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()
@@ -274,7 +287,7 @@ impl ControllerArgs {
     }
 
     pub async fn run(self) -> anyhow::Result<()> {
-        init_logging(self.log_json);
+        init_logging(self.log_format);
         let server = self.start().await?;
         let stop = server.shutdown_handle();
         tokio::spawn(async move {

@@ -22,7 +22,7 @@
 //! [`ControllerArgs`] derives `clap::Args`: the `weft` binary mounts it as
 //! `Controller(weft_controller::ControllerArgs)` and runs `args.run().await` inside a tokio
 //! runtime (multi-threaded recommended). `ControllerArgs::run` installs a tracing subscriber
-//! (env `WEFT_LOG`, `--log-json`) unless one is already set, and stops on SIGINT or SIGTERM.
+//! (env `WEFT_LOG`, `--log-format`) unless one is already set, and stops on SIGINT or SIGTERM.
 //!
 //! ## Starting a controller in-process (tests, agent tests)
 //!

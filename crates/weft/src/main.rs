@@ -2,9 +2,11 @@
 
 mod apps;
 mod certs;
+mod config;
 mod connect;
 mod containers;
 mod demo;
+mod doctor;
 mod lab;
 mod leases;
 mod netns;
@@ -14,7 +16,8 @@ mod rt;
 mod table;
 mod trace;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use weft_api::logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +54,9 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Seed 000 in one command: deny, policy, allow, trace; then clean up
     Demo(demo::DemoArgs),
+    /// Check this host for weft: kernel features, sysctls, libraries, controller, certificate,
+    /// lease, CNI configuration; say what is wrong and how to fix it
+    Doctor(doctor::DoctorArgs),
 }
 
 fn block_on(
@@ -63,17 +69,56 @@ fn block_on(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Logging to stderr at WEFT_LOG's level, else `default`.
+fn init_logging(default: &str, format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| default.into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+/// The daemons' `--config FILE` laid under their flags and environment
+/// ([`config::layered`]); `matches` is what `cli` was parsed from.
+fn layer_config(cli: &mut Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let Some((_, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    match &mut cli.command {
+        Command::Agent(a) => {
+            if let Some(file) = a.config.clone() {
+                *a = config::layered(a, sub, &file)?;
+                a.config = Some(file);
+            }
+        }
+        Command::Controller(a) => {
+            if let Some(file) = a.config.clone() {
+                *a = config::layered(a, sub, &file)?;
+                a.config = Some(file);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    if !matches!(cli.command, Command::Controller(_)) {
-        // The controller sets up its own logging (text or --log-json).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-                    .unwrap_or_else(|_| "warn".into()),
-            )
-            .with_writer(std::io::stderr)
-            .try_init();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = layer_config(&mut cli, &matches) {
+        eprintln!("weft: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    match &cli.command {
+        // The controller sets up its own logging (info, text or --log-format json).
+        Command::Controller(_) => {}
+        // The agent is a daemon too: info unless WEFT_LOG says otherwise.
+        Command::Agent(a) => init_logging("info", a.log_format),
+        _ => init_logging("warn", LogFormat::Text),
     }
     let res = match cli.command {
         Command::Netns(a) => netns::run(a),
@@ -87,6 +132,7 @@ fn main() -> std::process::ExitCode {
         Command::Lab(a) => lab::run(a),
         Command::Trace(a) => trace::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Doctor(a) => doctor::run(a),
     };
     match res {
         Ok(code) => code,

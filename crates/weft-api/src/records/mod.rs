@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <leaseFile>                      HostLease: the agent writes it after taking or renewing
-//!   (/run/weft/lease.json)         its lease; the plugin reads it on every overlay ADD,
+//!   (/var/lib/weft/lease.json)     its lease; the plugin reads it on every overlay ADD,
 //!                                  `weft trace` and `weft lab` too
 //! <dataDir>/<network>/attachments/<cid>:<if>.json
 //!   (dataDir /var/lib/weft/cni)    Plan: the plugin writes it before applying it; the
@@ -28,8 +28,9 @@ pub use lease::HostLease;
 /// Default directory of the plugin's state: address allocations and attachment records.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/weft/cni";
 
-/// Default lease file of overlay mode.
-pub const DEFAULT_LEASE_FILE: &str = "/run/weft/lease.json";
+/// Default lease file of overlay mode: state, not runtime, so that a rebooted host asks for
+/// (and gets back) the subnet it had.
+pub const DEFAULT_LEASE_FILE: &str = "/var/lib/weft/lease.json";
 
 /// The directory of a network's attachment records, under its state directory.
 pub const ATTACHMENTS: &str = "attachments";
