@@ -212,6 +212,8 @@ struct Agent {
     /// Begins anew when a lost lease took this host's claims: answers to claim sets sent
     /// before do not count.
     claims_epoch: u64,
+    /// The audit log's reader, with `--audit-log`.
+    audit: Option<crate::audit::Audit>,
 }
 
 /// The file next to the lease file where the agent publishes the tags of local apps.
@@ -561,6 +563,14 @@ impl Agent {
         let cells = remote::plan(self.leases.values(), &self.host);
         let policies: Vec<Policy> = self.policies.iter().cloned().collect();
         let new = policy::elements(&policies, &tags, containers, &cells);
+        if let Some(a) = &self.audit {
+            a.update(
+                &tags,
+                containers,
+                &policies,
+                self.args.policy == PolicyMode::On,
+            );
+        }
         if let Ok(mut v) = self.view.lock() {
             v.apps_by_tag = tags.iter().map(|(app, t)| (*t, app.clone())).collect();
             v.app_of_ip = containers
@@ -762,6 +772,11 @@ impl AgentArgs {
             vtep: self.vtep.clone(),
             underlay: underlay.name.clone(),
             enforce: self.policy == PolicyMode::On,
+            audit: self.audit_log.as_ref().map(|_| crate::audit::Rules {
+                group: self.audit_group,
+                rate: self.audit_rate,
+                accepted: self.audit_accepted,
+            }),
         }
     }
 
@@ -844,6 +859,14 @@ impl AgentArgs {
             }
             _ => tracing::info!(subnet = %lease.subnet, "lease held"),
         }
+        let audit = match (&self.audit_log, self.layout(overlay, &underlay).audit) {
+            (Some(out), Some(rules)) => Some(crate::audit::Audit::start(
+                &rules,
+                out,
+                self.cni_data_dir.clone(),
+            )?),
+            _ => None,
+        };
         let (done, mut done_rx) = mpsc::unbounded_channel();
         let mut agent = Agent {
             args: self.clone(),
@@ -868,6 +891,7 @@ impl AgentArgs {
             claiming: false,
             claimed: Some(Vec::new()),
             claims_epoch: 0,
+            audit,
         };
         let watch = client.watch_resuming_with(
             None,
@@ -879,6 +903,7 @@ impl AgentArgs {
         );
         if let Ok(mut v) = agent.view.lock() {
             v.watch = Some(watch.stats());
+            v.audit = agent.audit.as_ref().map(|a| a.stats.clone());
         }
         if let Some(addr) = self.metrics_listen {
             let view = agent.view.clone();

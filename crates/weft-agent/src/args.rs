@@ -85,6 +85,20 @@ pub struct AgentArgs {
     /// (pauses grow from 0.1 s, doubling, each jittered).
     #[arg(long, default_value_t = WatchOptions::default().backoff_max.as_secs_f64(), value_parser = weft_api::client::parse_interval_secs)]
     pub reconnect_max: f64,
+    /// Write the audit log (denied connection attempts as JSON lines, read through NFLOG) to
+    /// FILE (appended), or "-" for standard output
+    #[arg(long, value_name = "FILE|-")]
+    pub audit_log: Option<PathBuf>,
+    /// With --audit-log: also log accepted new connections
+    #[arg(long, requires = "audit_log")]
+    pub audit_accepted: bool,
+    /// Audit log lines per second at most (burst: twice as many); both the kernel's log rule
+    /// and the agent's reader hold to it, the rest is counted in weft_audit_dropped_total
+    #[arg(long, default_value_t = 100)]
+    pub audit_rate: u32,
+    /// The NFLOG group of the audit log rules
+    #[arg(long, default_value_t = 2626)]
+    pub audit_group: u16,
 }
 
 /// `--policy` / `WEFT_POLICY`: whether the policy table denies between apps.

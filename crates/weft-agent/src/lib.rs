@@ -12,10 +12,12 @@
 //! - [`nat`]: the host's nftables table (masquerade)
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
+//! - [`audit`]: the audit log: NFLOG rules in the policy table, read and written as JSON lines
 //! - [`args`]: its command line (flags, environment, the policy and fast path modes)
 
 pub mod agent;
 pub mod args;
+pub mod audit;
 pub mod fastpath;
 pub mod local;
 pub mod metrics;

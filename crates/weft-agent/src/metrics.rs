@@ -30,6 +30,8 @@ pub struct View {
     pub cert_not_after: Option<i64>,
     /// What the watch of the controller has been through.
     pub watch: Option<Arc<WatchStats>>,
+    /// The audit log's counters, when it runs.
+    pub audit: Option<Arc<crate::audit::Stats>>,
 }
 
 /// One counted element of the policy table.
@@ -89,7 +91,7 @@ fn parse_elements(body: &str, with_proto: bool, icmp: bool) -> Vec<Counted> {
         .collect()
 }
 
-fn rule_counter(listing: &str, comment: &str) -> u64 {
+pub(crate) fn rule_counter(listing: &str, comment: &str) -> u64 {
     listing
         .lines()
         .find(|l| l.contains(comment))
@@ -222,6 +224,9 @@ async fn scrape(view: &Arc<Mutex<View>>) -> String {
     s += &render_fastpath(stats);
     if let Some(w) = &v.watch {
         s += &render_watch(w);
+    }
+    if let Some(a) = &v.audit {
+        s += &crate::audit::render_metrics(a, &listing);
     }
     s
 }

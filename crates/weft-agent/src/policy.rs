@@ -92,13 +92,20 @@ pub struct Layout {
     pub underlay: String,
     /// Default deny between apps (false in labs: the last rule accepts instead).
     pub enforce: bool,
+    /// NFLOG rules for the audit log (`--audit-log`), none without.
+    pub audit: Option<crate::audit::Rules>,
 }
 
 impl Layout {
     /// The table's fingerprint (its comment): a table with another one is replaced.
     pub fn fingerprint(&self) -> String {
+        let audit = self
+            .audit
+            .as_ref()
+            .map(|a| format!(" audit={}", a.fingerprint()))
+            .unwrap_or_default();
         format!(
-            "weft policy v3 overlay={} vxlan={} vtep={} underlay={} enforce={}",
+            "weft policy v3 overlay={} vxlan={} vtep={} underlay={} enforce={}{audit}",
             self.overlay, self.vxlan_port, self.vtep, self.underlay, self.enforce
         )
     }
@@ -260,6 +267,7 @@ pub fn render_table(l: &Layout) -> (String, String) {
     use drops::*;
     let fp = l.fingerprint();
     let (overlay, port, vtep, underlay) = (l.overlay, l.vxlan_port, &l.vtep, &l.underlay);
+    let (audit_deny, audit_chain) = crate::audit::render_rules(l);
     let last = if l.enforce {
         format!("counter drop comment \"{DEFAULT_DENY}\"")
     } else {
@@ -305,8 +313,8 @@ table inet {TABLE} {{
     meta l4proto {{ tcp, udp }} meta mark . ip daddr . meta l4proto . th dport vmap @allow_ports
     meta l4proto icmp meta mark . ip daddr vmap @allow_icmp
     update @denied {{ meta mark . ip daddr }}
-    {last}
-  }}
+    {audit_deny}{last}
+  }}{audit_chain}
 }}
 "#
     );
@@ -566,6 +574,7 @@ mod tests {
             vtep: "weft.vtep".into(),
             underlay: "eth0".into(),
             enforce,
+            audit: None,
         }
     }
 
