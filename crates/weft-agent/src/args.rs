@@ -94,7 +94,7 @@ pub struct AgentArgs {
     pub audit_accepted: bool,
     /// Audit log lines per second at most (burst: twice as many); both the kernel's log rule
     /// and the agent's reader hold to it, the rest is counted in weft_audit_dropped_total
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=crate::audit::MAX_RATE as i64))]
     pub audit_rate: u32,
     /// The NFLOG group of the audit log rules
     #[arg(long, default_value_t = 2626)]

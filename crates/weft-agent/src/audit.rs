@@ -43,6 +43,9 @@ pub const PREFIX_ACCEPT: &str = "weft:accept";
 pub const COMMENT_DENY: &str = "audit: default deny";
 pub const COMMENT_ACCEPT: &str = "audit: accepted";
 
+/// The highest `--audit-rate`.
+pub const MAX_RATE: u32 = 100_000;
+
 /// The audit rules of the policy table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
@@ -55,11 +58,10 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// Short: the table's comment (its fingerprint) holds 128 characters at most.
     pub fn fingerprint(&self) -> String {
-        format!(
-            "group={},rate={},accepted={}",
-            self.group, self.rate, self.accepted
-        )
+        let what = if self.accepted { 'a' } else { 'd' };
+        format!("{}{what}{}", self.group, self.rate)
     }
 
     fn log(&self, prefix: &str, comment: &str) -> String {
@@ -507,6 +509,20 @@ mod tests {
         assert!(!fp.contains("audit"));
         let (fp2, _) = crate::policy::render_table(&layout(true, Some(rules(false))));
         assert_ne!(fp, fp2, "turning audit on rewrites the table");
+        // The fingerprint fits nftables' comment with the longest names and numbers.
+        let mut long = layout(
+            true,
+            Some(Rules {
+                group: u16::MAX,
+                rate: MAX_RATE,
+                accepted: true,
+            }),
+        );
+        long.vtep = "v".repeat(15);
+        long.underlay = "u".repeat(15);
+        long.overlay = "100.100.100.100/32".parse().unwrap();
+        long.vxlan_port = u16::MAX;
+        assert!(long.fingerprint().len() <= 128, "{}", long.fingerprint());
         // Enforcement off: nothing is denied, nothing to log as denied.
         let (_, off) = crate::policy::render_table(&layout(false, Some(rules(false))));
         assert!(!off.contains("weft:deny") && !off.contains("chain audit"));

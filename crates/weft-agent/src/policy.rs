@@ -102,7 +102,7 @@ impl Layout {
         let audit = self
             .audit
             .as_ref()
-            .map(|a| format!(" audit={}", a.fingerprint()))
+            .map(|a| format!(" a{}", a.fingerprint()))
             .unwrap_or_default();
         format!(
             "weft policy v3 overlay={} vxlan={} vtep={} underlay={} enforce={}{audit}",
