@@ -214,6 +214,8 @@ struct Agent {
     claims_epoch: u64,
     /// The audit log's reader, with `--audit-log`.
     audit: Option<crate::audit::Audit>,
+    /// The DNS server, with `--dns`.
+    dns: Option<crate::dns::Dns>,
 }
 
 /// The file next to the lease file where the agent publishes the tags of local apps.
@@ -892,6 +894,7 @@ impl AgentArgs {
             claimed: Some(Vec::new()),
             claims_epoch: 0,
             audit,
+            dns: None,
         };
         let watch = client.watch_resuming_with(
             None,
@@ -920,6 +923,16 @@ impl AgentArgs {
                 return Err(e);
             }
             tracing::warn!(error = %format!("{e:#}"), "setting up the VTEP and NAT failed; retrying");
+        }
+        if self.dns {
+            let dns = retry_unanswered("starting the DNS server", || {
+                crate::dns::Dns::start(&agent.nl, &self.dns_resolv_conf)
+            })
+            .await?;
+            if let Ok(mut v) = agent.view.lock() {
+                v.dns = Some(dns.stats.clone());
+            }
+            agent.dns = Some(dns);
         }
         // Watch the container records before the first read (the watch also signals once
         // when it is in place), so a container added meanwhile is not left to the resync.

@@ -99,6 +99,14 @@ pub struct AgentArgs {
     /// The NFLOG group of the audit log rules
     #[arg(long, default_value_t = 2626)]
     pub audit_group: u16,
+    /// Answer DNS at 169.254.0.2:53 for this host's containers: APP.apps.internal and
+    /// INDEX.APP.apps.internal from the controller's placement, other names forwarded
+    #[arg(long, env = "WEFT_DNS")]
+    pub dns: bool,
+    /// With --dns: the resolv.conf whose nameservers get the names outside apps.internal
+    /// (none there, or no file: those queries are REFUSED)
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub dns_resolv_conf: PathBuf,
 }
 
 /// `--policy` / `WEFT_POLICY`: whether the policy table denies between apps.

@@ -13,11 +13,13 @@
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
 //! - [`audit`]: the audit log: NFLOG rules in the policy table, read and written as JSON lines
+//! - [`dns`]: internal DNS at 169.254.0.2 (`apps.internal`, forwarding)
 //! - [`args`]: its command line (flags, environment, the policy and fast path modes)
 
 pub mod agent;
 pub mod args;
 pub mod audit;
+pub mod dns;
 pub mod fastpath;
 pub mod local;
 pub mod metrics;

@@ -32,6 +32,8 @@ pub struct View {
     pub watch: Option<Arc<WatchStats>>,
     /// The audit log's counters, when it runs.
     pub audit: Option<Arc<crate::audit::Stats>>,
+    /// The DNS server's counters, when it runs.
+    pub dns: Option<Arc<crate::dns::Stats>>,
 }
 
 /// One counted element of the policy table.
@@ -227,6 +229,9 @@ async fn scrape(view: &Arc<Mutex<View>>) -> String {
     }
     if let Some(a) = &v.audit {
         s += &crate::audit::render_metrics(a, &listing);
+    }
+    if let Some(d) = &v.dns {
+        s += &d.render();
     }
     s
 }

@@ -65,14 +65,16 @@ pub mod drops {
     pub const HAIRPIN: &str = "decapsulated back into the VTEP";
     pub const FROM_OUTSIDE: &str = "from outside the overlay";
     pub const DEFAULT_DENY: &str = "default deny";
+    pub const DNS_OTHER: &str = "to the DNS address, not port 53";
     /// Every one of them, in the order the table has them.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SPOOFED,
         DECAP_OUTSIDE,
         VXLAN_NOT_UNDERLAY,
         VXLAN_UNLEASED,
         VXLAN_NOT_IPV4,
         VXLAN_OUTSIDE_LEASE,
+        DNS_OTHER,
         TO_VXLAN_PORT,
         TO_CELL,
         HAIRPIN,
@@ -105,7 +107,7 @@ impl Layout {
             .map(|a| format!(" a{}", a.fingerprint()))
             .unwrap_or_default();
         format!(
-            "weft policy v3 overlay={} vxlan={} vtep={} underlay={} enforce={}{audit}",
+            "weft policy v4 overlay={} vxlan={} vtep={} underlay={} enforce={}{audit}",
             self.overlay, self.vxlan_port, self.vtep, self.underlay, self.enforce
         )
     }
@@ -267,6 +269,8 @@ pub fn render_table(l: &Layout) -> (String, String) {
     use drops::*;
     let fp = l.fingerprint();
     let (overlay, port, vtep, underlay) = (l.overlay, l.vxlan_port, &l.vtep, &l.underlay);
+    // The internal DNS address (see `dns`) is a host service on port 53 only.
+    let dns = crate::dns::ADDRESS;
     let (audit_deny, audit_chain) = crate::audit::render_rules(l);
     let last = if l.enforce {
         format!("counter drop comment \"{DEFAULT_DENY}\"")
@@ -298,6 +302,7 @@ table inet {TABLE} {{
     udp dport {port} ip saddr != @cells counter drop comment "{VXLAN_UNLEASED}"
     udp dport {port} {INNER_ETHERTYPE} != 0x0800 counter drop comment "{VXLAN_NOT_IPV4}"
     udp dport {port} ip saddr . {INNER_SOURCE} != @cell_subnets counter drop comment "{VXLAN_OUTSIDE_LEASE}"
+    ip daddr {dns} meta l4proto . th dport != {{ tcp . 53, udp . 53 }} counter drop comment "{DNS_OTHER}"
   }}
   chain forward {{
     type filter hook forward priority 0; policy accept;
@@ -653,6 +658,7 @@ mod tests {
                 "udp dport 4789 ip saddr != @cells counter drop comment \"vxlan from an address without a lease\"",
                 "udp dport 4789 @th,224,16 != 0x0800 counter drop comment \"vxlan: inner packet not IPv4\"",
                 "udp dport 4789 ip saddr . @th,336,32 != @cell_subnets counter drop comment \"vxlan: inner source outside the sender's lease\"",
+                "ip daddr 169.254.0.2 meta l4proto . th dport != { tcp . 53, udp . 53 } counter drop comment \"to the DNS address, not port 53\"",
             ]
         );
         assert!(pre.contains(
