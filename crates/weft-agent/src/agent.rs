@@ -26,7 +26,7 @@ use weft_kernel::link::VxlanSpec;
 use weft_kernel::{MacAddr, Netlink};
 
 use crate::args::{AgentArgs, FastpathMode, PolicyMode};
-use crate::{fastpath, local, nat, policy, remote, vtep};
+use crate::{fastpath, local, nat, placement, policy, remote, vtep};
 
 /// Where this host meets the underlay.
 struct Underlay {
@@ -216,6 +216,11 @@ struct Agent {
     audit: Option<crate::audit::Audit>,
     /// The DNS server, with `--dns`.
     dns: Option<crate::dns::Dns>,
+    /// Every host's running instances (placement), by (host, container id): DNS answers
+    /// and audit names.
+    instances: BTreeMap<(String, String), weft_api::model::Instance>,
+    /// Reports this host's containers to the controller (placement), off the loop.
+    placement: placement::Reporter,
 }
 
 /// The file next to the lease file where the agent publishes the tags of local apps.
@@ -343,6 +348,8 @@ impl Agent {
                         self.claimed = Some(Vec::new());
                         self.tags.clear();
                         reclaim = true;
+                        // And its reported containers.
+                        self.placement.resend();
                         l
                     }
                     Err(e) => {
@@ -358,6 +365,8 @@ impl Agent {
                     }
                 }
                 if reclaim {
+                    self.placement
+                        .update(&self.args.cni_data_dir, self.lease.subnet);
                     if let Err(e) = self.claim_local_apps() {
                         tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
                     }
@@ -478,9 +487,16 @@ impl Agent {
     async fn on_messages(&mut self, batch: Vec<WatchMessage>) -> Result<()> {
         let mut leases_changed = false;
         let mut anything = false;
+        let mut instances_changed = false;
         for msg in batch {
             match msg {
                 WatchMessage::Snapshot(s) => {
+                    self.instances = s
+                        .instances
+                        .iter()
+                        .map(|i| ((i.host.clone(), i.id.clone()), i.clone()))
+                        .collect();
+                    instances_changed = true;
                     self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
                     self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
                     self.policies = s.policies.iter().map(Policy::untagged).collect();
@@ -510,10 +526,32 @@ impl Agent {
                     Event::PolicyDeleted { policy } => {
                         self.policies.remove(&policy.untagged());
                     }
+                    // Placement (DNS answers, audit names): nothing in this host's tables
+                    // depends on it.
+                    Event::InstancePut { instance } => {
+                        self.instances
+                            .insert((instance.host.clone(), instance.id.clone()), instance);
+                        instances_changed = true;
+                        continue;
+                    }
+                    Event::InstanceDeleted { instance } => {
+                        self.instances
+                            .remove(&(instance.host.clone(), instance.id.clone()));
+                        instances_changed = true;
+                        continue;
+                    }
                 },
                 WatchMessage::Heartbeat { .. } => continue,
             }
             anything = true;
+        }
+        if instances_changed {
+            if let Some(d) = &self.dns {
+                d.update(crate::dns::zone::from_placement(self.instances.values()));
+            }
+            if let Some(a) = &self.audit {
+                a.set_instances(self.instances.values());
+            }
         }
         if !anything {
             return Ok(());
@@ -540,6 +578,8 @@ impl Agent {
     async fn refresh_local(&mut self, verify: bool) {
         self.check_certificate();
         self.containers = local::overlay_containers(&self.args.cni_data_dir);
+        self.placement
+            .update(&self.args.cni_data_dir, self.lease.subnet);
         if let Err(e) = self.claim_local_apps() {
             tracing::warn!(error = %format!("{e:#}"), "claiming local apps failed; the next resync retries");
         }
@@ -870,6 +910,11 @@ impl AgentArgs {
             _ => None,
         };
         let (done, mut done_rx) = mpsc::unbounded_channel();
+        let placement = placement::Reporter::start(
+            client.clone(),
+            host.clone(),
+            Duration::from_secs(self.resync.max(1)),
+        );
         let mut agent = Agent {
             args: self.clone(),
             host,
@@ -895,6 +940,8 @@ impl AgentArgs {
             claims_epoch: 0,
             audit,
             dns: None,
+            instances: BTreeMap::new(),
+            placement,
         };
         let watch = client.watch_resuming_with(
             None,

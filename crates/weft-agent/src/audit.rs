@@ -135,6 +135,8 @@ pub struct Names {
     pub app_of_tag: BTreeMap<u16, String>,
     /// This host's containers: ip -> (app, container id).
     pub local: BTreeMap<Ipv4Addr, (Option<String>, Option<String>)>,
+    /// Every host's instances (the controller's placement): ip -> (app, container id).
+    pub placed: BTreeMap<Ipv4Addr, (Option<String>, Option<String>)>,
     pub policies: Vec<Policy>,
     pub enforce: bool,
 }
@@ -191,7 +193,14 @@ pub fn record(p: &LogPacket, names: &Names, time: String) -> Option<Record> {
         .mark
         .and_then(|m| u16::try_from(m).ok())
         .filter(|t| *t != 0);
-    let local = |ip: &Ipv4Addr| names.local.get(ip).cloned().unwrap_or((None, None));
+    let local = |ip: &Ipv4Addr| {
+        names
+            .local
+            .get(ip)
+            .or_else(|| names.placed.get(ip))
+            .cloned()
+            .unwrap_or((None, None))
+    };
     let (src_local_app, src_instance) = local(&src_ip);
     let src_app = tag
         .and_then(|t| names.app_of_tag.get(&t).cloned())
@@ -335,6 +344,18 @@ impl Audit {
             cni_data_dir,
             known: Default::default(),
         })
+    }
+
+    /// Takes every host's instances (placement): remote ends get their app and container id.
+    pub fn set_instances<'a>(
+        &self,
+        instances: impl IntoIterator<Item = &'a weft_api::model::Instance>,
+    ) {
+        let placed = instances
+            .into_iter()
+            .map(|i| (i.ip, (Some(i.app.clone()), Some(i.id.clone()))))
+            .collect();
+        self.names.write().unwrap_or_else(|e| e.into_inner()).placed = placed;
     }
 
     /// Takes the agent's view after a policy sync: tags, local containers, policies.
@@ -564,6 +585,11 @@ mod tests {
                 ),
             ]
             .into(),
+            placed: [(
+                "10.255.1.2".parse().unwrap(),
+                (Some("app-b".to_string()), Some("ctr-remote".to_string())),
+            )]
+            .into(),
             policies: vec![Policy::new(
                 "app-b",
                 "app-a",
@@ -590,7 +616,7 @@ mod tests {
             serde_json::to_value(&r).unwrap(),
             serde_json::json!({
                 "time": "t",
-                "src": {"app": "app-b", "ip": "10.255.1.2"},
+                "src": {"app": "app-b", "instance": "ctr-remote", "ip": "10.255.1.2"},
                 "dst": {"app": "app-a", "instance": "ctr-a", "ip": "10.255.2.3"},
                 "proto": "tcp", "port": 9090, "verdict": "deny", "rule": "default deny"
             })

@@ -10,6 +10,7 @@
 //! - [`policy`]: `inet weft-policy`: marking, default deny, anti-spoofing and anti-forgery,
 //!   all failing closed (desired elements + diff + one transaction)
 //! - [`nat`]: the host's nftables table (masquerade)
+//! - [`placement`]: reports this host's containers to the controller (for DNS and filtering)
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile
 //! - [`audit`]: the audit log: NFLOG rules in the policy table, read and written as JSON lines
@@ -24,6 +25,7 @@ pub mod fastpath;
 pub mod local;
 pub mod metrics;
 pub mod nat;
+pub mod placement;
 pub mod policy;
 pub mod remote;
 pub mod vtep;

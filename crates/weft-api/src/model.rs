@@ -4,7 +4,7 @@
 //! of policies allows (default deny), for whoever needs to explain a verdict.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,47 @@ pub struct ClaimSet {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppList {
     pub apps: Vec<App>,
+}
+
+/// One container a host runs, as the host reports it (an element of [`ContainerSet`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReportedInstance {
+    /// The container id (as the runtime gave it to CNI); unique on its host.
+    pub id: String,
+    /// The app the container runs.
+    pub app: String,
+    /// The instance index within its app (Cloud Foundry's `INSTANCE_INDEX`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// The container's overlay address: inside the host's lease.
+    pub ip: Ipv4Addr,
+}
+
+/// Body of `PUT /v1/hosts/{host}/containers`: every container the host runs (its reported
+/// instances become exactly these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSet {
+    pub containers: Vec<ReportedInstance>,
+}
+
+/// A running instance of an app: where a container runs (placement), as hosts report them.
+/// It goes when its host reports a set without it or its host's lease goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Instance {
+    /// The host that runs it (the one that reported it).
+    pub host: String,
+    /// The container id, unique on its host.
+    pub id: String,
+    pub app: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    pub ip: Ipv4Addr,
+}
+
+/// Reply of `GET /v1/instances` and `PUT`/`GET /v1/hosts/{host}/containers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceList {
+    pub instances: Vec<Instance>,
 }
 
 /// Transport protocol a policy allows.
@@ -225,18 +266,28 @@ pub enum Event {
     PolicyDeleted {
         policy: Policy,
     },
+    /// A host reported a new container, or one whose app, index or address changed.
+    InstancePut {
+        instance: Instance,
+    },
+    /// A container is gone: its host no longer reports it, or the host's lease went.
+    InstanceDeleted {
+        instance: Instance,
+    },
 }
 
 impl Event {
     /// The `type` of every event this version knows. A watcher skips (with a warning) a
     /// change of another type: a newer controller may send one.
-    pub const TYPES: [&'static str; 6] = [
+    pub const TYPES: [&'static str; 8] = [
         "lease_put",
         "lease_deleted",
         "app_put",
         "app_deleted",
         "policy_created",
         "policy_deleted",
+        "instance_put",
+        "instance_deleted",
     ];
 }
 
@@ -254,6 +305,9 @@ pub struct Snapshot {
     pub leases: Vec<Lease>,
     pub apps: Vec<App>,
     pub policies: Vec<Policy>,
+    /// Every running instance (controllers before placement sent none: empty).
+    #[serde(default)]
+    pub instances: Vec<Instance>,
 }
 
 /// One message of the watch stream (`GET /v1/watch`, JSON lines), as a
@@ -293,13 +347,16 @@ impl WatchMessage {
 /// (`GET /v1/watch?snapshot=parts`) gets the snapshot as a `snapshot` line with `"more": true`
 /// followed by `snapshot_part` lines at the same revision, the last with `more` false (or
 /// absent); each line carries a bounded number of leases, apps and policies in all (the
-/// controller's `weft_controller::watch::PART_ITEMS`). Without `snapshot=parts` the whole snapshot is one `snapshot` line (older clients).
+/// controller's `weft_controller::watch::PART_ITEMS`; instances count too). Without `snapshot=parts` the whole snapshot is one `snapshot` line (older clients).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPart<'a> {
     pub revision: i64,
     pub leases: Cow<'a, [Lease]>,
     pub apps: Cow<'a, [App]>,
     pub policies: Cow<'a, [Policy]>,
+    /// Running instances (absent from controllers before placement, and when empty).
+    #[serde(default, skip_serializing_if = "<[Instance]>::is_empty")]
+    pub instances: Cow<'a, [Instance]>,
     /// More parts of this snapshot follow.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
@@ -389,6 +446,16 @@ mod tests {
         }
     }
 
+    fn instance() -> Instance {
+        Instance {
+            host: "h".into(),
+            id: "c1".into(),
+            app: "web".into(),
+            index: Some(0),
+            ip: "10.255.1.2".parse().unwrap(),
+        }
+    }
+
     /// The lists a client checks unknown kinds and event types against name exactly what
     /// this version reads.
     #[test]
@@ -408,6 +475,12 @@ mod tests {
                 policy: policy.clone(),
             },
             Event::PolicyDeleted { policy },
+            Event::InstancePut {
+                instance: instance(),
+            },
+            Event::InstanceDeleted {
+                instance: instance(),
+            },
         ];
         let types: Vec<String> = events
             .iter()
@@ -425,6 +498,7 @@ mod tests {
             leases: Cow::Owned(vec![lease()]),
             apps: Cow::Owned(vec![]),
             policies: Cow::Owned(vec![]),
+            instances: Cow::Owned(vec![instance()]),
             more: false,
         };
         let lines = [
@@ -460,10 +534,15 @@ mod tests {
             leases: Cow::Owned(vec![lease()]),
             apps: Cow::Owned(vec![]),
             policies: Cow::Owned(vec![]),
+            instances: Cow::Owned(vec![]),
             more: false,
         };
         let json = serde_json::to_string(&WatchLine::Snapshot(part.clone())).unwrap();
         assert!(!json.contains("more"));
+        assert!(
+            !json.contains("instances"),
+            "no instances, no field: {json}"
+        );
         let old: WatchMessage = serde_json::from_str(&json).unwrap();
         assert_eq!(
             old,
@@ -472,8 +551,19 @@ mod tests {
                 leases: vec![lease()],
                 apps: vec![],
                 policies: vec![],
+                instances: vec![],
             })
         );
+        // With instances, the line still reads as a snapshot, and round-trips.
+        let with = SnapshotPart {
+            instances: Cow::Owned(vec![instance()]),
+            ..part.clone()
+        };
+        let json = serde_json::to_string(&WatchLine::Snapshot(with)).unwrap();
+        let WatchMessage::Snapshot(read) = serde_json::from_str(&json).unwrap() else {
+            panic!("not a snapshot: {json}");
+        };
+        assert_eq!(read.instances, vec![instance()]);
         let more = SnapshotPart { more: true, ..part };
         let json = serde_json::to_string(&WatchLine::Snapshot(more)).unwrap();
         assert!(json.contains("\"more\":true"));

@@ -31,6 +31,11 @@ pub const APPS: &str = "/v1/apps";
 pub const APP: &str = "/v1/apps/{id}";
 /// The apps a host claims ([`crate::model::ClaimSet`]).
 pub const HOST_APPS: &str = "/v1/hosts/{host}/apps";
+/// The containers a host runs (`PUT` [`crate::model::ContainerSet`], `GET`): its reported
+/// instances ([`crate::model::InstanceList`]).
+pub const HOST_CONTAINERS: &str = "/v1/hosts/{host}/containers";
+/// Every running instance ([`crate::model::InstanceList`]); `?app=` for one app's.
+pub const INSTANCES: &str = "/v1/instances";
 /// The watch stream (JSON lines, [`crate::model::WatchLine`]); `?since=`, `?snapshot=parts`.
 pub const WATCH: &str = "/v1/watch";
 /// List (`GET`) and create (`POST`) policies ([`crate::model::PolicyList`]), as Cloud
@@ -40,7 +45,7 @@ pub const POLICIES: &str = "/networking/v1/external/policies";
 pub const POLICIES_DELETE: &str = "/networking/v1/external/policies/delete";
 
 /// Every path of the API.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 15] = [
     HEALTHZ,
     METRICS,
     OPENAPI,
@@ -51,6 +56,8 @@ pub const ALL: [&str; 13] = [
     APPS,
     APP,
     HOST_APPS,
+    HOST_CONTAINERS,
+    INSTANCES,
     WATCH,
     POLICIES,
     POLICIES_DELETE,

@@ -22,7 +22,7 @@ use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::limits::{Limits, Slot, Tracker};
 use crate::metrics::Gauges;
-use crate::{openapi, policies, watch as watching};
+use crate::{instances, openapi, policies, watch as watching};
 use weft_api::model::{AcquireLease, ClaimSet, HostRef};
 use weft_api::paths;
 
@@ -48,6 +48,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(paths::APPS, get(list_apps))
         .route(paths::APP, put(claim_app).get(get_app).delete(unclaim_app))
         .route(paths::HOST_APPS, put(set_claims).get(get_claims))
+        .route(
+            paths::HOST_CONTAINERS,
+            put(set_containers).get(get_containers),
+        )
+        .route(paths::INSTANCES, get(list_instances))
         .route(paths::WATCH, get(watch))
         .route(paths::POLICIES, get(list_policies))
         .route_layer(middleware::from_fn_with_state(state.clone(), agent_auth));
@@ -311,6 +316,30 @@ async fn set_claims(
     let req: ClaimSet = parse_json(&body)?;
     let apps = detached(async move { s.ctl.set_claims(&host, &req.apps).await }).await?;
     Ok(Json(apps).into_response())
+}
+
+async fn set_containers(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(host): Path<String>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
+    // The same authorization as the host's claims: a certificate acts only for its host.
+    let host = caller.act_for(&host)?;
+    let reported = instances::parse_request(&body)?;
+    let list = detached(async move { s.ctl.set_containers(&host, &reported).await }).await?;
+    Ok(Json(list).into_response())
+}
+
+async fn get_containers(State(s): State<AppState>, Path(host): Path<String>) -> Result<Response> {
+    Ok(Json(s.ctl.containers(&host).await?).into_response())
+}
+
+async fn list_instances(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response> {
+    Ok(Json(s.ctl.instances(q.get("app").map(String::as_str)).await?).into_response())
 }
 
 async fn get_claims(State(s): State<AppState>, Path(host): Path<String>) -> Result<Response> {

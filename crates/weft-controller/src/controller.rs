@@ -12,9 +12,10 @@ use crate::leases::{self, Pool};
 use crate::metrics::Metrics;
 use crate::store::{Store, Tx, TxMode};
 use crate::watch::Feed;
-use crate::{apps, changelog, policies};
+use crate::{apps, changelog, instances, policies};
 use weft_api::model::{
-    App, AppList, Change, Health, Lease, LeaseList, Policy, PolicyList, PolicyWriteResult, Snapshot,
+    App, AppList, Change, Health, InstanceList, Lease, LeaseList, Policy, PolicyList,
+    PolicyWriteResult, ReportedInstance, Snapshot,
 };
 
 /// Default interval of watch heartbeats: a watcher takes the controller for gone after 3 of
@@ -310,6 +311,34 @@ impl Controller {
         })
     }
 
+    /// Makes `reported` exactly the instances `host` runs (see [`instances::set`]).
+    pub async fn set_containers(
+        &self,
+        host: &str,
+        reported: &[ReportedInstance],
+    ) -> Result<InstanceList> {
+        let mut tx = self.write().await?;
+        let list = instances::set(&mut *tx, host, reported).await?;
+        tx.commit().await?;
+        Ok(InstanceList { instances: list })
+    }
+
+    /// The instances `host` reported.
+    pub async fn containers(&self, host: &str) -> Result<InstanceList> {
+        let mut tx = self.read().await?;
+        Ok(InstanceList {
+            instances: instances::of_host(&mut *tx, host).await?,
+        })
+    }
+
+    /// Every running instance, or those of `app`.
+    pub async fn instances(&self, app: Option<&str>) -> Result<InstanceList> {
+        let mut tx = self.read().await?;
+        Ok(InstanceList {
+            instances: instances::list(&mut *tx, app).await?,
+        })
+    }
+
     pub async fn create_policies(&self, list: &[Policy]) -> Result<PolicyWriteResult> {
         let mut tx = self.write().await?;
         let changed = policies::create(&mut *tx, list).await?;
@@ -343,6 +372,7 @@ impl Controller {
             leases: leases::list(&mut *tx).await?,
             apps: apps::list(&mut *tx).await?,
             policies: policies::list(&mut *tx, None).await?,
+            instances: instances::list(&mut *tx, None).await?,
         })
     }
 

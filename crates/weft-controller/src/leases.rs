@@ -157,12 +157,17 @@ pub async fn count(tx: &mut dyn Tx) -> Result<i64> {
     rows.first().map(|r| r.int(0)).unwrap_or(Ok(0))
 }
 
+/// The lease `host` holds (expired or not: until the sweep takes it).
+pub async fn get(tx: &mut dyn Tx, host: &str) -> Result<Option<Lease>> {
+    find(tx, "host", host).await
+}
+
 /// Whether `host` holds a lease (expired or not: until the sweep takes it).
 pub async fn holds(tx: &mut dyn Tx, host: &str) -> Result<bool> {
     Ok(find(tx, "host", host).await?.is_some())
 }
 
-/// Deletes a lease; the host's app claims go with it.
+/// Deletes a lease; the host's app claims and reported instances go with it.
 async fn delete(tx: &mut dyn Tx, lease: Lease) -> Result<Event> {
     tx.execute(
         "DELETE FROM leases WHERE host = $1",
@@ -173,6 +178,7 @@ async fn delete(tx: &mut dyn Tx, lease: Lease) -> Result<Event> {
     changelog::append(tx, &event).await?;
     if let Event::LeaseDeleted { lease } = &event {
         crate::apps::drop_host_claims(tx, &lease.host).await?;
+        crate::instances::drop_host(tx, &lease.host).await?;
     }
     Ok(event)
 }

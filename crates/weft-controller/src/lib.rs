@@ -43,6 +43,7 @@ pub mod changelog;
 pub mod controller;
 pub mod daemon;
 pub mod error;
+pub mod instances;
 pub mod leases;
 pub mod limits;
 pub mod metrics;

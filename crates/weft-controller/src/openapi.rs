@@ -54,6 +54,15 @@ pub fn document() -> Value {
                 "put": {"summary": "Set the apps a host runs (its claims become exactly these; apps it dropped that no host claims and no policy names are released). The host must hold a lease; at most --max-claims-per-host apps (422).", "security": agent, "requestBody": body("ClaimSet"),
                     "responses": merge(json!({"200": ok("AppList", "the apps, with tags, in request order")}), errors(&["400", "401", "403", "409", "413", "422", "503"]))}
             },
+            "/v1/hosts/{host}/containers": {
+                "parameters": [{"name": "host", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"summary": "The instances a host reported", "security": agent, "responses": merge(json!({"200": ok("InstanceList", "the host's instances")}), errors(&["401"]))},
+                "put": {"summary": "Set the containers a host runs (its instances become exactly these; placement for DNS). The host must hold a lease (409) and every ip be inside it; at most 1024 containers; ids and ips unique.", "security": agent, "requestBody": body("ContainerSet"),
+                    "responses": merge(json!({"200": ok("InstanceList", "the host's instances")}), errors(&["400", "401", "403", "409", "413"]))}
+            },
+            "/v1/instances": {"get": {"summary": "Every running instance (or one app's)", "security": agent,
+                "parameters": [{"name": "app", "in": "query", "required": false, "schema": {"type": "string"}}],
+                "responses": merge(json!({"200": ok("InstanceList", "instances")}), errors(&["401"]))}},
             "/v1/apps/{id}": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
                     {"name": "host", "in": "query", "required": false, "description": "the host that claims (required with the token or --insecure-http; with a certificate, its host)", "schema": {"type": "string"}}],
@@ -96,6 +105,10 @@ pub fn document() -> Value {
                 "LeaseList": {"type": "object", "properties": {"overlay": {"type": "string"}, "host_prefix": {"type": "integer"}, "pool_size": {"type": "integer"}, "leases": {"type": "array", "items": {"$ref": "#/components/schemas/Lease"}}}},
                 "App": {"type": "object", "properties": {"id": {"type": "string"}, "tag": {"type": "integer", "minimum": 1, "maximum": 65535}, "claimed": {"type": "boolean"}}},
                 "ClaimSet": {"type": "object", "required": ["apps"], "properties": {"apps": {"type": "array", "items": {"type": "string"}}}},
+                "ReportedInstance": {"type": "object", "required": ["id", "app", "ip"], "properties": {"id": {"type": "string", "description": "container id"}, "app": {"type": "string"}, "index": {"type": "integer", "minimum": 0}, "ip": {"type": "string", "format": "ipv4"}}},
+                "ContainerSet": {"type": "object", "required": ["containers"], "properties": {"containers": {"type": "array", "maxItems": 1024, "items": {"$ref": "#/components/schemas/ReportedInstance"}}}},
+                "Instance": {"type": "object", "properties": {"host": {"type": "string"}, "id": {"type": "string"}, "app": {"type": "string"}, "index": {"type": "integer"}, "ip": {"type": "string", "format": "ipv4"}}},
+                "InstanceList": {"type": "object", "properties": {"instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}}}},
                 "AppList": {"type": "object", "properties": {"apps": {"type": "array", "items": {"$ref": "#/components/schemas/App"}}}},
                 "Policy": {"type": "object", "required": ["source", "destination"], "properties": {
                     "source": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}, "tag": {"type": "integer", "readOnly": true}}},
@@ -106,13 +119,13 @@ pub fn document() -> Value {
                         "port": {"type": "integer", "description": "shorthand for ports {start: port, end: port}", "writeOnly": true}}}}},
                 "PolicyList": {"type": "object", "required": ["policies"], "properties": {"total_policies": {"type": "integer", "readOnly": true}, "policies": {"type": "array", "items": {"$ref": "#/components/schemas/Policy"}}}},
                 "PolicyWriteResult": {"type": "object", "properties": {"changed": {"type": "integer"}, "revision": {"type": "integer"}}},
-                "Event": {"type": "object", "required": ["type"], "description": "type is one of lease_put, lease_deleted (with lease), app_put, app_deleted (with app), policy_created, policy_deleted (with policy)",
-                    "properties": {"type": {"type": "string"}, "lease": {"$ref": "#/components/schemas/Lease"}, "app": {"$ref": "#/components/schemas/App"}, "policy": {"$ref": "#/components/schemas/Policy"}}},
-                "WatchMessage": {"type": "object", "required": ["kind", "revision"], "description": "kind snapshot: revision, leases, apps, policies (more: parts follow); kind snapshot_part: the same, at the snapshot's revision; kind change: revision, event; kind heartbeat: revision, interval_ms. Clients skip kinds and fields they do not know.",
+                "Event": {"type": "object", "required": ["type"], "description": "type is one of lease_put, lease_deleted (with lease), app_put, app_deleted (with app), policy_created, policy_deleted (with policy), instance_put, instance_deleted (with instance)",
+                    "properties": {"type": {"type": "string"}, "lease": {"$ref": "#/components/schemas/Lease"}, "app": {"$ref": "#/components/schemas/App"}, "policy": {"$ref": "#/components/schemas/Policy"}, "instance": {"$ref": "#/components/schemas/Instance"}}},
+                "WatchMessage": {"type": "object", "required": ["kind", "revision"], "description": "kind snapshot: revision, leases, apps, policies, instances (more: parts follow); kind snapshot_part: the same, at the snapshot's revision; kind change: revision, event; kind heartbeat: revision, interval_ms. Clients skip kinds and fields they do not know.",
                     "properties": {"kind": {"type": "string", "enum": ["snapshot", "snapshot_part", "change", "heartbeat"]}, "revision": {"type": "integer"},
                         "more": {"type": "boolean"}, "interval_ms": {"type": "integer", "description": "heartbeat interval of this stream"},
                         "leases": {"type": "array", "items": {"$ref": "#/components/schemas/Lease"}}, "apps": {"type": "array", "items": {"$ref": "#/components/schemas/App"}},
-                        "policies": {"type": "array", "items": {"$ref": "#/components/schemas/Policy"}}, "event": {"$ref": "#/components/schemas/Event"}}}
+                        "policies": {"type": "array", "items": {"$ref": "#/components/schemas/Policy"}}, "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}}, "event": {"$ref": "#/components/schemas/Event"}}}
             }
         }
     })

@@ -152,16 +152,16 @@ async fn replay(ctl: &Controller, out: &mpsc::Sender<Bytes>, mut last: i64) -> R
     }
 }
 
-/// How a snapshot of `n` leases, apps and policies is cut into lines of at most `per_line`
-/// items: the index ranges of each line, in order (one line, maybe empty, at least).
-pub(crate) fn cut_snapshot(n: [usize; 3], per_line: usize) -> Vec<[std::ops::Range<usize>; 3]> {
+/// How a snapshot of `n` leases, apps, policies and instances is cut into lines of at most
+/// `per_line` items: the index ranges of each line, in order (one line, maybe empty, at least).
+pub(crate) fn cut_snapshot(n: [usize; 4], per_line: usize) -> Vec<[std::ops::Range<usize>; 4]> {
     let per_line = per_line.max(1);
     let mut out = Vec::new();
-    let mut next = [0usize; 3];
+    let mut next = [0usize; 4];
     loop {
         let mut room = per_line;
-        let mut part = [0..0, 0..0, 0..0];
-        for k in 0..3 {
+        let mut part = [0..0, 0..0, 0..0, 0..0];
+        for k in 0..4 {
             let take = (n[k] - next[k]).min(room);
             part[k] = next[k]..next[k] + take;
             next[k] += take;
@@ -181,19 +181,25 @@ async fn send_snapshot(
     in_parts: bool,
 ) -> Result<Option<i64>> {
     let snap = ctl.snapshot().await?;
-    let n = [snap.leases.len(), snap.apps.len(), snap.policies.len()];
+    let n = [
+        snap.leases.len(),
+        snap.apps.len(),
+        snap.policies.len(),
+        snap.instances.len(),
+    ];
     let cuts = if in_parts {
         cut_snapshot(n, PART_ITEMS)
     } else {
-        vec![[0..n[0], 0..n[1], 0..n[2]]]
+        vec![[0..n[0], 0..n[1], 0..n[2], 0..n[3]]]
     };
     let count = cuts.len();
-    for (i, [l, a, p]) in cuts.into_iter().enumerate() {
+    for (i, [l, a, p, x]) in cuts.into_iter().enumerate() {
         let part = SnapshotPart {
             revision: snap.revision,
             leases: Cow::Borrowed(&snap.leases[l]),
             apps: Cow::Borrowed(&snap.apps[a]),
             policies: Cow::Borrowed(&snap.policies[p]),
+            instances: Cow::Borrowed(&snap.instances[x]),
             more: i + 1 < count,
         };
         let msg = if i == 0 {
@@ -293,18 +299,27 @@ mod tests {
 
     #[test]
     fn snapshots_are_cut_into_lines_of_bounded_items_in_order() {
-        let cuts = cut_snapshot([3, 2, 6], 4);
+        let cuts = cut_snapshot([3, 2, 6, 2], 4);
         assert_eq!(
             cuts,
-            vec![[0..3, 0..1, 0..0], [3..3, 1..2, 0..3], [3..3, 2..2, 3..6]]
+            vec![
+                [0..3, 0..1, 0..0, 0..0],
+                [3..3, 1..2, 0..3, 0..0],
+                [3..3, 2..2, 3..6, 0..1],
+                [3..3, 2..2, 6..6, 1..2]
+            ]
         );
         // Every item once, in order.
-        for (k, n) in [3, 2, 6].into_iter().enumerate() {
+        for (k, n) in [3, 2, 6, 2].into_iter().enumerate() {
             let covered: Vec<usize> = cuts.iter().flat_map(|c| c[k].clone()).collect();
             assert_eq!(covered, (0..n).collect::<Vec<_>>());
         }
-        assert_eq!(cut_snapshot([0, 0, 0], 1000), vec![[0..0, 0..0, 0..0]]);
-        assert_eq!(cut_snapshot([1000, 0, 0], 1000).len(), 1);
-        assert_eq!(cut_snapshot([1000, 1, 0], 1000).len(), 2);
+        assert_eq!(
+            cut_snapshot([0, 0, 0, 0], 1000),
+            vec![[0..0, 0..0, 0..0, 0..0]]
+        );
+        assert_eq!(cut_snapshot([1000, 0, 0, 0], 1000).len(), 1);
+        assert_eq!(cut_snapshot([1000, 1, 0, 0], 1000).len(), 2);
+        assert_eq!(cut_snapshot([0, 0, 0, 1001], 1000).len(), 2);
     }
 }

@@ -21,6 +21,37 @@ pub struct Instance {
     pub ip: Ipv4Addr,
 }
 
+/// The zone's instances from the controller's placement. An instance reported without an
+/// index gets one: per app, in (host, container id) order, the lowest index no other
+/// instance of the app holds (stable while the app's instances stay; CF's INSTANCE_INDEX
+/// wins where the runtime reports it).
+pub fn from_placement<'a>(
+    instances: impl IntoIterator<Item = &'a weft_api::model::Instance>,
+) -> Vec<Instance> {
+    let mut by_app: BTreeMap<&str, Vec<&weft_api::model::Instance>> = BTreeMap::new();
+    for i in instances {
+        by_app.entry(i.app.as_str()).or_default().push(i);
+    }
+    let mut out = Vec::new();
+    for (app, mut list) in by_app {
+        list.sort_by(|a, b| (&a.host, &a.id).cmp(&(&b.host, &b.id)));
+        let taken: std::collections::BTreeSet<u32> = list.iter().filter_map(|i| i.index).collect();
+        let mut free = (0u32..).filter(|n| !taken.contains(n));
+        for i in list {
+            let index = match i.index {
+                Some(n) => n,
+                None => free.next().unwrap_or(u32::MAX),
+            };
+            out.push(Instance {
+                app: app.to_string(),
+                index,
+                ip: i.ip,
+            });
+        }
+    }
+    out
+}
+
 /// What a name gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -110,6 +141,36 @@ mod tests {
             index,
             ip: ip.parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn placement_without_indexes_gets_the_free_ones_in_order() {
+        let api = |host: &str, id: &str, app: &str, index: Option<u32>, ip: &str| {
+            weft_api::model::Instance {
+                host: host.into(),
+                id: id.into(),
+                app: app.into(),
+                index,
+                ip: ip.parse().unwrap(),
+            }
+        };
+        let list = [
+            api("cell2", "c", "web", None, "10.255.2.2"),
+            api("cell1", "b", "web", Some(0), "10.255.1.2"),
+            api("cell1", "a", "web", None, "10.255.1.3"),
+            api("cell1", "d", "db", None, "10.255.1.4"),
+        ];
+        let got = from_placement(&list);
+        let z = Zone::new(got);
+        let one = |n: &str| match z.lookup(n) {
+            Answer::Addresses(v) => v.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            other => panic!("{n}: {other:?}"),
+        };
+        assert_eq!(one("0.web.apps.internal"), ["10.255.1.2"]);
+        assert_eq!(one("1.web.apps.internal"), ["10.255.1.3"]);
+        assert_eq!(one("2.web.apps.internal"), ["10.255.2.2"]);
+        assert_eq!(one("0.db.apps.internal"), ["10.255.1.4"]);
+        assert_eq!(one("web.apps.internal").len(), 3);
     }
 
     #[test]

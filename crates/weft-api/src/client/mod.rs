@@ -28,8 +28,8 @@ pub use resume::{Reconnect, ResumingWatch, WatchStats};
 pub use watch::{parse_interval_secs, WatchOptions, WatchStream, INTERVAL_MAX, INTERVAL_MIN};
 
 use crate::model::{
-    AcquireLease, App, AppList, ClaimSet, ErrorBody, Health, HostRef, Lease, LeaseList, Policy,
-    PolicyList, PolicyWriteResult,
+    AcquireLease, App, AppList, ClaimSet, ContainerSet, ErrorBody, Health, HostRef, InstanceList,
+    Lease, LeaseList, Policy, PolicyList, PolicyWriteResult, ReportedInstance,
 };
 use crate::paths;
 
@@ -397,6 +397,44 @@ impl Client {
     pub async fn claims(&self, host: &str) -> Result<AppList> {
         self.json(self.request(Method::GET, &paths::fill(paths::HOST_APPS, "host", host)))
             .await
+    }
+
+    /// Makes `containers` exactly the instances `host` runs (its placement); returns them.
+    /// `host` may be `""` with an agent certificate (the host it names).
+    pub async fn set_containers(
+        &self,
+        host: &str,
+        containers: &[ReportedInstance],
+    ) -> Result<InstanceList> {
+        let body = ContainerSet {
+            containers: containers.to_vec(),
+        };
+        self.json(
+            self.request(
+                Method::PUT,
+                &paths::fill(paths::HOST_CONTAINERS, "host", host),
+            )
+            .json(&body),
+        )
+        .await
+    }
+
+    /// The instances `host` reported.
+    pub async fn containers(&self, host: &str) -> Result<InstanceList> {
+        self.json(self.request(
+            Method::GET,
+            &paths::fill(paths::HOST_CONTAINERS, "host", host),
+        ))
+        .await
+    }
+
+    /// Every running instance, or (`app`) those of one app.
+    pub async fn instances(&self, app: Option<&str>) -> Result<InstanceList> {
+        let mut r = self.request(Method::GET, paths::INSTANCES);
+        if let Some(app) = app {
+            r = r.query(&[("app", app)]);
+        }
+        self.json(r).await
     }
 
     pub async fn create_policies(&self, policies: &[Policy]) -> Result<PolicyWriteResult> {

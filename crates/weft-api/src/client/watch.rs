@@ -354,6 +354,7 @@ impl WatchStream {
                     leases: part.leases.into_owned(),
                     apps: part.apps.into_owned(),
                     policies: part.policies.into_owned(),
+                    instances: part.instances.into_owned(),
                 };
                 if !part.more {
                     return Ok(Some(WatchMessage::Snapshot(snap)));
@@ -375,6 +376,7 @@ impl WatchStream {
                     snap.leases.extend(part.leases.into_owned());
                     snap.apps.extend(part.apps.into_owned());
                     snap.policies.extend(part.policies.into_owned());
+                    snap.instances.extend(part.instances.into_owned());
                 }
                 if part.more {
                     return Ok(None);

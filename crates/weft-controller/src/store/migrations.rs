@@ -61,6 +61,21 @@ const MIGRATIONS: &[(i64, &str)] = &[
     INSERT INTO app_claims (app_id, host) SELECT id, '' FROM apps WHERE claimed;
     ",
     ),
+    // Placement: the containers each host reports (internal DNS, per-host filtering).
+    (
+        3,
+        "
+    CREATE TABLE instances (
+        host TEXT NOT NULL,
+        id TEXT NOT NULL,
+        app TEXT NOT NULL,
+        instance_index BIGINT,
+        ip TEXT NOT NULL,
+        PRIMARY KEY (host, id)
+    );
+    CREATE INDEX instances_app ON instances (app);
+    ",
+    ),
 ];
 
 /// The newest schema version this controller knows.
