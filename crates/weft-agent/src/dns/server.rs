@@ -196,3 +196,88 @@ impl RequestHandler for Handler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_server::proto::op::{MessageType, OpCode, Query};
+
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    /// A fake upstream on loopback: answers the first query with `ip` (and a wrong id
+    /// first, which must be ignored).
+    async fn upstream(ip: Ipv4Addr) -> SocketAddr {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let at = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+            let q = Message::from_vec(&buf[..n]).unwrap();
+            let mut wrong = Message::new(
+                q.metadata.id.wrapping_add(1),
+                MessageType::Response,
+                OpCode::Query,
+            );
+            wrong.add_answer(Record::from_rdata(
+                Name::from_ascii("x.").unwrap(),
+                5,
+                RData::A(A(Ipv4Addr::LOCALHOST)),
+            ));
+            sock.send_to(&wrong.to_vec().unwrap(), from).await.unwrap();
+            let mut a = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            a.add_answer(Record::from_rdata(
+                q.queries[0].name().clone(),
+                60,
+                RData::A(A(ip)),
+            ));
+            sock.send_to(&a.to_vec().unwrap(), from).await.unwrap();
+        });
+        at
+    }
+
+    #[tokio::test]
+    async fn forwarding_takes_the_answer_with_our_id_and_skips_silent_resolvers() {
+        let ip = Ipv4Addr::new(192, 0, 2, 7);
+        let good = upstream(ip).await;
+        // A resolver that never answers (a bound socket that reads nothing) comes first.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let started = std::time::Instant::now();
+        let m = forward(
+            &[silent.local_addr().unwrap(), good],
+            &query(4242, "example.com."),
+            4242,
+        )
+        .await
+        .expect("answer");
+        assert!(
+            started.elapsed() >= FORWARD_TIMEOUT,
+            "the silent one was asked first"
+        );
+        assert_eq!(m.metadata.id, 4242);
+        assert_eq!(m.answers[0].data, RData::A(A(ip)));
+        // Nobody answers: None (the handler says SERVFAIL).
+        assert!(forward(
+            &[silent.local_addr().unwrap()],
+            &query(1, "example.com."),
+            1
+        )
+        .await
+        .is_none());
+    }
+
+    #[test]
+    fn metrics_name_every_result() {
+        let s = Stats::default();
+        s.refused.fetch_add(2, Ordering::Relaxed);
+        let m = s.render();
+        assert!(
+            m.contains("weft_dns_queries_total{result=\"refused\"} 2\n"),
+            "{m}"
+        );
+        assert_eq!(m.matches("weft_dns_queries_total{").count(), 5);
+    }
+}
