@@ -3,8 +3,8 @@
 //! the test harness keeps in the agent's log next to its tracing lines: `weft audit` reads
 //! the records among them and says how many lines it skipped).
 //!
-//! - a denied attempt appears on the destination's cell with both apps, the container id of
-//!   the destination, the protocol, the port and the rule; an accepted new connection (with
+//! - a denied attempt appears on the destination's cell with both apps, both container ids
+//!   (the remote one from the controller's placement), the protocol, the port and the rule; an accepted new connection (with
 //!   `--audit-accepted`) names the policy that allowed it;
 //! - under a port scan the log holds its rate (the kernel's limit and the reader's bucket),
 //!   the rest is counted in `weft_audit_dropped_total`, and every scanned packet is still
@@ -118,11 +118,24 @@ fn a_denied_attempt_is_logged_with_apps_instance_port_and_rule() {
     let _srv = dc.echo_server(&a.ns, 8080);
     let _srv2 = dc.echo_server(&a.ns, 9090);
 
-    // Denied: no policy. The record is on the destination's cell (where policy decides).
-    assert!(dc.tcp_exchange(&b.ns, &a.ip, 9090, "x").is_none());
-    let r = wait_record(&dc, 2, "the denied attempt", |r| {
-        r["verdict"] == "deny" && r["port"] == 9090
-    });
+    // Denied: no policy. The record is on the destination's cell (where policy decides);
+    // the source's container id comes from the controller's placement once cell 1's report
+    // has reached cell 2 (attempts are made until a record has it).
+    let start = Instant::now();
+    let r = loop {
+        assert!(dc.tcp_exchange(&b.ns, &a.ip, 9090, "x").is_none());
+        let found = records(&dc, 2).into_iter().find(|r| {
+            r["verdict"] == "deny" && r["port"] == 9090 && r["src"]["instance"] == "audit-b"
+        });
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            start.elapsed() < LIVE,
+            "no denied record naming audit-b: {:#?}",
+            records(&dc, 2)
+        );
+    };
     assert_eq!(r["src"]["app"], "app-b", "{r}");
     assert_eq!(r["src"]["ip"], b.ip.as_str(), "{r}");
     assert_eq!(r["dst"]["app"], "app-a", "{r}");
@@ -172,7 +185,9 @@ fn a_denied_attempt_is_logged_with_apps_instance_port_and_rule() {
     let out = weft(&format!("audit --file {} --verdict deny", log.display()));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("app-b ") && text.contains("app-a/audit-a ") && text.contains("default deny"),
+        text.contains("app-b/audit-b ")
+            && text.contains("app-a/audit-a ")
+            && text.contains("default deny"),
         "{text}"
     );
 }
