@@ -1,6 +1,7 @@
 //! `weft`: the command line for people.
 
 mod apps;
+mod audit;
 mod certs;
 mod connect;
 mod containers;
@@ -51,6 +52,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Seed 000 in one command: deny, policy, allow, trace; then clean up
     Demo(demo::DemoArgs),
+    /// The audit log: denied (and accepted) connections an agent logged, for a host or a lab
+    Audit(audit::AuditArgs),
 }
 
 fn block_on(
@@ -87,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Lab(a) => lab::run(a),
         Command::Trace(a) => trace::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Audit(a) => audit::run(a),
     };
     match res {
         Ok(code) => code,
