@@ -115,7 +115,7 @@ fn run_mode(mode: &'static str, extra: &[&str], secs: f64, runs: usize) -> Row {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let pid = dc.agent_pid(2);
+    let pid: u32 = dc.agent_pid(2).parse().expect("agent pid");
     let mut row = Row {
         mode,
         sent_pps: vec![],

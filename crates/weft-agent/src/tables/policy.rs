@@ -427,52 +427,53 @@ pub fn table(l: &Layout) -> Table {
             ]),
         )
         .with_chain(
-            Chain::base(chains::FORWARD, "filter", "forward", 0, Verdict::Accept).with_rules([
-                Rule::new(format!(
-                    "iifname != \"{underlay}\" ip daddr != {overlay} udp dport {port}"
-                ))
-                .counter()
-                .drop()
-                .comment(TO_VXLAN_PORT),
-                Rule::new("ct state established,related").accept(),
-                Rule::new(format!("ip saddr {overlay} ip daddr @{CELLS}"))
+            Chain::base(chains::FORWARD, "filter", "forward", 0, Verdict::Accept)
+                .with_rules([
+                    Rule::new(format!(
+                        "iifname != \"{underlay}\" ip daddr != {overlay} udp dport {port}"
+                    ))
                     .counter()
                     .drop()
-                    .comment(TO_CELL),
-                Rule::new(format!("iifname \"{vtep}\" oifname \"{vtep}\""))
-                    .counter()
-                    .drop()
-                    .comment(HAIRPIN),
-                Rule::new(format!("oifname \"{vtep}\"")).accept(),
-                Rule::new(format!("meta nfproto ipv6 oifname != @{VETHS}")).accept(),
-                Rule::new(format!("ip daddr != {overlay} oifname != @{VETHS}")).accept(),
-                Rule::new(format!(
-                    "ip saddr != {overlay} iifname != \"{vtep}\" ct status dnat"
-                ))
-                .accept()
-                .comment(PORT_MAPPING),
-                Rule::new(format!("ip saddr != {overlay}"))
-                    .counter()
-                    .drop()
-                    .comment(FROM_OUTSIDE),
-                Rule::new(format!(
-                    "meta l4proto {{ tcp, udp }} {}",
-                    Expr::concat([
-                        Meta::Mark.into(),
-                        DADDR,
-                        Meta::L4proto.into(),
-                        Expr::Field("th", "dport"),
-                    ])
-                    .vmap(ALLOW_PORTS)
-                )),
-                Rule::new(format!(
-                    "meta l4proto icmp {}",
-                    mark_daddr().vmap(ALLOW_ICMP)
-                )),
-                Rule::new(mark_daddr().update(DENIED)),
-            ])
-            .with_rules(audit_deny)
-            .with_rule(last),
+                    .comment(TO_VXLAN_PORT),
+                    Rule::new("ct state established,related").accept(),
+                    Rule::new(format!("ip saddr {overlay} ip daddr @{CELLS}"))
+                        .counter()
+                        .drop()
+                        .comment(TO_CELL),
+                    Rule::new(format!("iifname \"{vtep}\" oifname \"{vtep}\""))
+                        .counter()
+                        .drop()
+                        .comment(HAIRPIN),
+                    Rule::new(format!("oifname \"{vtep}\"")).accept(),
+                    Rule::new(format!("meta nfproto ipv6 oifname != @{VETHS}")).accept(),
+                    Rule::new(format!("ip daddr != {overlay} oifname != @{VETHS}")).accept(),
+                    Rule::new(format!(
+                        "ip saddr != {overlay} iifname != \"{vtep}\" ct status dnat"
+                    ))
+                    .accept()
+                    .comment(PORT_MAPPING),
+                    Rule::new(format!("ip saddr != {overlay}"))
+                        .counter()
+                        .drop()
+                        .comment(FROM_OUTSIDE),
+                    Rule::new(format!(
+                        "meta l4proto {{ tcp, udp }} {}",
+                        Expr::concat([
+                            Meta::Mark.into(),
+                            DADDR,
+                            Meta::L4proto.into(),
+                            Expr::Field("th", "dport"),
+                        ])
+                        .vmap(ALLOW_PORTS)
+                    )),
+                    Rule::new(format!(
+                        "meta l4proto icmp {}",
+                        mark_daddr().vmap(ALLOW_ICMP)
+                    )),
+                    Rule::new(mark_daddr().update(DENIED)),
+                ])
+                .with_rules(audit_deny)
+                .with_rule(last),
         );
     match audit_chain {
         Some(c) => t.with_chain(c),

@@ -158,11 +158,6 @@ impl Dc {
         self.cell_mut(n).agent_alive()
     }
 
-    /// The process id of cell `n`'s running agent.
-    pub fn agent_pid(&self, n: usize) -> u32 {
-        self.cell(n).agent.as_ref().expect("agent running").pid()
-    }
-
     /// `GET /metrics` of cell `n`'s agent, started with `--metrics-listen` [`METRICS`] (from
     /// inside the cell; bounded wait for it to serve).
     pub fn agent_metrics(&self, n: usize) -> String {
