@@ -69,6 +69,10 @@ struct Agent {
     /// Begins anew when a lost lease took this host's claims: answers to claim sets sent
     /// before do not count.
     claims_epoch: u64,
+    /// The audit log's reader, with `--audit-log`.
+    audit: Option<crate::audit::Audit>,
+    /// The DNS server, with `--dns`.
+    dns: Option<crate::dns::Dns>,
     /// Reports this host's containers to the controller (placement), off the loop.
     placement: placement::Reporter,
 }
@@ -338,7 +342,18 @@ impl Agent {
         let Taken {
             anything,
             leases_changed,
+            instances_changed,
         } = self.desired.take(batch);
+        if instances_changed {
+            if let Some(d) = &self.dns {
+                d.update(crate::dns::zone::from_placement(
+                    self.desired.instances.values(),
+                ));
+            }
+            if let Some(a) = &self.audit {
+                a.set_instances(self.desired.instances.values());
+            }
+        }
         if !anything {
             return Ok(());
         }
@@ -404,6 +419,14 @@ impl Agent {
         let cells = remote::plan(self.desired.leases.values(), &self.host);
         let policies: Vec<Policy> = self.desired.policies.iter().cloned().collect();
         let new = policy::elements(&policies, &tags, containers, &cells);
+        if let Some(a) = &self.audit {
+            a.update(
+                &tags,
+                containers,
+                &policies,
+                self.args.policy == PolicyMode::On,
+            );
+        }
         if let Ok(mut v) = self.view.lock() {
             v.apps_by_tag = tags.iter().map(|(app, t)| (*t, app.clone())).collect();
             v.app_of_ip = containers
@@ -552,6 +575,11 @@ impl AgentArgs {
             vtep: self.vtep.clone(),
             underlay: underlay.name.clone(),
             enforce: self.policy == PolicyMode::On,
+            audit: self.audit_log.as_ref().map(|_| crate::audit::Rules {
+                group: self.audit_group,
+                rate: self.audit_rate,
+                accepted: self.audit_accepted,
+            }),
         }
     }
 
@@ -639,6 +667,14 @@ impl AgentArgs {
             }
             _ => tracing::info!(subnet = %lease.subnet, "lease held"),
         }
+        let audit = match (&self.audit_log, self.layout(overlay, &underlay).audit) {
+            (Some(out), Some(rules)) => Some(crate::audit::Audit::start(
+                &rules,
+                out,
+                self.cni_data_dir.clone(),
+            )?),
+            _ => None,
+        };
         let (done, mut done_rx) = mpsc::unbounded_channel();
         let placement = placement::Reporter::start(
             client.clone(),
@@ -665,6 +701,8 @@ impl AgentArgs {
             claiming: false,
             claimed: Some(Vec::new()),
             claims_epoch: 0,
+            audit,
+            dns: None,
             placement,
         };
         let watch = client.watch_resuming_with(
@@ -678,6 +716,7 @@ impl AgentArgs {
         if let Ok(mut v) = agent.view.lock() {
             v.watch = Some(watch.stats());
             v.policy_apply_failures = failures;
+            v.audit = agent.audit.as_ref().map(|a| a.stats.clone());
         }
         if let Some(addr) = self.metrics_listen {
             let view = agent.view.clone();
@@ -694,6 +733,16 @@ impl AgentArgs {
                 return Err(e);
             }
             tracing::warn!(error = %format!("{e:#}"), "setting up the VTEP and NAT failed; retrying");
+        }
+        if self.dns {
+            let dns = retry_unanswered("starting the DNS server", || {
+                crate::dns::Dns::start(&agent.nl, &self.dns_resolv_conf)
+            })
+            .await?;
+            if let Ok(mut v) = agent.view.lock() {
+                v.dns = Some(dns.stats.clone());
+            }
+            agent.dns = Some(dns);
         }
         // Watch the container records before the first read (the watch also signals once
         // when it is in place), so a container added meanwhile is not left to the resync.

@@ -102,6 +102,32 @@ pub struct AgentArgs {
     /// Log format: "text" or "json" (one object a line). The level is WEFT_LOG's (default info).
     #[arg(long, env = "WEFT_AGENT_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Write the audit log (denied connection attempts as JSON lines, read through NFLOG) to
+    /// FILE (appended), or "-" for standard output
+    #[arg(long, env = "WEFT_AGENT_AUDIT_LOG", value_name = "FILE|-")]
+    pub audit_log: Option<PathBuf>,
+    /// With --audit-log: also log accepted new connections
+    #[arg(long, env = "WEFT_AGENT_AUDIT_ACCEPTED", requires = "audit_log")]
+    pub audit_accepted: bool,
+    /// Audit log lines per second at most (burst: twice as many); both the kernel's log rule
+    /// and the agent's reader hold to it, the rest is counted in weft_audit_dropped_total
+    #[arg(long, env = "WEFT_AGENT_AUDIT_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=crate::audit::MAX_RATE as i64))]
+    pub audit_rate: u32,
+    /// The NFLOG group of the audit log rules
+    #[arg(long, env = "WEFT_AGENT_AUDIT_GROUP", default_value_t = 2626)]
+    pub audit_group: u16,
+    /// Answer DNS at 169.254.0.2:53 for this host's containers: APP.apps.internal and
+    /// INDEX.APP.apps.internal from the controller's placement, other names forwarded
+    #[arg(long, env = "WEFT_DNS")]
+    pub dns: bool,
+    /// With --dns: the resolv.conf whose nameservers get the names outside apps.internal
+    /// (none there, or no file: those queries are REFUSED)
+    #[arg(
+        long,
+        env = "WEFT_AGENT_DNS_RESOLV_CONF",
+        default_value = "/etc/resolv.conf"
+    )]
+    pub dns_resolv_conf: PathBuf,
 }
 
 impl AgentArgs {

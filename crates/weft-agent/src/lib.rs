@@ -14,11 +14,15 @@
 //! - [`fastpath`]: tc BPF VXLAN-GBP encap/decap for established connections
 //! - [`agent`]: the loop: lease, renew, watch, reconcile; [`sync`]: the watch-to-state
 //!   reducer it runs (pure)
+//! - [`audit`]: the audit log: NFLOG rules in the policy table, read and written as JSON lines
+//! - [`dns`]: internal DNS at 169.254.0.2 (`apps.internal`, forwarding)
 //! - [`args`]: its command line (flags, environment, the policy and fast path modes)
 
 pub mod agent;
 pub mod args;
+pub mod audit;
 mod controller;
+pub mod dns;
 pub mod fastpath;
 pub mod local;
 pub mod metrics;

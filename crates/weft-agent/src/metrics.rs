@@ -33,6 +33,10 @@ pub struct View {
     pub watch: Option<Arc<WatchStats>>,
     /// Policy (and fence) transactions that failed (each retried with backoff).
     pub policy_apply_failures: Arc<AtomicU64>,
+    /// The audit log's counters, when it runs.
+    pub audit: Option<Arc<crate::audit::Stats>>,
+    /// The DNS server's counters, when it runs.
+    pub dns: Option<Arc<crate::dns::Stats>>,
 }
 
 /// One counted element of the policy table.
@@ -226,6 +230,12 @@ async fn scrape(view: &Arc<Mutex<View>>) -> String {
     if let Some(w) = &v.watch {
         s += &render_watch(w);
     }
+    if let Some(a) = &v.audit {
+        s += &crate::audit::render_metrics(a, table.as_ref());
+    }
+    if let Some(d) = &v.dns {
+        s += &d.render();
+    }
     s
 }
 
@@ -366,6 +376,7 @@ mod tests {
             vtep: "weft.vtep".into(),
             underlay: "eth0".into(),
             enforce: true,
+            audit: None,
         });
         let counted = |key: Vec<Value>, value: Option<Value>, packets: u64| {
             let mut e = Element::key(Value::concat(key));

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use weft_api::model::{Event, Lease, Policy, WatchMessage};
+use weft_api::model::{Event, Instance, Lease, Policy, WatchMessage};
 
 /// What the controller says this host should enforce.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -15,6 +15,9 @@ pub struct Desired {
     pub apps: BTreeMap<String, u16>,
     /// Every policy (without tags: they are the apps').
     pub policies: BTreeSet<Policy>,
+    /// Every host's running instances (placement), by (host, container id): DNS answers and
+    /// audit names; nothing in this host's tables depends on them.
+    pub instances: BTreeMap<(String, String), Instance>,
     /// Whether the controller's snapshot has arrived. Until then the kernel keeps enforcing
     /// what an earlier run of the agent applied: a restart must not open or close anything.
     pub have_snapshot: bool,
@@ -27,6 +30,8 @@ pub struct Taken {
     pub anything: bool,
     /// A lease came, went or changed (the VTEP's remote entries follow).
     pub leases_changed: bool,
+    /// The placement changed (DNS and the audit log's names follow; the kernel does not).
+    pub instances_changed: bool,
 }
 
 impl Desired {
@@ -36,6 +41,12 @@ impl Desired {
         for msg in batch {
             match msg {
                 WatchMessage::Snapshot(s) => {
+                    self.instances = s
+                        .instances
+                        .into_iter()
+                        .map(|i| ((i.host.clone(), i.id.clone()), i))
+                        .collect();
+                    t.instances_changed = true;
                     self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
                     self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
                     self.policies = s.policies.iter().map(Policy::untagged).collect();
@@ -65,8 +76,19 @@ impl Desired {
                     Event::PolicyDeleted { policy } => {
                         self.policies.remove(&policy.untagged());
                     }
-                    // Placement (for DNS): nothing in this host's tables depends on it.
-                    Event::InstancePut { .. } | Event::InstanceDeleted { .. } => continue,
+                    // Placement: nothing in this host's tables depends on it.
+                    Event::InstancePut { instance } => {
+                        self.instances
+                            .insert((instance.host.clone(), instance.id.clone()), instance);
+                        t.instances_changed = true;
+                        continue;
+                    }
+                    Event::InstanceDeleted { instance } => {
+                        self.instances
+                            .remove(&(instance.host.clone(), instance.id.clone()));
+                        t.instances_changed = true;
+                        continue;
+                    }
                 },
                 WatchMessage::Heartbeat { .. } => continue,
             }
@@ -110,7 +132,8 @@ mod tests {
             t,
             Taken {
                 anything: true,
-                leases_changed: true
+                leases_changed: true,
+                instances_changed: true,
             }
         );
         assert!(d.have_snapshot);

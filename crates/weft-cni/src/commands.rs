@@ -123,7 +123,8 @@ async fn add(env: &Env, conf: &NetworkConf) -> Result<Value, CniError> {
         }
         return Err(e);
     }
-    let mine = driver::result(&plan);
+    let mut mine = driver::result(&plan);
+    mine.dns = conf.dns.clone();
     let result = match prev {
         Some(p) => p.merge(mine),
         None => mine,

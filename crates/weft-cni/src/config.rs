@@ -53,6 +53,10 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     #[serde(default, rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// Passed to the result (CNI's `dns`): with weft's internal DNS,
+    /// `{"nameservers": ["169.254.0.2"], "search": ["apps.internal"]}`.
+    #[serde(default)]
+    pub dns: crate::spec::Dns,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +205,8 @@ pub struct NetworkConf {
     pub mac: Option<MacAddr>,
     pub prev_result: Option<Value>,
     pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// The result's `dns` (nameservers checked to be IP addresses).
+    pub dns: crate::spec::Dns,
 }
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> CniError {
@@ -623,6 +629,14 @@ impl NetworkConf {
         };
         let is_default_gateway = nc.is_default_gateway.unwrap_or(false);
         let app_id = app_id_of(&nc, cni_args)?;
+        for (i, ns) in nc.dns.nameservers.iter().enumerate() {
+            ns.parse::<IpAddr>().map_err(|_| {
+                invalid(
+                    &format!("dns.nameservers[{i}]"),
+                    format!("{ns:?} is not an IP address"),
+                )
+            })?;
+        }
         Ok(NetworkConf {
             cni_version: nc.cni_version,
             network: nc.name,
@@ -644,6 +658,7 @@ impl NetworkConf {
             mac,
             prev_result: nc.prev_result,
             valid_attachments: nc.valid_attachments,
+            dns: nc.dns,
         })
     }
 }
@@ -665,6 +680,18 @@ mod tests {
         assert_eq!(r.start.to_string(), "10.88.0.1");
         assert_eq!(r.end.to_string(), "10.88.0.254");
         assert!(c.is_gateway && !c.ip_masq);
+    }
+
+    #[test]
+    fn dns_is_passed_on_and_its_nameservers_checked() {
+        let c = conf(r#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"},"dns":{"nameservers":["169.254.0.2"],"search":["apps.internal"]}}"#).unwrap();
+        assert_eq!(c.dns.nameservers, vec!["169.254.0.2"]);
+        assert_eq!(c.dns.search, vec!["apps.internal"]);
+        let e = conf(r#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"},"dns":{"nameservers":["169.254.0.2","resolver"]}}"#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.starts_with("dns.nameservers[1]:"), "{}", e.msg);
+        let c = conf(r#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"}}"#).unwrap();
+        assert_eq!(c.dns, crate::spec::Dns::default());
     }
 
     #[test]

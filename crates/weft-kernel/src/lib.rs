@@ -11,7 +11,8 @@
 //! | nftables table, set, map, chain, rule, element | [`nft`] | libnftables, in-process, one transaction per call; a typed table model rendered to scripts and parsed back from `nft -j` |
 //! | conntrack entry   | [`conntrack`] | ctnetlink (NETLINK_NETFILTER socket) |
 //! | nftables trace events | [`nftrace`] | NETLINK_NETFILTER, group NFNLGRP_NFTRACE |
-//! | (codec)           | `nfnetlink` | the one NETLINK_NETFILTER wire format and socket, for conntrack and nftrace |
+//! | NFLOG packets (`log group N`) | [`nflog`] | NETLINK_NETFILTER, nfnetlink_log |
+//! | (codec)           | `nfnetlink` | the one NETLINK_NETFILTER wire format and socket, for conntrack, nftrace and nflog |
 //! | BPF object, map, tc filter | [`bpf`] | libbpf, in-process (bpf(2), tc over rtnetlink) |
 //! | (type)            | [`mac`]     | [`MacAddr`], the link-layer address links, neighbours and FDB entries carry |
 //!
@@ -27,6 +28,7 @@ pub mod mac;
 pub mod neigh;
 mod netlink;
 pub mod netns;
+pub mod nflog;
 mod nfnetlink;
 pub mod nft;
 pub mod nftrace;

@@ -1,5 +1,6 @@
 //! The nfnetlink wire format and socket: one codec for every `NETLINK_NETFILTER` user
-//! (ctnetlink in [`crate::conntrack`], nf_tables trace events in [`crate::nftrace`]).
+//! (ctnetlink in [`crate::conntrack`], nf_tables trace events in [`crate::nftrace`], NFLOG
+//! packets in [`crate::nflog`]).
 //!
 //! A datagram holds netlink messages: a `nlmsghdr` (16 bytes, host byte order), then for
 //! nfnetlink a `nfgenmsg` (family, version, resource id) and netlink attributes (NLAs), each
@@ -42,6 +43,7 @@ const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 pub(crate) const NFGENMSG_LEN: usize = 4;
 pub(crate) const NFNETLINK_V0: u8 = 0;
 pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+pub(crate) const NFNL_SUBSYS_ULOG: u16 = 4;
 pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
 /// Big enough for any datagram: the kernel fills at most 32 KiB per dump batch, and one
@@ -96,6 +98,19 @@ pub(crate) fn push_attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 /// A whole nfnetlink request: nlmsghdr + nfgenmsg (`family`, version 0, res_id 0) + `attrs`
 /// (already encoded).
 pub(crate) fn request(kind: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    request_for(kind, flags, seq, family, 0, attrs)
+}
+
+/// [`request`] with a resource id in the nfgenmsg (e.g. the NFLOG group a config message
+/// is about).
+pub(crate) fn request_for(
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    family: u8,
+    res_id: u16,
+    attrs: &[u8],
+) -> Vec<u8> {
     let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -103,7 +118,8 @@ pub(crate) fn request(kind: u16, flags: u16, seq: u32, family: u8, attrs: &[u8])
     out.extend_from_slice(&flags.to_ne_bytes());
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: 0, the kernel fills it in
-    out.extend_from_slice(&[family, NFNETLINK_V0, 0, 0]);
+    out.extend_from_slice(&[family, NFNETLINK_V0]);
+    out.extend_from_slice(&res_id.to_be_bytes());
     out.extend_from_slice(attrs);
     out
 }

@@ -1,6 +1,7 @@
 //! `weft`: the command line for people.
 
 mod apps;
+mod audit;
 mod certs;
 mod config;
 mod connect;
@@ -57,6 +58,8 @@ enum Command {
     /// Check this host for weft: kernel features, sysctls, libraries, controller, certificate,
     /// lease, CNI configuration; say what is wrong and how to fix it
     Doctor(doctor::DoctorArgs),
+    /// The audit log: denied (and accepted) connections an agent logged, for a host or a lab
+    Audit(audit::AuditArgs),
 }
 
 fn block_on(
@@ -133,6 +136,7 @@ fn main() -> std::process::ExitCode {
         Command::Trace(a) => trace::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Audit(a) => audit::run(a),
     };
     match res {
         Ok(code) => code,

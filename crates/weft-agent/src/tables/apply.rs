@@ -190,6 +190,7 @@ mod tests {
             vtep: "weft.vtep".into(),
             underlay: "eth0".into(),
             enforce: true,
+            audit: None,
         }
     }
 

@@ -74,6 +74,8 @@ pub mod chains {
     pub const PREROUTING: &str = "prerouting";
     pub const INPUT: &str = "input";
     pub const FORWARD: &str = "forward";
+    /// Accepted new connections' log rule (`--audit-accepted`, see `audit`).
+    pub const AUDIT: &str = "audit";
 }
 /// Elements of the `denied` set: a bound on memory. When it is full, new pairs are not
 /// counted per pair (the "default deny" rule still counts and drops them).
@@ -97,14 +99,16 @@ pub mod drops {
     pub const ENFORCEMENT_OFF: &str = "enforcement off";
     /// The accept of DNATed traffic from outside the overlay.
     pub const PORT_MAPPING: &str = "port mapping";
+    pub const DNS_OTHER: &str = "to the DNS address, not port 53";
     /// Every one of them, in the order the table has them.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SPOOFED,
         DECAP_OUTSIDE,
         VXLAN_NOT_UNDERLAY,
         VXLAN_UNLEASED,
         VXLAN_NOT_IPV4,
         VXLAN_OUTSIDE_LEASE,
+        DNS_OTHER,
         TO_VXLAN_PORT,
         TO_CELL,
         HAIRPIN,
@@ -124,13 +128,20 @@ pub struct Layout {
     pub underlay: String,
     /// Default deny between apps (false in labs: the last rule accepts instead).
     pub enforce: bool,
+    /// NFLOG rules for the audit log (`--audit-log`), none without.
+    pub audit: Option<crate::audit::Rules>,
 }
 
 impl Layout {
     /// The table's fingerprint (its comment): a table with another one is replaced.
     pub fn fingerprint(&self) -> String {
+        let audit = self
+            .audit
+            .as_ref()
+            .map(|a| format!(" a{}", a.fingerprint()))
+            .unwrap_or_default();
         format!(
-            "weft policy v3 overlay={} vxlan={} vtep={} underlay={} enforce={}",
+            "weft policy v4 overlay={} vxlan={} vtep={} underlay={} enforce={}{audit}",
             self.overlay, self.vxlan_port, self.vtep, self.underlay, self.enforce
         )
     }
@@ -319,13 +330,16 @@ pub fn table(l: &Layout) -> Table {
     use drops::*;
     use sets::*;
     let (overlay, port, vtep, underlay) = (l.overlay, l.vxlan_port, &l.vtep, &l.underlay);
+    // The internal DNS address (see `dns`) is a host service on port 53 only.
+    let dns = crate::dns::ADDRESS;
+    let (audit_deny, audit_chain) = crate::audit::render_rules(l);
     let last = if l.enforce {
         Rule::new("").counter().drop().comment(DEFAULT_DENY)
     } else {
         Rule::new("").counter().accept().comment(ENFORCEMENT_OFF)
     };
     let mark_ip = || SetKey::types(&["mark", "ipv4_addr"]);
-    Table::new(Family::Inet, TABLE)
+    let t = Table::new(Family::Inet, TABLE)
         .with_comment(l.fingerprint())
         .with_set(Set::map(TAGS, SetKey::types(&["ipv4_addr"]), "mark"))
         .with_set(Set::new(VETHS, SetKey::types(&["ifname"])))
@@ -404,55 +418,67 @@ pub fn table(l: &Layout) -> Table {
                 .counter()
                 .drop()
                 .comment(VXLAN_OUTSIDE_LEASE),
-            ]),
-        )
-        .with_chain(
-            Chain::base(chains::FORWARD, "filter", "forward", 0, Verdict::Accept).with_rules([
                 Rule::new(format!(
-                    "iifname != \"{underlay}\" ip daddr != {overlay} udp dport {port}"
+                    "ip daddr {dns} meta l4proto . th dport != {{ tcp . 53, udp . 53 }}"
                 ))
                 .counter()
                 .drop()
-                .comment(TO_VXLAN_PORT),
-                Rule::new("ct state established,related").accept(),
-                Rule::new(format!("ip saddr {overlay} ip daddr @{CELLS}"))
-                    .counter()
-                    .drop()
-                    .comment(TO_CELL),
-                Rule::new(format!("iifname \"{vtep}\" oifname \"{vtep}\""))
-                    .counter()
-                    .drop()
-                    .comment(HAIRPIN),
-                Rule::new(format!("oifname \"{vtep}\"")).accept(),
-                Rule::new(format!("meta nfproto ipv6 oifname != @{VETHS}")).accept(),
-                Rule::new(format!("ip daddr != {overlay} oifname != @{VETHS}")).accept(),
-                Rule::new(format!(
-                    "ip saddr != {overlay} iifname != \"{vtep}\" ct status dnat"
-                ))
-                .accept()
-                .comment(PORT_MAPPING),
-                Rule::new(format!("ip saddr != {overlay}"))
-                    .counter()
-                    .drop()
-                    .comment(FROM_OUTSIDE),
-                Rule::new(format!(
-                    "meta l4proto {{ tcp, udp }} {}",
-                    Expr::concat([
-                        Meta::Mark.into(),
-                        DADDR,
-                        Meta::L4proto.into(),
-                        Expr::Field("th", "dport"),
-                    ])
-                    .vmap(ALLOW_PORTS)
-                )),
-                Rule::new(format!(
-                    "meta l4proto icmp {}",
-                    mark_daddr().vmap(ALLOW_ICMP)
-                )),
-                Rule::new(mark_daddr().update(DENIED)),
-                last,
+                .comment(DNS_OTHER),
             ]),
         )
+        .with_chain(
+            Chain::base(chains::FORWARD, "filter", "forward", 0, Verdict::Accept)
+                .with_rules([
+                    Rule::new(format!(
+                        "iifname != \"{underlay}\" ip daddr != {overlay} udp dport {port}"
+                    ))
+                    .counter()
+                    .drop()
+                    .comment(TO_VXLAN_PORT),
+                    Rule::new("ct state established,related").accept(),
+                    Rule::new(format!("ip saddr {overlay} ip daddr @{CELLS}"))
+                        .counter()
+                        .drop()
+                        .comment(TO_CELL),
+                    Rule::new(format!("iifname \"{vtep}\" oifname \"{vtep}\""))
+                        .counter()
+                        .drop()
+                        .comment(HAIRPIN),
+                    Rule::new(format!("oifname \"{vtep}\"")).accept(),
+                    Rule::new(format!("meta nfproto ipv6 oifname != @{VETHS}")).accept(),
+                    Rule::new(format!("ip daddr != {overlay} oifname != @{VETHS}")).accept(),
+                    Rule::new(format!(
+                        "ip saddr != {overlay} iifname != \"{vtep}\" ct status dnat"
+                    ))
+                    .accept()
+                    .comment(PORT_MAPPING),
+                    Rule::new(format!("ip saddr != {overlay}"))
+                        .counter()
+                        .drop()
+                        .comment(FROM_OUTSIDE),
+                    Rule::new(format!(
+                        "meta l4proto {{ tcp, udp }} {}",
+                        Expr::concat([
+                            Meta::Mark.into(),
+                            DADDR,
+                            Meta::L4proto.into(),
+                            Expr::Field("th", "dport"),
+                        ])
+                        .vmap(ALLOW_PORTS)
+                    )),
+                    Rule::new(format!(
+                        "meta l4proto icmp {}",
+                        mark_daddr().vmap(ALLOW_ICMP)
+                    )),
+                    Rule::new(mark_daddr().update(DENIED)),
+                ])
+                .with_rules(audit_deny)
+                .with_rule(last),
+        );
+    match audit_chain {
+        Some(c) => t.with_chain(c),
+        None => t,
+    }
 }
 
 /// One transaction that makes the kernel's elements `new`: with `old` known, only the
@@ -492,6 +518,7 @@ fn skeleton() -> Table {
         vtep: String::new(),
         underlay: String::new(),
         enforce: true,
+        audit: None,
     })
 }
 
@@ -614,7 +641,7 @@ mod tests {
             "add table inet weft-policy\n\
              delete table inet weft-policy\n\
              table inet weft-policy {\n\
-             \x20 comment \"weft policy v3 overlay=10.255.0.0/16 vxlan=4789 vtep=weft.vtep underlay=eth0 enforce=true\"\n\
+             \x20 comment \"weft policy v4 overlay=10.255.0.0/16 vxlan=4789 vtep=weft.vtep underlay=eth0 enforce=true\"\n\
              \x20 map tags { type ipv4_addr : mark; }\n\
              \x20 set veths { type ifname; }\n\
              \x20 set containers { type ipv4_addr . ifname; }\n\
@@ -635,6 +662,7 @@ mod tests {
              \x20   udp dport 4789 ip saddr != @cells counter drop comment \"vxlan from an address without a lease\"\n\
              \x20   udp dport 4789 @th,224,16 != 0x0800 counter drop comment \"vxlan: inner packet not IPv4\"\n\
              \x20   udp dport 4789 ip saddr . @th,336,32 != @cell_subnets counter drop comment \"vxlan: inner source outside the sender's lease\"\n\
+             \x20   ip daddr 169.254.0.2 meta l4proto . th dport != { tcp . 53, udp . 53 } counter drop comment \"to the DNS address, not port 53\"\n\
              \x20 }\n\
              \x20 chain forward {\n\
              \x20   type filter hook forward priority 0; policy accept;\n\
@@ -770,6 +798,7 @@ mod tests {
             vtep: "weft.vtep".into(),
             underlay: "eth0".into(),
             enforce,
+            audit: None,
         }
     }
 
@@ -848,6 +877,7 @@ mod tests {
                 "udp dport 4789 ip saddr != @cells counter drop comment \"vxlan from an address without a lease\"",
                 "udp dport 4789 @th,224,16 != 0x0800 counter drop comment \"vxlan: inner packet not IPv4\"",
                 "udp dport 4789 ip saddr . @th,336,32 != @cell_subnets counter drop comment \"vxlan: inner source outside the sender's lease\"",
+                "ip daddr 169.254.0.2 meta l4proto . th dport != { tcp . 53, udp . 53 } counter drop comment \"to the DNS address, not port 53\"",
             ]
         );
         assert!(pre.contains(

@@ -25,6 +25,7 @@ pub fn bench_apply() -> Vec<ApplyRow> {
             vtep: "weft.vtep".into(),
             underlay: "eth0".into(),
             enforce: true,
+            audit: None,
         };
         let mut tags: BTreeMap<String, u16> = BTreeMap::new();
         for a in 0..=100u16 {

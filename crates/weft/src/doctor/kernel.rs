@@ -119,6 +119,7 @@ fn nftables() -> Vec<Check> {
         vtep: "weft.vtep".into(),
         underlay: "eth0".into(),
         enforce: true,
+        audit: None,
     };
     let elements = policy::elements(&[], &BTreeMap::new(), &[], &[]);
     let mut out = vec![match policy::fence(&mut nft, &layout, &elements) {

@@ -300,6 +300,8 @@ pub fn up(
                 pki.agent_cert(&c.name).display().to_string(),
                 "--key".into(),
                 pki.agent_key(&c.name).display().to_string(),
+                "--audit-log".into(),
+                cdir.join(crate::audit::LAB_FILE).display().to_string(),
             ];
             let pid = state::spawn_in(&c.namespace, &argv, &[("WEFT_LOG", "info")], &log)?;
             st.processes.push(ProcRecord {
