@@ -89,6 +89,44 @@ pub struct AppList {
     pub apps: Vec<App>,
 }
 
+/// One app's tag as Cloud Foundry's policy server lists it (`GET /networking/v1/external/tags`):
+/// the tag in upper-case hex, two bytes wide (`"0001"`), as CF writes tags with its default
+/// `tag_length` of 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagEntry {
+    /// The app (CF's `policy_group_id`).
+    pub id: String,
+    pub tag: String,
+    /// What the id names; always `"app"` in weft (CF also has `"router"`).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl TagEntry {
+    /// The entry for an app with `tag`.
+    pub fn app(id: &str, tag: u16) -> TagEntry {
+        TagEntry {
+            id: id.to_string(),
+            tag: format!("{tag:04X}"),
+            kind: "app".to_string(),
+        }
+    }
+
+    /// The tag as a number (`"00FF"` → 255); `None` if it is not 1 to 4 hex digits.
+    pub fn value(&self) -> Option<u16> {
+        (1..=4)
+            .contains(&self.tag.len())
+            .then(|| u16::from_str_radix(&self.tag, 16).ok())
+            .flatten()
+    }
+}
+
+/// Reply of `GET /networking/v1/external/tags`, as in Cloud Foundry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagList {
+    pub tags: Vec<TagEntry>,
+}
+
 /// Transport protocol a policy allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

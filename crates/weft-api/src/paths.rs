@@ -39,8 +39,11 @@ pub const POLICIES: &str = "/networking/v1/external/policies";
 /// Delete policies ([`crate::model::PolicyList`]).
 pub const POLICIES_DELETE: &str = "/networking/v1/external/policies/delete";
 
+/// Every app's tag ([`crate::model::TagList`]), as Cloud Foundry's policy server lists them.
+pub const TAGS: &str = "/networking/v1/external/tags";
+
 /// Every path of the API.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     HEALTHZ,
     METRICS,
     OPENAPI,
@@ -54,6 +57,7 @@ pub const ALL: [&str; 13] = [
     WATCH,
     POLICIES,
     POLICIES_DELETE,
+    TAGS,
 ];
 
 /// `template` with its parameter `{name}` replaced by `value`, percent-encoded.

@@ -50,6 +50,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(paths::HOST_APPS, put(set_claims).get(get_claims))
         .route(paths::WATCH, get(watch))
         .route(paths::POLICIES, get(list_policies))
+        .route(paths::TAGS, get(list_tags))
         .route_layer(middleware::from_fn_with_state(state.clone(), agent_auth));
     let admin = Router::new()
         .route(paths::POLICIES, post(create_policies))
@@ -321,14 +322,12 @@ async fn list_policies(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let ids: Option<Vec<String>> = q.get("id").map(|v| {
-        v.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
-    });
-    Ok(Json(s.ctl.policies(ids.as_deref()).await?).into_response())
+    let filter = policies::Filter::from_query(&q);
+    Ok(Json(s.ctl.policies_where(&filter).await?).into_response())
+}
+
+async fn list_tags(State(s): State<AppState>) -> Result<Response> {
+    Ok(Json(s.ctl.tags().await?).into_response())
 }
 
 async fn create_policies(

@@ -14,7 +14,8 @@ use crate::store::{Store, Tx, TxMode};
 use crate::watch::Feed;
 use crate::{apps, changelog, policies};
 use weft_api::model::{
-    App, AppList, Change, Health, Lease, LeaseList, Policy, PolicyList, PolicyWriteResult, Snapshot,
+    App, AppList, Change, Health, Lease, LeaseList, Policy, PolicyList, PolicyWriteResult,
+    Snapshot, TagEntry, TagList,
 };
 
 /// Default interval of watch heartbeats: a watcher takes the controller for gone after 3 of
@@ -327,11 +328,29 @@ impl Controller {
     }
 
     pub async fn policies(&self, ids: Option<&[String]>) -> Result<PolicyList> {
+        self.policies_where(&ids.map(policies::Filter::naming).unwrap_or_default())
+            .await
+    }
+
+    /// The policies `filter` selects (CF's `id`, `source_id`, `dest_id`).
+    pub async fn policies_where(&self, filter: &policies::Filter) -> Result<PolicyList> {
         let mut tx = self.read().await?;
-        let list = policies::list(&mut *tx, ids).await?;
+        let list = policies::list(&mut *tx, filter).await?;
         Ok(PolicyList {
             total_policies: Some(list.len()),
             policies: list,
+        })
+    }
+
+    /// Every app's tag, as Cloud Foundry's policy server lists them.
+    pub async fn tags(&self) -> Result<TagList> {
+        let apps = self.apps().await?;
+        Ok(TagList {
+            tags: apps
+                .apps
+                .iter()
+                .map(|a| TagEntry::app(&a.id, a.tag))
+                .collect(),
         })
     }
 
@@ -342,7 +361,7 @@ impl Controller {
             revision: changelog::revision(&mut *tx).await?,
             leases: leases::list(&mut *tx).await?,
             apps: apps::list(&mut *tx).await?,
-            policies: policies::list(&mut *tx, None).await?,
+            policies: policies::list(&mut *tx, &policies::Filter::default()).await?,
         })
     }
 

@@ -64,13 +64,17 @@ pub fn document() -> Value {
             },
             "/networking/v1/external/policies": {
                 "get": {"summary": "List policies (Cloud Foundry shape)", "security": agent,
-                    "parameters": [{"name": "id", "in": "query", "required": false, "description": "comma-separated app ids: policies whose source or destination is one of them", "schema": {"type": "string"}}],
+                    "parameters": [{"name": "id", "in": "query", "required": false, "description": "comma-separated app ids: policies whose source or destination is one of them", "schema": {"type": "string"}},
+                        {"name": "source_id", "in": "query", "required": false, "description": "comma-separated app ids: policies from one of them (ignored with id)", "schema": {"type": "string"}},
+                        {"name": "dest_id", "in": "query", "required": false, "description": "comma-separated app ids: policies to one of them (ignored with id; with source_id, both must match)", "schema": {"type": "string"}}],
                     "responses": merge(json!({"200": ok("PolicyList", "policies with tags")}), errors(&["401"]))},
                 "post": {"summary": "Create policies (idempotent)", "security": admin, "requestBody": body("PolicyList"),
                     "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were new")}), errors(&["400", "401", "403", "408", "413", "503"]))}
             },
             "/networking/v1/external/policies/delete": {"post": {"summary": "Delete policies (missing ones are ignored)", "security": admin, "requestBody": body("PolicyList"),
                 "responses": merge(json!({"200": ok("PolicyWriteResult", "how many were deleted")}), errors(&["400", "401", "403", "408", "413"]))}},
+            "/networking/v1/external/tags": {"get": {"summary": "Every app's tag (Cloud Foundry shape: hex, two bytes)", "security": agent,
+                "responses": merge(json!({"200": ok("TagList", "tags")}), errors(&["401"]))}},
             "/v1/watch": {"get": {"summary": "Snapshot then every change, as JSON lines (application/x-ndjson)", "security": agent,
                 "parameters": [{"name": "since", "in": "query", "required": false, "description": "resume after this revision: replay the changes after it if the change log still has them, else a snapshot", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "snapshot", "in": "query", "required": false, "description": "parts: the snapshot comes as a snapshot line with more=true and snapshot_part lines (at most 1000 items each, the last with more false); whole (default): one line", "schema": {"type": "string", "enum": ["parts", "whole"]}}],
@@ -105,6 +109,8 @@ pub fn document() -> Value {
                         "ports": {"type": "object", "description": "required for tcp and udp, absent for icmp", "properties": {"start": {"type": "integer", "minimum": 1, "maximum": 65535}, "end": {"type": "integer", "minimum": 1, "maximum": 65535}}},
                         "port": {"type": "integer", "description": "shorthand for ports {start: port, end: port}", "writeOnly": true}}}}},
                 "PolicyList": {"type": "object", "required": ["policies"], "properties": {"total_policies": {"type": "integer", "readOnly": true}, "policies": {"type": "array", "items": {"$ref": "#/components/schemas/Policy"}}}},
+                "TagList": {"type": "object", "required": ["tags"], "properties": {"tags": {"type": "array", "items": {"type": "object", "required": ["id", "tag", "type"], "properties": {
+                    "id": {"type": "string"}, "tag": {"type": "string", "example": "0001", "description": "upper-case hex, four digits"}, "type": {"type": "string", "enum": ["app"]}}}}}},
                 "PolicyWriteResult": {"type": "object", "properties": {"changed": {"type": "integer"}, "revision": {"type": "integer"}}},
                 "Event": {"type": "object", "required": ["type"], "description": "type is one of lease_put, lease_deleted (with lease), app_put, app_deleted (with app), policy_created, policy_deleted (with policy)",
                     "properties": {"type": {"type": "string"}, "lease": {"$ref": "#/components/schemas/Lease"}, "app": {"$ref": "#/components/schemas/App"}, "policy": {"$ref": "#/components/schemas/Policy"}}},

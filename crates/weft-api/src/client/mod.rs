@@ -29,7 +29,7 @@ pub use watch::{parse_interval_secs, WatchOptions, WatchStream, INTERVAL_MAX, IN
 
 use crate::model::{
     AcquireLease, App, AppList, ClaimSet, ErrorBody, Health, HostRef, Lease, LeaseList, Policy,
-    PolicyList, PolicyWriteResult,
+    PolicyList, PolicyWriteResult, TagList,
 };
 use crate::paths;
 
@@ -422,6 +422,11 @@ impl Client {
             r = r.query(&[("id", ids.join(","))]);
         }
         self.json(r).await
+    }
+
+    /// Every app's tag, as Cloud Foundry's policy server lists them.
+    pub async fn tags(&self) -> Result<TagList> {
+        self.json(self.request(Method::GET, paths::TAGS)).await
     }
 }
 
