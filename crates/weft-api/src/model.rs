@@ -11,12 +11,15 @@ use serde::{Deserialize, Serialize};
 
 /// A host's overlay subnet, held until `expires_at` unless renewed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     /// The host name the lease was asked for with; one lease per host.
     pub host: String,
     /// The host's address on the underlay network (the VXLAN tunnel endpoint).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "192.0.2.1"))]
     pub underlay_ip: IpAddr,
     /// The overlay subnet the host's containers take their addresses from.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.255.7.0/24"))]
     pub subnet: Ipv4Net,
     /// MAC address of the host's VTEP device, derived from the subnet (`ee:ee:` + subnet address).
     pub vtep_mac: String,
@@ -37,6 +40,7 @@ pub fn unix_now() -> i64 {
 
 /// Body of `POST /v1/leases/acquire`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireLease {
     #[serde(default)]
     pub host: String,
@@ -46,11 +50,13 @@ pub struct AcquireLease {
     /// or already the host's, so a host returning after its lease expired keeps its
     /// containers' addresses. Another subnet is given when it is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "10.255.7.0/24"))]
     pub subnet: Option<Ipv4Net>,
 }
 
 /// Body of `POST /v1/leases/renew` and `POST /v1/leases/release`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostRef {
     #[serde(default)]
     pub host: String,
@@ -58,7 +64,9 @@ pub struct HostRef {
 
 /// Reply of `GET /v1/leases`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseList {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.255.0.0/16"))]
     pub overlay: Ipv4Net,
     pub host_prefix: u8,
     /// Number of subnets in the pool.
@@ -68,6 +76,7 @@ pub struct LeaseList {
 
 /// An app (an opaque id such as a Cloud Foundry app GUID) and its 16-bit tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct App {
     pub id: String,
     /// 1..=65535; fits the VXLAN group-policy field. Stable while the app is referenced.
@@ -79,12 +88,14 @@ pub struct App {
 /// Body of `PUT /v1/hosts/{host}/apps`: every app the host runs (its claims become exactly
 /// these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimSet {
     pub apps: Vec<String>,
 }
 
 /// Reply of `GET /v1/apps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppList {
     pub apps: Vec<App>,
 }
@@ -93,6 +104,7 @@ pub struct AppList {
 /// the tag in upper-case hex, two bytes wide (`"0001"`), as CF writes tags with its default
 /// `tag_length` of 2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TagEntry {
     /// The app (CF's `policy_group_id`).
     pub id: String,
@@ -123,12 +135,14 @@ impl TagEntry {
 
 /// Reply of `GET /networking/v1/external/tags`, as in Cloud Foundry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TagList {
     pub tags: Vec<TagEntry>,
 }
 
 /// Transport protocol a policy allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -163,6 +177,7 @@ impl std::fmt::Display for Protocol {
 
 /// An inclusive destination port range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ports {
     pub start: u16,
     pub end: u16,
@@ -170,6 +185,7 @@ pub struct Ports {
 
 /// Policy source, as in Cloud Foundry's policy server external API.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Source {
     pub id: String,
     /// The source app's tag; filled in by the controller on reads, ignored on writes.
@@ -179,6 +195,7 @@ pub struct Source {
 
 /// Policy destination, as in Cloud Foundry's policy server external API.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Destination {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +208,7 @@ pub struct Destination {
 
 /// One allow rule: traffic from the source app to the destination app's ports.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Policy {
     pub source: Source,
     pub destination: Destination,
@@ -224,6 +242,7 @@ impl Policy {
 
 /// Body of policy create and delete requests and reply of policy list, as in Cloud Foundry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_policies: Option<usize>,
@@ -232,6 +251,7 @@ pub struct PolicyList {
 
 /// Reply of policy create and delete: how many policies changed and the revision after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyWriteResult {
     pub changed: usize,
     pub revision: i64,
@@ -239,6 +259,7 @@ pub struct PolicyWriteResult {
 
 /// One change to the controller's state. Every change gets a global, increasing revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A lease was acquired, renewed or moved to a new underlay IP.
@@ -280,6 +301,7 @@ impl Event {
 
 /// An [`Event`] with its revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
     pub revision: i64,
     pub event: Event,
@@ -287,6 +309,7 @@ pub struct Change {
 
 /// The full state at one revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub revision: i64,
     pub leases: Vec<Lease>,
@@ -298,6 +321,7 @@ pub struct Snapshot {
 /// [`Client`](crate::Client) delivers it. On the wire a snapshot may come in several lines
 /// (see [`SnapshotPart`]); the client joins them into one `Snapshot`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WatchMessage {
     /// The whole state; replaces whatever the watcher had.
@@ -365,6 +389,7 @@ impl WatchLine<'_> {
 
 /// Reply of `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
     pub store: String,
@@ -373,6 +398,7 @@ pub struct Health {
 
 /// One field that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// Path of the field in the request, e.g. `policies[0].destination.ports.start`.
     pub field: String,
@@ -381,6 +407,7 @@ pub struct FieldError {
 
 /// Body of every error reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A stable machine-readable code, e.g. `validation_failed`, `pool_exhausted`.
     pub code: String,
