@@ -205,7 +205,7 @@ pub(crate) async fn healthz(State(s): State<AppState>) -> Response {
 #[utoipa::path(
     get, path = "/metrics", tag = "operations", security(()),
     summary = "Prometheus metrics (text exposition format)",
-    responses((status = 200, description = "metrics", content_type = "text/plain", body = String))
+    responses((status = 200, description = "metrics", content_type = "application/openmetrics-text", body = String))
 )]
 pub(crate) async fn metrics(State(s): State<AppState>) -> Result<Response> {
     let (leases, apps, policies, revision) = s.ctl.counts().await?;
@@ -217,14 +217,7 @@ pub(crate) async fn metrics(State(s): State<AppState>) -> Result<Response> {
         revision,
         connections: s.connections.counts(),
     });
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 #[utoipa::path(
