@@ -189,6 +189,8 @@ struct Agent {
     /// Every app's tag, as the controller publishes them.
     apps: BTreeMap<String, u16>,
     policies: BTreeSet<Policy>,
+    /// Egress mode, destinations and egress policies, as the controller publishes them.
+    egress: weft_api::egress::EgressState,
     /// The policy elements this process last applied (None until the first sync).
     applied: Option<policy::Elements>,
     /// Names for the metrics endpoint, refreshed at every policy sync.
@@ -480,6 +482,7 @@ impl Agent {
                     self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
                     self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
                     self.policies = s.policies.iter().map(Policy::untagged).collect();
+                    self.egress = s.egress;
                     self.have_snapshot = true;
                     leases_changed = true;
                 }
@@ -505,6 +508,13 @@ impl Agent {
                     }
                     Event::PolicyDeleted { policy } => {
                         self.policies.remove(&policy.untagged());
+                    }
+                    e @ (Event::EgressModeSet { .. }
+                    | Event::DestinationPut { .. }
+                    | Event::DestinationDeleted { .. }
+                    | Event::EgressPolicyCreated { .. }
+                    | Event::EgressPolicyDeleted { .. }) => {
+                        self.egress.apply(&e);
                     }
                 },
                 WatchMessage::Heartbeat { .. } => continue,
@@ -859,6 +869,7 @@ impl AgentArgs {
             containers: Vec::new(),
             apps: BTreeMap::new(),
             policies: BTreeSet::new(),
+            egress: Default::default(),
             applied: None,
             have_snapshot: false,
             view: Default::default(),

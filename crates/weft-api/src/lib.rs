@@ -25,6 +25,7 @@
 //! `tests/dependencies.rs` keeps the agent and the CNI plugin free of the server's crates.
 
 pub mod client;
+pub mod egress;
 pub mod model;
 pub mod paths;
 #[cfg(feature = "pki")]

@@ -9,6 +9,8 @@ use std::net::IpAddr;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::egress::{Destination as EgressDestination, EgressMode, EgressPolicy, EgressState};
+
 /// A host's overlay subnet, held until `expires_at` unless renewed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -284,18 +286,40 @@ pub enum Event {
     PolicyDeleted {
         policy: Policy,
     },
+    /// The network-wide egress mode changed.
+    EgressModeSet {
+        mode: EgressMode,
+    },
+    /// An egress destination was created or its rules replaced.
+    DestinationPut {
+        destination: EgressDestination,
+    },
+    DestinationDeleted {
+        destination: EgressDestination,
+    },
+    EgressPolicyCreated {
+        egress_policy: EgressPolicy,
+    },
+    EgressPolicyDeleted {
+        egress_policy: EgressPolicy,
+    },
 }
 
 impl Event {
     /// The `type` of every event this version knows. A watcher skips (with a warning) a
     /// change of another type: a newer controller may send one.
-    pub const TYPES: [&'static str; 6] = [
+    pub const TYPES: [&'static str; 11] = [
         "lease_put",
         "lease_deleted",
         "app_put",
         "app_deleted",
         "policy_created",
         "policy_deleted",
+        "egress_mode_set",
+        "destination_put",
+        "destination_deleted",
+        "egress_policy_created",
+        "egress_policy_deleted",
     ];
 }
 
@@ -315,6 +339,9 @@ pub struct Snapshot {
     pub leases: Vec<Lease>,
     pub apps: Vec<App>,
     pub policies: Vec<Policy>,
+    /// Egress mode, destinations and egress policies (absent: allow, none).
+    #[serde(default, skip_serializing_if = "EgressState::is_default")]
+    pub egress: EgressState,
 }
 
 /// One message of the watch stream (`GET /v1/watch`, JSON lines), as a
@@ -362,6 +389,9 @@ pub struct SnapshotPart<'a> {
     pub leases: Cow<'a, [Lease]>,
     pub apps: Cow<'a, [App]>,
     pub policies: Cow<'a, [Policy]>,
+    /// The egress state: whole, on the first line only.
+    #[serde(default, skip_serializing_if = "EgressState::is_default")]
+    pub egress: Cow<'a, EgressState>,
     /// More parts of this snapshot follow.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
@@ -464,6 +494,12 @@ mod tests {
             claimed: false,
         };
         let policy = Policy::new("a", "b", Protocol::Icmp, None);
+        let dest = EgressDestination {
+            id: "d".into(),
+            name: "d".into(),
+            description: String::new(),
+            rules: vec![],
+        };
         let events = [
             Event::LeasePut { lease: lease() },
             Event::LeaseDeleted { lease: lease() },
@@ -473,6 +509,19 @@ mod tests {
                 policy: policy.clone(),
             },
             Event::PolicyDeleted { policy },
+            Event::EgressModeSet {
+                mode: EgressMode::Deny,
+            },
+            Event::DestinationPut {
+                destination: dest.clone(),
+            },
+            Event::DestinationDeleted { destination: dest },
+            Event::EgressPolicyCreated {
+                egress_policy: EgressPolicy::new("a", "d"),
+            },
+            Event::EgressPolicyDeleted {
+                egress_policy: EgressPolicy::new("a", "d"),
+            },
         ];
         let types: Vec<String> = events
             .iter()
@@ -490,6 +539,7 @@ mod tests {
             leases: Cow::Owned(vec![lease()]),
             apps: Cow::Owned(vec![]),
             policies: Cow::Owned(vec![]),
+            egress: Cow::Owned(EgressState::default()),
             more: false,
         };
         let lines = [
@@ -525,6 +575,7 @@ mod tests {
             leases: Cow::Owned(vec![lease()]),
             apps: Cow::Owned(vec![]),
             policies: Cow::Owned(vec![]),
+            egress: Cow::Owned(EgressState::default()),
             more: false,
         };
         let json = serde_json::to_string(&WatchLine::Snapshot(part.clone())).unwrap();
@@ -537,6 +588,7 @@ mod tests {
                 leases: vec![lease()],
                 apps: vec![],
                 policies: vec![],
+                egress: EgressState::default(),
             })
         );
         let more = SnapshotPart { more: true, ..part };

@@ -12,7 +12,10 @@ use crate::leases::{self, Pool};
 use crate::metrics::Metrics;
 use crate::store::{Store, Tx, TxMode};
 use crate::watch::Feed;
-use crate::{apps, changelog, policies};
+use crate::{apps, changelog, egress, policies};
+use weft_api::egress::{
+    Destination, DestinationList, EgressMode, EgressPolicy, EgressPolicyList, EgressSettings,
+};
 use weft_api::model::{
     App, AppList, Change, Health, Lease, LeaseList, Policy, PolicyList, PolicyWriteResult,
     Snapshot, TagEntry, TagList,
@@ -342,6 +345,70 @@ impl Controller {
         })
     }
 
+    /// The network-wide egress mode.
+    pub async fn egress_mode(&self) -> Result<EgressSettings> {
+        let mut tx = self.read().await?;
+        Ok(EgressSettings {
+            mode: egress::mode(&mut *tx).await?,
+        })
+    }
+
+    pub async fn set_egress_mode(&self, mode: EgressMode) -> Result<EgressSettings> {
+        let mut tx = self.write().await?;
+        egress::set_mode(&mut *tx, mode).await?;
+        tx.commit().await?;
+        Ok(EgressSettings { mode })
+    }
+
+    pub async fn destinations(&self) -> Result<DestinationList> {
+        let mut tx = self.read().await?;
+        Ok(DestinationList {
+            destinations: egress::list_destinations(&mut *tx).await?,
+        })
+    }
+
+    /// Creates or replaces destinations; replies with them as stored (ids given).
+    pub async fn put_destinations(&self, list: &[Destination]) -> Result<DestinationList> {
+        let mut tx = self.write().await?;
+        egress::put_destinations(&mut *tx, list).await?;
+        tx.commit().await?;
+        Ok(DestinationList {
+            destinations: list.to_vec(),
+        })
+    }
+
+    pub async fn delete_destination(&self, id: &str) -> Result<Destination> {
+        let mut tx = self.write().await?;
+        let d = egress::delete_destination(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    pub async fn egress_policies(&self) -> Result<EgressPolicyList> {
+        let mut tx = self.read().await?;
+        let list = egress::list_policies(&mut *tx).await?;
+        Ok(EgressPolicyList {
+            total_egress_policies: Some(list.len()),
+            egress_policies: list,
+        })
+    }
+
+    pub async fn create_egress_policies(&self, list: &[EgressPolicy]) -> Result<PolicyWriteResult> {
+        let mut tx = self.write().await?;
+        let changed = egress::create_policies(&mut *tx, list).await?;
+        let revision = changelog::revision(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(PolicyWriteResult { changed, revision })
+    }
+
+    pub async fn delete_egress_policies(&self, list: &[EgressPolicy]) -> Result<PolicyWriteResult> {
+        let mut tx = self.write().await?;
+        let changed = egress::delete_policies(&mut *tx, list).await?;
+        let revision = changelog::revision(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(PolicyWriteResult { changed, revision })
+    }
+
     /// Every app's tag, as Cloud Foundry's policy server lists them.
     pub async fn tags(&self) -> Result<TagList> {
         let apps = self.apps().await?;
@@ -362,6 +429,7 @@ impl Controller {
             leases: leases::list(&mut *tx).await?,
             apps: apps::list(&mut *tx).await?,
             policies: policies::list(&mut *tx, &policies::Filter::default()).await?,
+            egress: egress::state(&mut *tx).await?,
         })
     }
 

@@ -194,6 +194,11 @@ async fn send_snapshot(
             leases: Cow::Borrowed(&snap.leases[l]),
             apps: Cow::Borrowed(&snap.apps[a]),
             policies: Cow::Borrowed(&snap.policies[p]),
+            egress: if i == 0 {
+                Cow::Borrowed(&snap.egress)
+            } else {
+                Cow::Owned(Default::default())
+            },
             more: i + 1 < count,
         };
         let msg = if i == 0 {

@@ -354,6 +354,7 @@ impl WatchStream {
                     leases: part.leases.into_owned(),
                     apps: part.apps.into_owned(),
                     policies: part.policies.into_owned(),
+                    egress: part.egress.into_owned(),
                 };
                 if !part.more {
                     return Ok(Some(WatchMessage::Snapshot(snap)));
