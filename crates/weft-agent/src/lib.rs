@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod args;
+pub mod egress;
 pub mod fastpath;
 pub mod local;
 pub mod metrics;
