@@ -26,7 +26,7 @@ use weft_kernel::link::VxlanSpec;
 use weft_kernel::{MacAddr, Netlink};
 
 use crate::args::{AgentArgs, FastpathMode, PolicyMode};
-use crate::{fastpath, local, nat, policy, remote, vtep};
+use crate::{egress, fastpath, local, nat, policy, remote, vtep};
 
 /// Where this host meets the underlay.
 struct Underlay {
@@ -191,6 +191,8 @@ struct Agent {
     policies: BTreeSet<Policy>,
     /// Egress mode, destinations and egress policies, as the controller publishes them.
     egress: weft_api::egress::EgressState,
+    /// The egress layout and elements this process last applied.
+    egress_applied: Option<(egress::Layout, egress::Elements)>,
     /// The policy elements this process last applied (None until the first sync).
     applied: Option<policy::Elements>,
     /// Names for the metrics endpoint, refreshed at every policy sync.
@@ -559,11 +561,52 @@ impl Agent {
         self.args.layout(self.overlay, &self.underlay)
     }
 
+    /// Makes the egress table match the egress state and the apps' tags. A failure is logged
+    /// and leaves the kernel as it was (deny mode stays closed); the next sync refills it.
+    fn sync_egress(&mut self, verify: bool) {
+        let mut tags = self.apps.clone();
+        tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), *v)));
+        let new = egress::elements(&self.egress, &tags);
+        let layout = egress::Layout {
+            overlay: self.overlay,
+            mode: self.egress.mode,
+        };
+        if self.egress_applied.as_ref() == Some(&(layout.clone(), new.clone())) && !verify {
+            return;
+        }
+        let old = self
+            .egress_applied
+            .as_ref()
+            .filter(|(l, _)| *l == layout)
+            .map(|(_, e)| e);
+        let started = std::time::Instant::now();
+        let result = weft_kernel::nft::Nft::new()
+            .and_then(|mut nft| egress::apply(&mut nft, &layout, old, &new, verify));
+        match result {
+            Ok(wrote) => {
+                if wrote {
+                    tracing::info!(
+                        elements = new.len(),
+                        mode = layout.mode.as_str(),
+                        took_us = started.elapsed().as_micros() as u64,
+                        "egress applied"
+                    );
+                }
+                self.egress_applied = Some((layout, new));
+            }
+            Err(e) => {
+                self.egress_applied = None;
+                tracing::warn!(error = %e, "applying egress failed; the kernel keeps what it had");
+            }
+        }
+    }
+
     /// Makes the policy table match the policies, tags, local containers and remote cells.
     fn sync_policy(&mut self, verify: bool) -> Result<()> {
         if !self.have_snapshot {
             return Ok(());
         }
+        self.sync_egress(verify);
         let started = std::time::Instant::now();
         let containers = &self.containers;
         let mut tags = self.apps.clone();
@@ -792,6 +835,14 @@ impl AgentArgs {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "writing the fencing policy table failed"),
         }
+        match weft_kernel::nft::Nft::new().and_then(|mut nft| egress::fence(&mut nft, overlay)) {
+            Ok(true) => tracing::info!(
+                %overlay,
+                "no egress table: written in deny mode until the controller answers"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "writing the fencing egress table failed"),
+        }
     }
 
     /// Runs the agent until SIGINT or SIGTERM.
@@ -870,6 +921,7 @@ impl AgentArgs {
             apps: BTreeMap::new(),
             policies: BTreeSet::new(),
             egress: Default::default(),
+            egress_applied: None,
             applied: None,
             have_snapshot: false,
             view: Default::default(),

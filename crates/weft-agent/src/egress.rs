@@ -92,12 +92,17 @@ fn merge<T: Copy + Ord + Into<u64>>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
     out
 }
 
+/// An inclusive port range.
+type PortRange = (u16, u16);
+/// One rule's box: an address range and a port range.
+type Box2 = (IpRange, PortRange);
+
 /// Disjoint boxes (address range × port ranges) covering the union of `boxes`: the address
 /// axis is cut at every box edge; each piece gets the merged ports of the boxes over it, and
 /// neighbouring pieces with the same ports are joined again.
-fn disjoint(boxes: &[(IpRange, (u16, u16))]) -> Vec<(IpRange, Vec<(u16, u16)>)> {
+fn disjoint(boxes: &[Box2]) -> Vec<(IpRange, Vec<PortRange>)> {
     // Sweep: +1 at a start, -1 after an end.
-    let mut edges: BTreeMap<u64, Vec<(i32, (u16, u16))>> = BTreeMap::new();
+    let mut edges: BTreeMap<u64, Vec<(i32, PortRange)>> = BTreeMap::new();
     for (ips, ports) in boxes {
         edges
             .entry(u32::from(ips.start) as u64)
@@ -108,8 +113,9 @@ fn disjoint(boxes: &[(IpRange, (u16, u16))]) -> Vec<(IpRange, Vec<(u16, u16)>)> 
             .or_default()
             .push((-1, *ports));
     }
-    let mut active: BTreeMap<(u16, u16), i32> = BTreeMap::new();
-    let mut pieces: Vec<(u64, u64, Vec<(u16, u16)>)> = Vec::new();
+    let mut active: BTreeMap<PortRange, i32> = BTreeMap::new();
+    // (first address, last address, ports) as integers.
+    let mut pieces: Vec<(u64, u64, Vec<PortRange>)> = Vec::new();
     let points: Vec<u64> = edges.keys().copied().collect();
     for (i, at) in points.iter().enumerate() {
         for (d, ports) in &edges[at] {
@@ -163,7 +169,7 @@ pub fn elements(state: &EgressState, tags: &BTreeMap<String, u16>) -> Elements {
         .map(|d| (d.id.as_str(), d))
         .collect();
     // tag -> proto -> boxes; tag -> ranges for icmp and all
-    let mut ports: BTreeMap<(u16, &'static str), Vec<(IpRange, (u16, u16))>> = BTreeMap::new();
+    let mut ports: BTreeMap<(u16, &'static str), Vec<Box2>> = BTreeMap::new();
     let mut icmp: BTreeMap<u16, Vec<(u32, u32)>> = BTreeMap::new();
     let mut all: BTreeMap<u16, Vec<(u32, u32)>> = BTreeMap::new();
     for p in &state.policies {
