@@ -493,6 +493,49 @@ struct Ctx<'a> {
     controller_ns: Option<String>,
 }
 
+/// What the egress state says of a packet from `app` to `ip` outside the overlay: allowed by
+/// a named rule, allowed by mode allow, or dropped by egress default deny.
+pub fn egress_verdict(
+    state: &weft_api::egress::EgressState,
+    app: &str,
+    ip: Ipv4Addr,
+    protocol: &str,
+    port: Option<u16>,
+) -> (bool, String) {
+    match weft_api::egress::allowing(
+        &state.policies,
+        &state.destinations,
+        app,
+        ip,
+        protocol,
+        port,
+    ) {
+        Some((d, i)) => {
+            let r = &d.rules[i];
+            (
+                true,
+                format!(
+                    "egress rule {app} -> {} ({} {}{})",
+                    d.name,
+                    r.protocol.as_str(),
+                    r.ips,
+                    r.ports
+                        .as_deref()
+                        .map(|p| format!(" port {p}"))
+                        .unwrap_or_default()
+                ),
+            )
+        }
+        None if state.mode == weft_api::egress::EgressMode::Allow => {
+            (true, "egress mode allow: no rule needed".into())
+        }
+        None => (
+            false,
+            format!("egress default deny: no egress rule lets {app} reach {ip}"),
+        ),
+    }
+}
+
 fn step(n: u8, title: &str, host: Option<&Host>, objects: Vec<String>) -> Step {
     Step {
         step: n,
@@ -537,6 +580,33 @@ impl Ctx<'_> {
             Some(ns) => up::block_in(ns, move || Box::pin(fut)).ok().flatten(),
             None => runtime().ok()?.block_on(fut).ok().flatten(),
         }
+    }
+
+    /// The egress decision for the source app to the destination outside the overlay, from
+    /// the controller's egress state: `(allowed, what decided)`; None if it does not answer.
+    fn egress(&self) -> Option<(bool, String)> {
+        let c = self.controller.clone()?;
+        let fut = async move {
+            let mode = c.egress_mode().await?.mode;
+            let destinations = c.destinations().await?.destinations;
+            let policies = c.egress_policies().await?.egress_policies;
+            Ok::<_, anyhow::Error>(weft_api::egress::EgressState {
+                mode,
+                destinations,
+                policies,
+            })
+        };
+        let state = match &self.controller_ns {
+            Some(ns) => up::block_in(ns, move || Box::pin(fut)).ok()?,
+            None => runtime().ok()?.block_on(fut).ok()?,
+        };
+        Some(egress_verdict(
+            &state,
+            &self.app(&self.src),
+            self.dst_ip,
+            &self.protocol,
+            self.port,
+        ))
     }
 
     /// The controller's policies, if it answers.
@@ -714,18 +784,38 @@ impl Ctx<'_> {
                 for (n, t) in &overlay_steps[1..] {
                     steps.push(skipped(*n, t, "not an overlay destination"));
                 }
-                steps.push(skipped(
-                    10,
-                    "policy check",
-                    "c2c policy applies between overlay addresses only",
-                ));
+                let egress = (sh.mode == Mode::Overlay).then(|| self.egress()).flatten();
+                match egress {
+                    Some((allowed, by)) => {
+                        let mut s = step(
+                            10,
+                            "egress check (inet weft-egress, on the source cell)",
+                            Some(sh),
+                            vec![by.clone()],
+                        );
+                        s.note = Some(if allowed { "allowed" } else { "DROPPED" }.into());
+                        steps.push(s);
+                        decision.allowed = allowed;
+                        decision.by = by;
+                        if !allowed {
+                            return Ok((path, steps, decision));
+                        }
+                    }
+                    None => {
+                        steps.push(skipped(
+                            10,
+                            "policy check",
+                            "c2c policy applies between overlay addresses only",
+                        ));
+                        decision.by = "not c2c traffic: no policy applies".into();
+                    }
+                }
                 steps.push(step(
                     11,
                     "leaves the cell towards its destination",
                     Some(sh),
                     vec![format!("{} -> {}", sh.name, dst_desc)],
                 ));
-                decision.by = "not c2c traffic: no policy applies".into();
                 return Ok((path, steps, decision));
             }
             _ => {
@@ -1405,6 +1495,35 @@ pub fn run(a: TraceArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn egress_verdict_names_the_rule() {
+        use weft_api::egress::*;
+        let mut state = EgressState {
+            mode: EgressMode::Deny,
+            destinations: vec![Destination {
+                id: "web".into(),
+                name: "web".into(),
+                description: String::new(),
+                rules: vec![DestinationRule {
+                    protocol: EgressProtocol::Tcp,
+                    ips: "203.0.113.0/24".into(),
+                    ports: Some("80".into()),
+                    description: String::new(),
+                }],
+            }],
+            policies: vec![EgressPolicy::new("db", "web")],
+        };
+        let ip: std::net::Ipv4Addr = "203.0.113.2".parse().unwrap();
+        let (ok, by) = super::egress_verdict(&state, "db", ip, "tcp", Some(80));
+        assert!(ok);
+        assert_eq!(by, "egress rule db -> web (tcp 203.0.113.0/24 port 80)");
+        let (ok, by) = super::egress_verdict(&state, "db", ip, "tcp", Some(81));
+        assert!(!ok && by.starts_with("egress default deny"), "{by}");
+        state.mode = EgressMode::Allow;
+        assert!(super::egress_verdict(&state, "db", ip, "tcp", Some(81)).0);
+    }
+
     use super::*;
 
     #[test]
