@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use weft_api::egress::EgressState;
 use weft_api::model::{Event, Lease, Policy, WatchMessage};
 
 /// What the controller says this host should enforce.
@@ -15,6 +16,8 @@ pub struct Desired {
     pub apps: BTreeMap<String, u16>,
     /// Every policy (without tags: they are the apps').
     pub policies: BTreeSet<Policy>,
+    /// Egress mode, destinations and egress policies.
+    pub egress: EgressState,
     /// Whether the controller's snapshot has arrived. Until then the kernel keeps enforcing
     /// what an earlier run of the agent applied: a restart must not open or close anything.
     pub have_snapshot: bool,
@@ -39,6 +42,7 @@ impl Desired {
                     self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
                     self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
                     self.policies = s.policies.iter().map(Policy::untagged).collect();
+                    self.egress = s.egress;
                     self.have_snapshot = true;
                     t.leases_changed = true;
                 }
@@ -67,6 +71,13 @@ impl Desired {
                     }
                     // Placement (for DNS): nothing in this host's tables depends on it.
                     Event::InstancePut { .. } | Event::InstanceDeleted { .. } => continue,
+                    e @ (Event::EgressModeSet { .. }
+                    | Event::DestinationPut { .. }
+                    | Event::DestinationDeleted { .. }
+                    | Event::EgressPolicyCreated { .. }
+                    | Event::EgressPolicyDeleted { .. }) => {
+                        self.egress.apply(&e);
+                    }
                 },
                 WatchMessage::Heartbeat { .. } => continue,
             }
@@ -105,6 +116,7 @@ mod tests {
             apps: vec![],
             policies: vec![],
             instances: vec![],
+            egress: Default::default(),
         })]);
         assert_eq!(
             t,
@@ -131,6 +143,12 @@ mod tests {
         assert!(t.anything && t.leases_changed);
         assert!(d.leases.is_empty());
         assert_eq!(d.policies.len(), 1);
+        // Egress changes fold into the egress state.
+        let t = d.take(vec![change(Event::EgressModeSet {
+            mode: weft_api::egress::EgressMode::Deny,
+        })]);
+        assert!(t.anything && !t.leases_changed);
+        assert_eq!(d.egress.mode, weft_api::egress::EgressMode::Deny);
         // Heartbeats change nothing: the kernel is not touched for them.
         let before = d.clone();
         let t = d.take(vec![WatchMessage::Heartbeat {

@@ -29,6 +29,7 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod egress;
 pub mod model;
 pub mod paths;
 #[cfg(feature = "pki")]
