@@ -232,6 +232,53 @@ async fn every_route_is_documented_and_real_responses_validate(store: TestStore)
         check(&doc, template, method, status, &reply);
     }
 
+    // Placement: a container inside h1's lease (its subnet is the pool's choice).
+    let (_, leases) = http.send("get", "/v1/leases", None).await;
+    let subnet: ipnet::Ipv4Net = leases["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["host"] == "h1")
+        .and_then(|l| l["subnet"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ip = std::net::Ipv4Addr::from(u32::from(subnet.network()) + 2).to_string();
+    let hc = "/v1/hosts/{host}/containers";
+    let calls: Vec<(&str, &str, String, Option<Value>, u16)> = vec![
+        (
+            "put",
+            hc,
+            "/v1/hosts/h1/containers".into(),
+            Some(json!({"containers": [{"id": "c1", "app": "web", "index": 0, "ip": ip}]})),
+            200,
+        ),
+        (
+            "put",
+            hc,
+            "/v1/hosts/h1/containers".into(),
+            Some(json!({"containers": [{"id": "", "app": "web", "ip": "198.51.100.1"}]})),
+            400,
+        ),
+        ("get", hc, "/v1/hosts/h1/containers".into(), None, 200),
+        ("get", "/v1/instances", "/v1/instances".into(), None, 200),
+        (
+            "get",
+            "/v1/instances",
+            "/v1/instances?app=web".into(),
+            None,
+            200,
+        ),
+        ("get", "/v1/watch", "/v1/watch?host=h1".into(), None, 200),
+    ];
+    for (method, template, path, body, want) in calls {
+        let (status, reply) = http.send(method, &path, body).await;
+        assert_eq!(status, want, "{method} {path}: {reply}");
+        check(&doc, template, method, status, &reply);
+    }
+    let (_, instances) = http.send("get", "/v1/instances", None).await;
+    assert_eq!(instances["instances"][0]["ip"], ip.as_str(), "{instances}");
+
     // The check is not vacuous: a reply missing a required field, or with a field of the
     // wrong type, fails.
     let (_, leases) = http.send("get", "/v1/leases", None).await;
