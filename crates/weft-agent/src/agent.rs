@@ -28,7 +28,7 @@ use crate::args::{AgentArgs, FastpathMode, PolicyMode};
 use crate::controller::{client, renew_or_reacquire, spawn_watch, Done, FromWatch, Renewal};
 use crate::retry::{retry_unanswered, unanswered, with_retry};
 use crate::sync::{Desired, Taken};
-use crate::tables::PolicySync;
+use crate::tables::{egress, PolicySync};
 use crate::underlay::{find_underlay, Underlay};
 use crate::{fastpath, local, nat, placement, policy, remote, vtep};
 
@@ -51,6 +51,8 @@ struct Agent {
     containers: Vec<policy::LocalContainer>,
     /// The policy elements this process last applied, and the retry after a failure.
     policy: PolicySync,
+    /// The egress layout and elements this process last applied.
+    egress_applied: Option<(egress::Layout, egress::Elements)>,
     /// Names for the metrics endpoint, refreshed at every policy sync.
     view: std::sync::Arc<std::sync::Mutex<crate::metrics::View>>,
     /// The fast path's programs and maps, when it runs.
@@ -407,11 +409,52 @@ impl Agent {
         }
     }
 
+    /// Makes the egress table match the egress state and the apps' tags. A failure is logged
+    /// and leaves the kernel as it was (deny mode stays closed); the next sync refills it.
+    fn sync_egress(&mut self, verify: bool) {
+        let mut tags = self.desired.apps.clone();
+        tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), *v)));
+        let new = egress::elements(&self.desired.egress, &tags);
+        let layout = egress::Layout {
+            overlay: self.overlay,
+            mode: self.desired.egress.mode,
+        };
+        if self.egress_applied.as_ref() == Some(&(layout.clone(), new.clone())) && !verify {
+            return;
+        }
+        let old = self
+            .egress_applied
+            .as_ref()
+            .filter(|(l, _)| *l == layout)
+            .map(|(_, e)| e);
+        let started = std::time::Instant::now();
+        let result = weft_kernel::nft::Nft::new()
+            .and_then(|mut nft| egress::apply(&mut nft, &layout, old, &new, verify));
+        match result {
+            Ok(wrote) => {
+                if wrote {
+                    tracing::info!(
+                        elements = new.len(),
+                        mode = layout.mode.as_str(),
+                        took_us = started.elapsed().as_micros() as u64,
+                        "egress applied"
+                    );
+                }
+                self.egress_applied = Some((layout, new));
+            }
+            Err(e) => {
+                self.egress_applied = None;
+                tracing::warn!(error = %e, "applying egress failed; the kernel keeps what it had");
+            }
+        }
+    }
+
     /// Makes the policy table match the policies, tags, local containers and remote cells.
     fn sync_policy(&mut self, verify: bool) -> Result<()> {
         if !self.desired.have_snapshot {
             return Ok(());
         }
+        self.sync_egress(verify);
         let started = std::time::Instant::now();
         let containers = &self.containers;
         let mut tags = self.desired.apps.clone();
@@ -602,6 +645,14 @@ impl AgentArgs {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "writing the fencing policy table failed"),
         }
+        match weft_kernel::nft::Nft::new().and_then(|mut nft| egress::fence(&mut nft, overlay)) {
+            Ok(true) => tracing::info!(
+                %overlay,
+                "no egress table: written in deny mode until the controller answers"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "writing the fencing egress table failed"),
+        }
     }
 
     /// Runs the agent until SIGINT or SIGTERM.
@@ -694,6 +745,7 @@ impl AgentArgs {
             tags: BTreeMap::new(),
             containers: Vec::new(),
             policy: policy_sync,
+            egress_applied: None,
             view: Default::default(),
             fastpath: None,
             done,

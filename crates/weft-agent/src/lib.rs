@@ -34,6 +34,6 @@ pub mod tables;
 mod underlay;
 pub mod vtep;
 
-pub use tables::{nat, policy};
+pub use tables::{egress, nat, policy};
 
 pub use args::{AgentArgs, FastpathMode, PolicyMode};

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use weft_api::egress::EgressState;
 use weft_api::model::{Event, Instance, Lease, Policy, WatchMessage};
 
 /// What the controller says this host should enforce.
@@ -18,6 +19,8 @@ pub struct Desired {
     /// Every host's running instances (placement), by (host, container id): DNS answers and
     /// audit names; nothing in this host's tables depends on them.
     pub instances: BTreeMap<(String, String), Instance>,
+    /// Egress mode, destinations and egress policies.
+    pub egress: EgressState,
     /// Whether the controller's snapshot has arrived. Until then the kernel keeps enforcing
     /// what an earlier run of the agent applied: a restart must not open or close anything.
     pub have_snapshot: bool,
@@ -50,6 +53,7 @@ impl Desired {
                     self.leases = s.leases.into_iter().map(|l| (l.host.clone(), l)).collect();
                     self.apps = s.apps.into_iter().map(|a| (a.id, a.tag)).collect();
                     self.policies = s.policies.iter().map(Policy::untagged).collect();
+                    self.egress = s.egress;
                     self.have_snapshot = true;
                     t.leases_changed = true;
                 }
@@ -89,6 +93,13 @@ impl Desired {
                         t.instances_changed = true;
                         continue;
                     }
+                    e @ (Event::EgressModeSet { .. }
+                    | Event::DestinationPut { .. }
+                    | Event::DestinationDeleted { .. }
+                    | Event::EgressPolicyCreated { .. }
+                    | Event::EgressPolicyDeleted { .. }) => {
+                        self.egress.apply(&e);
+                    }
                 },
                 WatchMessage::Heartbeat { .. } => continue,
             }
@@ -127,6 +138,7 @@ mod tests {
             apps: vec![],
             policies: vec![],
             instances: vec![],
+            egress: Default::default(),
         })]);
         assert_eq!(
             t,
@@ -154,6 +166,12 @@ mod tests {
         assert!(t.anything && t.leases_changed);
         assert!(d.leases.is_empty());
         assert_eq!(d.policies.len(), 1);
+        // Egress changes fold into the egress state.
+        let t = d.take(vec![change(Event::EgressModeSet {
+            mode: weft_api::egress::EgressMode::Deny,
+        })]);
+        assert!(t.anything && !t.leases_changed);
+        assert_eq!(d.egress.mode, weft_api::egress::EgressMode::Deny);
         // Heartbeats change nothing: the kernel is not touched for them.
         let before = d.clone();
         let t = d.take(vec![WatchMessage::Heartbeat {

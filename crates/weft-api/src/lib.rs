@@ -29,6 +29,7 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod egress;
 pub mod logging;
 pub mod model;
 pub mod paths;

@@ -9,14 +9,19 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::egress::{Destination as EgressDestination, EgressMode, EgressPolicy, EgressState};
+
 /// A host's overlay subnet, held until `expires_at` unless renewed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     /// The host name the lease was asked for with; one lease per host.
     pub host: String,
     /// The host's address on the underlay network (the VXLAN tunnel endpoint).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "192.0.2.1"))]
     pub underlay_ip: IpAddr,
     /// The overlay subnet the host's containers take their addresses from.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.255.7.0/24"))]
     pub subnet: Ipv4Net,
     /// MAC address of the host's VTEP device, derived from the subnet (`ee:ee:` + subnet address).
     pub vtep_mac: String,
@@ -37,6 +42,7 @@ pub fn unix_now() -> i64 {
 
 /// Body of `POST /v1/leases/acquire`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquireLease {
     #[serde(default)]
     pub host: String,
@@ -46,11 +52,13 @@ pub struct AcquireLease {
     /// or already the host's, so a host returning after its lease expired keeps its
     /// containers' addresses. Another subnet is given when it is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "10.255.7.0/24"))]
     pub subnet: Option<Ipv4Net>,
 }
 
 /// Body of `POST /v1/leases/renew` and `POST /v1/leases/release`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostRef {
     #[serde(default)]
     pub host: String,
@@ -58,7 +66,9 @@ pub struct HostRef {
 
 /// Reply of `GET /v1/leases`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseList {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.255.0.0/16"))]
     pub overlay: Ipv4Net,
     pub host_prefix: u8,
     /// Number of subnets in the pool.
@@ -68,6 +78,7 @@ pub struct LeaseList {
 
 /// An app (an opaque id such as a Cloud Foundry app GUID) and its 16-bit tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct App {
     pub id: String,
     /// 1..=65535; fits the VXLAN group-policy field. Stable while the app is referenced.
@@ -79,18 +90,21 @@ pub struct App {
 /// Body of `PUT /v1/hosts/{host}/apps`: every app the host runs (its claims become exactly
 /// these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimSet {
     pub apps: Vec<String>,
 }
 
 /// Reply of `GET /v1/apps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppList {
     pub apps: Vec<App>,
 }
 
 /// One container a host runs, as the host reports it (an element of [`ContainerSet`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportedInstance {
     /// The container id (as the runtime gave it to CNI); unique on its host.
     pub id: String,
@@ -100,12 +114,14 @@ pub struct ReportedInstance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
     /// The container's overlay address: inside the host's lease.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.255.7.2"))]
     pub ip: Ipv4Addr,
 }
 
 /// Body of `PUT /v1/hosts/{host}/containers`: every container the host runs (its reported
 /// instances become exactly these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContainerSet {
     pub containers: Vec<ReportedInstance>,
 }
@@ -113,6 +129,7 @@ pub struct ContainerSet {
 /// A running instance of an app: where a container runs (placement), as hosts report them.
 /// It goes when its host reports a set without it or its host's lease goes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Instance {
     /// The host that runs it (the one that reported it).
     pub host: String,
@@ -121,17 +138,60 @@ pub struct Instance {
     pub app: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<u32>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10.255.7.2"))]
     pub ip: Ipv4Addr,
 }
 
 /// Reply of `GET /v1/instances` and `PUT`/`GET /v1/hosts/{host}/containers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceList {
     pub instances: Vec<Instance>,
 }
 
+/// One app's tag as Cloud Foundry's policy server lists it (`GET /networking/v1/external/tags`):
+/// the tag in upper-case hex, two bytes wide (`"0001"`), as CF writes tags with its default
+/// `tag_length` of 2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TagEntry {
+    /// The app (CF's `policy_group_id`).
+    pub id: String,
+    pub tag: String,
+    /// What the id names; always `"app"` in weft (CF also has `"router"`).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl TagEntry {
+    /// The entry for an app with `tag`.
+    pub fn app(id: &str, tag: u16) -> TagEntry {
+        TagEntry {
+            id: id.to_string(),
+            tag: format!("{tag:04X}"),
+            kind: "app".to_string(),
+        }
+    }
+
+    /// The tag as a number (`"00FF"` → 255); `None` if it is not 1 to 4 hex digits.
+    pub fn value(&self) -> Option<u16> {
+        (1..=4)
+            .contains(&self.tag.len())
+            .then(|| u16::from_str_radix(&self.tag, 16).ok())
+            .flatten()
+    }
+}
+
+/// Reply of `GET /networking/v1/external/tags`, as in Cloud Foundry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TagList {
+    pub tags: Vec<TagEntry>,
+}
+
 /// Transport protocol a policy allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -166,6 +226,7 @@ impl std::fmt::Display for Protocol {
 
 /// An inclusive destination port range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ports {
     pub start: u16,
     pub end: u16,
@@ -173,6 +234,7 @@ pub struct Ports {
 
 /// Policy source, as in Cloud Foundry's policy server external API.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Source {
     pub id: String,
     /// The source app's tag; filled in by the controller on reads, ignored on writes.
@@ -182,6 +244,7 @@ pub struct Source {
 
 /// Policy destination, as in Cloud Foundry's policy server external API.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Destination {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,6 +257,7 @@ pub struct Destination {
 
 /// One allow rule: traffic from the source app to the destination app's ports.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Policy {
     pub source: Source,
     pub destination: Destination,
@@ -227,6 +291,7 @@ impl Policy {
 
 /// Body of policy create and delete requests and reply of policy list, as in Cloud Foundry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_policies: Option<usize>,
@@ -235,6 +300,7 @@ pub struct PolicyList {
 
 /// Reply of policy create and delete: how many policies changed and the revision after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyWriteResult {
     pub changed: usize,
     pub revision: i64,
@@ -242,6 +308,7 @@ pub struct PolicyWriteResult {
 
 /// One change to the controller's state. Every change gets a global, increasing revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A lease was acquired, renewed or moved to a new underlay IP.
@@ -274,12 +341,29 @@ pub enum Event {
     InstanceDeleted {
         instance: Instance,
     },
+    /// The network-wide egress mode changed.
+    EgressModeSet {
+        mode: EgressMode,
+    },
+    /// An egress destination was created or its rules replaced.
+    DestinationPut {
+        destination: EgressDestination,
+    },
+    DestinationDeleted {
+        destination: EgressDestination,
+    },
+    EgressPolicyCreated {
+        egress_policy: EgressPolicy,
+    },
+    EgressPolicyDeleted {
+        egress_policy: EgressPolicy,
+    },
 }
 
 impl Event {
     /// The `type` of every event this version knows. A watcher skips (with a warning) a
     /// change of another type: a newer controller may send one.
-    pub const TYPES: [&'static str; 8] = [
+    pub const TYPES: [&'static str; 13] = [
         "lease_put",
         "lease_deleted",
         "app_put",
@@ -288,11 +372,17 @@ impl Event {
         "policy_deleted",
         "instance_put",
         "instance_deleted",
+        "egress_mode_set",
+        "destination_put",
+        "destination_deleted",
+        "egress_policy_created",
+        "egress_policy_deleted",
     ];
 }
 
 /// An [`Event`] with its revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
     pub revision: i64,
     pub event: Event,
@@ -300,6 +390,7 @@ pub struct Change {
 
 /// The full state at one revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub revision: i64,
     pub leases: Vec<Lease>,
@@ -308,12 +399,16 @@ pub struct Snapshot {
     /// Every running instance (controllers before placement sent none: empty).
     #[serde(default)]
     pub instances: Vec<Instance>,
+    /// Egress mode, destinations and egress policies (absent: allow, none).
+    #[serde(default, skip_serializing_if = "EgressState::is_default")]
+    pub egress: EgressState,
 }
 
 /// One message of the watch stream (`GET /v1/watch`, JSON lines), as a
 /// [`Client`](crate::Client) delivers it. On the wire a snapshot may come in several lines
 /// (see [`SnapshotPart`]); the client joins them into one `Snapshot`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WatchMessage {
     /// The whole state; replaces whatever the watcher had.
@@ -357,6 +452,9 @@ pub struct SnapshotPart<'a> {
     /// Running instances (absent from controllers before placement, and when empty).
     #[serde(default, skip_serializing_if = "<[Instance]>::is_empty")]
     pub instances: Cow<'a, [Instance]>,
+    /// The egress state: whole, on the first line only.
+    #[serde(default, skip_serializing_if = "EgressState::is_default")]
+    pub egress: Cow<'a, EgressState>,
     /// More parts of this snapshot follow.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
@@ -384,6 +482,7 @@ impl WatchLine<'_> {
 
 /// Reply of `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
     pub store: String,
@@ -392,6 +491,7 @@ pub struct Health {
 
 /// One field that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// Path of the field in the request, e.g. `policies[0].destination.ports.start`.
     pub field: String,
@@ -400,6 +500,7 @@ pub struct FieldError {
 
 /// Body of every error reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A stable machine-readable code, e.g. `validation_failed`, `pool_exhausted`.
     pub code: String,
@@ -466,6 +567,12 @@ mod tests {
             claimed: false,
         };
         let policy = Policy::new("a", "b", Protocol::Icmp, None);
+        let dest = EgressDestination {
+            id: "d".into(),
+            name: "d".into(),
+            description: String::new(),
+            rules: vec![],
+        };
         let events = [
             Event::LeasePut { lease: lease() },
             Event::LeaseDeleted { lease: lease() },
@@ -480,6 +587,19 @@ mod tests {
             },
             Event::InstanceDeleted {
                 instance: instance(),
+            },
+            Event::EgressModeSet {
+                mode: EgressMode::Deny,
+            },
+            Event::DestinationPut {
+                destination: dest.clone(),
+            },
+            Event::DestinationDeleted { destination: dest },
+            Event::EgressPolicyCreated {
+                egress_policy: EgressPolicy::new("a", "d"),
+            },
+            Event::EgressPolicyDeleted {
+                egress_policy: EgressPolicy::new("a", "d"),
             },
         ];
         let types: Vec<String> = events
@@ -499,6 +619,7 @@ mod tests {
             apps: Cow::Owned(vec![]),
             policies: Cow::Owned(vec![]),
             instances: Cow::Owned(vec![instance()]),
+            egress: Cow::Owned(EgressState::default()),
             more: false,
         };
         let lines = [
@@ -535,6 +656,7 @@ mod tests {
             apps: Cow::Owned(vec![]),
             policies: Cow::Owned(vec![]),
             instances: Cow::Owned(vec![]),
+            egress: Cow::Owned(EgressState::default()),
             more: false,
         };
         let json = serde_json::to_string(&WatchLine::Snapshot(part.clone())).unwrap();
@@ -552,6 +674,7 @@ mod tests {
                 apps: vec![],
                 policies: vec![],
                 instances: vec![],
+                egress: EgressState::default(),
             })
         );
         // With instances, the line still reads as a snapshot, and round-trips.

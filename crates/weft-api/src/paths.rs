@@ -44,8 +44,23 @@ pub const POLICIES: &str = "/networking/v1/external/policies";
 /// Delete policies ([`crate::model::PolicyList`]).
 pub const POLICIES_DELETE: &str = "/networking/v1/external/policies/delete";
 
+/// Every app's tag ([`crate::model::TagList`]), as Cloud Foundry's policy server lists them.
+pub const TAGS: &str = "/networking/v1/external/tags";
+
+/// The network-wide egress mode: read (`GET`), set (`PUT`, [`crate::egress::EgressSettings`]).
+pub const EGRESS: &str = "/v1/egress";
+/// List (`GET`) and create or replace (`POST`) egress destinations
+/// ([`crate::egress::DestinationList`]), in the spirit of Cloud Foundry's dynamic egress API.
+pub const DESTINATIONS: &str = "/networking/v1/external/destinations";
+/// Delete one destination (`DELETE`); 409 while egress policies name it.
+pub const DESTINATION: &str = "/networking/v1/external/destinations/{id}";
+/// List (`GET`) and create (`POST`) egress policies ([`crate::egress::EgressPolicyList`]).
+pub const EGRESS_POLICIES: &str = "/networking/v1/external/egress_policies";
+/// Delete egress policies ([`crate::egress::EgressPolicyList`]).
+pub const EGRESS_POLICIES_DELETE: &str = "/networking/v1/external/egress_policies/delete";
+
 /// Every path of the API.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 21] = [
     HEALTHZ,
     METRICS,
     OPENAPI,
@@ -61,6 +76,12 @@ pub const ALL: [&str; 15] = [
     WATCH,
     POLICIES,
     POLICIES_DELETE,
+    TAGS,
+    EGRESS,
+    DESTINATIONS,
+    DESTINATION,
+    EGRESS_POLICIES,
+    EGRESS_POLICIES_DELETE,
 ];
 
 /// `template` with its parameter `{name}` replaced by `value`, percent-encoded.

@@ -15,6 +15,8 @@ const SERVER_ONLY: &[&str] = &[
     "tokio-postgres",
     "deadpool-postgres",
     "rcgen",
+    // The OpenAPI generator (weft-api's `openapi` feature).
+    "utoipa",
     "weft-controller",
 ];
 
@@ -51,7 +53,7 @@ fn normal_dependencies(package: &str) -> BTreeSet<String> {
 #[test]
 fn hosts_build_no_server_crates() {
     let controller = normal_dependencies("weft-controller");
-    for c in ["axum", "rusqlite", "tokio-postgres", "rcgen"] {
+    for c in ["axum", "rusqlite", "tokio-postgres", "rcgen", "utoipa"] {
         assert!(
             controller.contains(c),
             "the check reads cargo tree wrong: weft-controller should depend on {c}"

@@ -12,7 +12,7 @@ use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -22,8 +22,12 @@ use crate::controller::Controller;
 use crate::error::{Error, Result};
 use crate::limits::{Limits, Slot, Tracker};
 use crate::metrics::Gauges;
-use crate::{instances, openapi, policies, watch as watching};
-use weft_api::model::{AcquireLease, ClaimSet, HostRef};
+use crate::{egress, instances, openapi, policies, watch as watching};
+use weft_api::egress::{DestinationList, EgressPolicyList, EgressSettings};
+use weft_api::model::{
+    AcquireLease, App, AppList, ClaimSet, ContainerSet, ErrorBody, Health, HostRef, InstanceList,
+    Lease, LeaseList, PolicyList, PolicyWriteResult, TagList, WatchMessage,
+};
 use weft_api::paths;
 
 #[derive(Clone)]
@@ -55,10 +59,19 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(paths::INSTANCES, get(list_instances))
         .route(paths::WATCH, get(watch))
         .route(paths::POLICIES, get(list_policies))
+        .route(paths::TAGS, get(list_tags))
+        .route(paths::EGRESS, get(get_egress_mode))
+        .route(paths::DESTINATIONS, get(list_destinations))
+        .route(paths::EGRESS_POLICIES, get(list_egress_policies))
         .route_layer(middleware::from_fn_with_state(state.clone(), agent_auth));
     let admin = Router::new()
         .route(paths::POLICIES, post(create_policies))
         .route(paths::POLICIES_DELETE, post(delete_policies))
+        .route(paths::EGRESS, put(set_egress_mode))
+        .route(paths::DESTINATIONS, post(put_destinations))
+        .route(paths::DESTINATION, delete(delete_destination))
+        .route(paths::EGRESS_POLICIES, post(create_egress_policies))
+        .route(paths::EGRESS_POLICIES_DELETE, post(delete_egress_policies))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin_auth));
     Router::new()
         .merge(public)
@@ -184,7 +197,15 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("body: {e}")))
 }
 
-async fn healthz(State(s): State<AppState>) -> Response {
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", security(()),
+    summary = "Liveness and store reachability",
+    responses(
+        (status = 200, description = "healthy", body = Health),
+        (status = 503, description = "the store is unreachable"),
+    )
+)]
+pub(crate) async fn healthz(State(s): State<AppState>) -> Response {
     match s.ctl.health().await {
         Ok(h) => Json(h).into_response(),
         Err(e) => (
@@ -195,7 +216,12 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<AppState>) -> Result<Response> {
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", security(()),
+    summary = "Prometheus metrics (text exposition format)",
+    responses((status = 200, description = "metrics", content_type = "application/openmetrics-text", body = String))
+)]
+pub(crate) async fn metrics(State(s): State<AppState>) -> Result<Response> {
     let (leases, apps, policies, revision) = s.ctl.counts().await?;
     let text = s.ctl.metrics.render(&Gauges {
         leases,
@@ -205,25 +231,45 @@ async fn metrics(State(s): State<AppState>) -> Result<Response> {
         revision,
         connections: s.connections.counts(),
     });
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
-async fn openapi_doc() -> Response {
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations", security(()),
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object))
+)]
+pub(crate) async fn openapi_doc() -> Response {
     Json(openapi::document()).into_response()
 }
 
-async fn list_leases(State(s): State<AppState>) -> Result<Response> {
+#[utoipa::path(
+    get, path = "/v1/leases", tag = "leases", security(("clientCert" = []), ("bearer" = [])),
+    summary = "All leases and the pool",
+    responses(
+        (status = 200, description = "leases", body = LeaseList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_leases(State(s): State<AppState>) -> Result<Response> {
     Ok(Json(s.ctl.leases().await?).into_response())
 }
 
-async fn acquire_lease(
+#[utoipa::path(
+    post, path = "/v1/leases/acquire", tag = "leases", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Get a subnet for a host (its old one if it still holds it, else the one it asks for if free)",
+    request_body = AcquireLease,
+    responses(
+        (status = 200, description = "the lease", body = Lease),
+        (status = 400, description = "a bad field (named)", body = ErrorBody),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 403, description = "a certificate acting for another host", body = ErrorBody),
+        (status = 409, description = "the underlay IP is another host's", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+        (status = 503, description = "the pool is exhausted", body = ErrorBody),
+    )
+)]
+pub(crate) async fn acquire_lease(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     BoundedBody(body): BoundedBody,
@@ -239,7 +285,20 @@ async fn acquire_lease(
     Ok(Json(lease).into_response())
 }
 
-async fn renew_lease(
+#[utoipa::path(
+    post, path = "/v1/leases/renew", tag = "leases", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Extend a host's lease",
+    request_body = HostRef,
+    responses(
+        (status = 200, description = "the renewed lease", body = Lease),
+        (status = 400, description = "a bad field (named)", body = ErrorBody),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 403, description = "a certificate acting for another host", body = ErrorBody),
+        (status = 404, description = "the host holds no lease", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+    )
+)]
+pub(crate) async fn renew_lease(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     BoundedBody(body): BoundedBody,
@@ -250,7 +309,19 @@ async fn renew_lease(
     Ok(Json(lease).into_response())
 }
 
-async fn release_lease(
+#[utoipa::path(
+    post, path = "/v1/leases/release", tag = "leases", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Return a host's subnet to the pool",
+    request_body = HostRef,
+    responses(
+        (status = 204, description = "released (or was not held); the host's app claims go with it"),
+        (status = 400, description = "a bad field (named)", body = ErrorBody),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 403, description = "a certificate acting for another host", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+    )
+)]
+pub(crate) async fn release_lease(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     BoundedBody(body): BoundedBody,
@@ -274,15 +345,50 @@ fn claim_host(caller: &Caller, q: &HashMap<String, String>) -> Result<String> {
     Ok(host)
 }
 
-async fn list_apps(State(s): State<AppState>) -> Result<Response> {
+#[utoipa::path(
+    get, path = "/v1/apps", tag = "apps", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Apps and their tags",
+    responses(
+        (status = 200, description = "apps", body = AppList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_apps(State(s): State<AppState>) -> Result<Response> {
     Ok(Json(s.ctl.apps().await?).into_response())
 }
 
-async fn get_app(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
+#[utoipa::path(
+    get, path = "/v1/apps/{id}", tag = "apps", security(("clientCert" = []), ("bearer" = [])),
+    summary = "One app",
+    params(("id" = String, Path, description = "the app")),
+    responses(
+        (status = 200, description = "the app", body = App),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_app(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response> {
     Ok(Json(s.ctl.app(&id).await?).into_response())
 }
 
-async fn claim_app(
+#[utoipa::path(
+    put, path = "/v1/apps/{id}", tag = "apps", security(("clientCert" = []), ("bearer" = [])),
+    summary = "A host claims an app for a running container (gives it a tag)",
+    params(
+        ("id" = String, Path, description = "the app"),
+        ("host" = Option<String>, Query, description = "the host that claims (required with the token or --insecure-http; with a certificate, its host)"),
+    ),
+    responses(
+        (status = 200, description = "the app", body = App),
+        (status = 400, description = "a bad field (named)", body = ErrorBody),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 403, description = "a certificate acting for another host", body = ErrorBody),
+        (status = 409, description = "the host holds no lease", body = ErrorBody),
+        (status = 422, description = "more claims than --max-claims-per-host", body = ErrorBody),
+        (status = 503, description = "no tag left", body = ErrorBody),
+    )
+)]
+pub(crate) async fn claim_app(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
@@ -293,7 +399,23 @@ async fn claim_app(
     Ok(Json(app).into_response())
 }
 
-async fn unclaim_app(
+#[utoipa::path(
+    delete, path = "/v1/apps/{id}", tag = "apps", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Drop the host's claim; the app is released unless another host claims it or a policy names it",
+    params(
+        ("id" = String, Path, description = "the app"),
+        ("host" = Option<String>, Query, description = "the host that claims"),
+    ),
+    responses(
+        (status = 200, description = "still claimed or named by a policy", body = App),
+        (status = 204, description = "released"),
+        (status = 400, description = "a bad field (named)", body = ErrorBody),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 403, description = "a certificate acting for another host", body = ErrorBody),
+        (status = 404, description = "no such app", body = ErrorBody),
+    )
+)]
+pub(crate) async fn unclaim_app(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
@@ -306,7 +428,23 @@ async fn unclaim_app(
     }
 }
 
-async fn set_claims(
+#[utoipa::path(
+    put, path = "/v1/hosts/{host}/apps", tag = "apps", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Set the apps a host runs (its claims become exactly these; apps it dropped that no host claims and no policy names are released)",
+    params(("host" = String, Path, description = "the host")),
+    request_body = ClaimSet,
+    responses(
+        (status = 200, description = "the apps, with tags, in request order", body = AppList),
+        (status = 400, description = "a bad field (named)", body = ErrorBody),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 403, description = "a certificate acting for another host", body = ErrorBody),
+        (status = 409, description = "the host holds no lease", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+        (status = 422, description = "more claims than --max-claims-per-host", body = ErrorBody),
+        (status = 503, description = "no tag left", body = ErrorBody),
+    )
+)]
+pub(crate) async fn set_claims(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(host): Path<String>,
@@ -318,7 +456,22 @@ async fn set_claims(
     Ok(Json(apps).into_response())
 }
 
-async fn set_containers(
+#[utoipa::path(
+    put, path = "/v1/hosts/{host}/containers", tag = "instances", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Set the containers a host runs (its instances become exactly these; placement for DNS)",
+    description = "The host must hold a lease (409) and every ip be inside it; at most 1024 containers; ids and ips unique.",
+    params(("host" = String, Path, description = "the host")),
+    request_body = ContainerSet,
+    responses(
+        (status = 200, description = "the host's instances", body = InstanceList),
+        (status = 400, description = "a bad field (named)", body = ErrorBody),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 403, description = "a certificate acting for another host", body = ErrorBody),
+        (status = 409, description = "the host holds no lease", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+    )
+)]
+pub(crate) async fn set_containers(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(host): Path<String>,
@@ -331,36 +484,102 @@ async fn set_containers(
     Ok(Json(list).into_response())
 }
 
-async fn get_containers(State(s): State<AppState>, Path(host): Path<String>) -> Result<Response> {
+#[utoipa::path(
+    get, path = "/v1/hosts/{host}/containers", tag = "instances", security(("clientCert" = []), ("bearer" = [])),
+    summary = "The instances a host reported",
+    params(("host" = String, Path, description = "the host")),
+    responses(
+        (status = 200, description = "the host's instances", body = InstanceList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_containers(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+) -> Result<Response> {
     Ok(Json(s.ctl.containers(&host).await?).into_response())
 }
 
-async fn list_instances(
+#[utoipa::path(
+    get, path = "/v1/instances", tag = "instances", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Every running instance (or one app's)",
+    params(("app" = Option<String>, Query, description = "only this app's instances")),
+    responses(
+        (status = 200, description = "instances", body = InstanceList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_instances(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
     Ok(Json(s.ctl.instances(q.get("app").map(String::as_str)).await?).into_response())
 }
 
-async fn get_claims(State(s): State<AppState>, Path(host): Path<String>) -> Result<Response> {
+#[utoipa::path(
+    get, path = "/v1/hosts/{host}/apps", tag = "apps", security(("clientCert" = []), ("bearer" = [])),
+    summary = "The apps a host claims",
+    params(("host" = String, Path, description = "the host")),
+    responses(
+        (status = 200, description = "the host's claims", body = AppList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_claims(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+) -> Result<Response> {
     Ok(Json(s.ctl.claims(&host).await?).into_response())
 }
 
-async fn list_policies(
+#[utoipa::path(
+    get, path = "/networking/v1/external/policies", tag = "policies", security(("clientCert" = []), ("bearer" = [])),
+    summary = "List policies (Cloud Foundry's shape, with tags)",
+    params(
+        ("id" = Option<String>, Query, description = "comma-separated app ids: policies whose source or destination is one of them"),
+        ("source_id" = Option<String>, Query, description = "comma-separated app ids: policies from one of them (ignored with id)"),
+        ("dest_id" = Option<String>, Query, description = "comma-separated app ids: policies to one of them (ignored with id; with source_id, both must match)"),
+    ),
+    responses(
+        (status = 200, description = "policies with tags", body = PolicyList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_policies(
     State(s): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response> {
-    let ids: Option<Vec<String>> = q.get("id").map(|v| {
-        v.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
-    });
-    Ok(Json(s.ctl.policies(ids.as_deref()).await?).into_response())
+    let filter = policies::Filter::from_query(&q);
+    Ok(Json(s.ctl.policies_where(&filter).await?).into_response())
 }
 
-async fn create_policies(
+#[utoipa::path(
+    get, path = "/networking/v1/external/tags", tag = "policies", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Every app's tag (Cloud Foundry's shape: upper-case hex, two bytes)",
+    responses(
+        (status = 200, description = "tags", body = TagList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_tags(State(s): State<AppState>) -> Result<Response> {
+    Ok(Json(s.ctl.tags().await?).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/networking/v1/external/policies", tag = "policies", security(("bearer" = [])),
+    summary = "Create policies (idempotent; new apps get tags)",
+    request_body = PolicyList,
+    responses(
+        (status = 200, description = "how many were new", body = PolicyWriteResult),
+        (status = 400, description = "bad fields (each named)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "agent certificates cannot write policies", body = ErrorBody),
+        (status = 408, description = "the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+        (status = 503, description = "no tag left", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_policies(
     State(s): State<AppState>,
     BoundedBody(body): BoundedBody,
 ) -> Result<Response> {
@@ -369,7 +588,20 @@ async fn create_policies(
     Ok(Json(result).into_response())
 }
 
-async fn delete_policies(
+#[utoipa::path(
+    post, path = "/networking/v1/external/policies/delete", tag = "policies", security(("bearer" = [])),
+    summary = "Delete policies (missing ones are ignored)",
+    request_body = PolicyList,
+    responses(
+        (status = 200, description = "how many were deleted", body = PolicyWriteResult),
+        (status = 400, description = "bad fields (each named)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "agent certificates cannot write policies", body = ErrorBody),
+        (status = 408, description = "the body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_policies(
     State(s): State<AppState>,
     BoundedBody(body): BoundedBody,
 ) -> Result<Response> {
@@ -378,7 +610,23 @@ async fn delete_policies(
     Ok(Json(result).into_response())
 }
 
-async fn watch(
+#[utoipa::path(
+    get, path = "/v1/watch", tag = "watch", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Snapshot then every change, as JSON lines (one WatchMessage per line)",
+    description = "The snapshot (or the replayed changes), a heartbeat announcing interval_ms, then every change and a heartbeat after each idle interval. With snapshot=parts the snapshot comes as a snapshot line with more=true and snapshot_part lines, the last with more false. Clients skip kinds, event types and fields they do not know.",
+    params(
+        ("since" = Option<i64>, Query, minimum = 0, description = "resume after this revision: the changes after it if the change log still has them, else a snapshot"),
+        ("snapshot" = Option<String>, Query, description = "parts or whole (default)"),
+        ("host" = Option<String>, Query, description = "cut the stream for this host (a certificate may name only its own)"),
+    ),
+    responses(
+        (status = 200, description = "JSON lines", content_type = "application/x-ndjson", body = WatchMessage),
+        (status = 400, description = "a bad parameter (named)", body = ErrorBody),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+        (status = 403, description = "a certificate naming another host", body = ErrorBody),
+    )
+)]
+pub(crate) async fn watch(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Query(q): Query<HashMap<String, String>>,
@@ -427,4 +675,149 @@ async fn watch(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+#[utoipa::path(
+    get, path = "/v1/egress", tag = "egress", security(("clientCert" = []), ("bearer" = [])),
+    summary = "The network-wide egress mode (allow: apps reach everything outside the overlay; deny: only what egress policies allow)",
+    responses(
+        (status = 200, description = "the mode", body = EgressSettings),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_egress_mode(State(s): State<AppState>) -> Result<Response> {
+    Ok(Json(s.ctl.egress_mode().await?).into_response())
+}
+
+#[utoipa::path(
+    put, path = "/v1/egress", tag = "egress", security(("bearer" = [])),
+    summary = "Set the network-wide egress mode",
+    request_body = EgressSettings,
+    responses(
+        (status = 200, description = "the mode", body = EgressSettings),
+        (status = 400, description = "a bad field (named)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "agent certificates cannot write egress", body = ErrorBody),
+    )
+)]
+pub(crate) async fn set_egress_mode(
+    State(s): State<AppState>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
+    let json: serde_json::Value = parse_json(&body)?;
+    let mode = match json.get("mode").and_then(|m| m.as_str()) {
+        Some(m) => weft_api::egress::EgressMode::parse(m)
+            .ok_or_else(|| Error::field("mode", format!("{m:?} is not allow or deny")))?,
+        None => return Err(Error::field("mode", "is required (allow or deny)")),
+    };
+    let reply = detached(async move { s.ctl.set_egress_mode(mode).await }).await?;
+    Ok(Json(reply).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/networking/v1/external/destinations", tag = "egress", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Egress destinations",
+    responses(
+        (status = 200, description = "destinations", body = DestinationList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_destinations(State(s): State<AppState>) -> Result<Response> {
+    Ok(Json(s.ctl.destinations().await?).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/networking/v1/external/destinations", tag = "egress", security(("bearer" = [])),
+    summary = "Create egress destinations, or replace the rules of existing ones (by name; the id is the name)",
+    request_body = DestinationList,
+    responses(
+        (status = 200, description = "the destinations with their ids", body = DestinationList),
+        (status = 400, description = "bad fields (each named)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "agent certificates cannot write egress", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+    )
+)]
+pub(crate) async fn put_destinations(
+    State(s): State<AppState>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
+    let list = egress::parse_destinations(&body)?;
+    let reply = detached(async move { s.ctl.put_destinations(&list).await }).await?;
+    Ok(Json(reply).into_response())
+}
+
+#[utoipa::path(
+    delete, path = "/networking/v1/external/destinations/{id}", tag = "egress", security(("bearer" = [])),
+    summary = "Delete an egress destination that no egress policy names",
+    params(("id" = String, Path, description = "the destination")),
+    responses(
+        (status = 200, description = "the deleted destination", body = weft_api::egress::Destination),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "agent certificates cannot write egress", body = ErrorBody),
+        (status = 404, description = "no such destination", body = ErrorBody),
+        (status = 409, description = "egress policies name it", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_destination(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let d = detached(async move { s.ctl.delete_destination(&id).await }).await?;
+    Ok(Json(d).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/networking/v1/external/egress_policies", tag = "egress", security(("clientCert" = []), ("bearer" = [])),
+    summary = "Egress policies, with their apps' tags",
+    responses(
+        (status = 200, description = "egress policies", body = EgressPolicyList),
+        (status = 401, description = "no or bad credentials", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_egress_policies(State(s): State<AppState>) -> Result<Response> {
+    Ok(Json(s.ctl.egress_policies().await?).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/networking/v1/external/egress_policies", tag = "egress", security(("bearer" = [])),
+    summary = "Let apps reach destinations (idempotent; apps get tags)",
+    request_body = EgressPolicyList,
+    responses(
+        (status = 200, description = "how many were new", body = PolicyWriteResult),
+        (status = 400, description = "bad fields (each named), or an unknown destination", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "agent certificates cannot write egress", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+        (status = 503, description = "no tag left", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create_egress_policies(
+    State(s): State<AppState>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
+    let list = egress::parse_policies(&body)?;
+    let reply = detached(async move { s.ctl.create_egress_policies(&list).await }).await?;
+    Ok(Json(reply).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/networking/v1/external/egress_policies/delete", tag = "egress", security(("bearer" = [])),
+    summary = "Delete egress policies (missing ones are ignored)",
+    request_body = EgressPolicyList,
+    responses(
+        (status = 200, description = "how many were deleted", body = PolicyWriteResult),
+        (status = 400, description = "bad fields (each named)", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "agent certificates cannot write egress", body = ErrorBody),
+        (status = 413, description = "body larger than --max-body-bytes", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_egress_policies(
+    State(s): State<AppState>,
+    BoundedBody(body): BoundedBody,
+) -> Result<Response> {
+    let list = egress::parse_policies(&body)?;
+    let reply = detached(async move { s.ctl.delete_egress_policies(&list).await }).await?;
+    Ok(Json(reply).into_response())
 }

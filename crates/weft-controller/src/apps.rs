@@ -406,7 +406,7 @@ pub async fn unclaim(tx: &mut dyn Tx, host: &str, id: &str) -> Result<Option<App
     get(tx, id).await
 }
 
-/// Releases the app (and its tag) if it is not claimed and no policy names it.
+/// Releases the app (and its tag) if it is not claimed and no policy (c2c or egress) names it.
 pub async fn release_if_unreferenced(tx: &mut dyn Tx, id: &str) -> Result<bool> {
     let Some(app) = get(tx, id).await? else {
         return Ok(false);
@@ -416,7 +416,8 @@ pub async fn release_if_unreferenced(tx: &mut dyn Tx, id: &str) -> Result<bool> 
     }
     let rows = tx
         .query(
-            "SELECT EXISTS (SELECT 1 FROM policies WHERE source_id = $1 OR destination_id = $1)",
+            "SELECT EXISTS (SELECT 1 FROM policies WHERE source_id = $1 OR destination_id = $1) \
+             OR EXISTS (SELECT 1 FROM egress_policies WHERE source_id = $1)",
             &[Value::from(id)],
         )
         .await?;

@@ -12,10 +12,13 @@ use crate::leases::{self, Pool};
 use crate::metrics::Metrics;
 use crate::store::{Store, Tx, TxMode};
 use crate::watch::Feed;
-use crate::{apps, changelog, instances, policies};
+use crate::{apps, changelog, egress, instances, policies};
+use weft_api::egress::{
+    Destination, DestinationList, EgressMode, EgressPolicy, EgressPolicyList, EgressSettings,
+};
 use weft_api::model::{
     App, AppList, Change, Health, InstanceList, Lease, LeaseList, Policy, PolicyList,
-    PolicyWriteResult, ReportedInstance, Snapshot,
+    PolicyWriteResult, ReportedInstance, Snapshot, TagEntry, TagList,
 };
 
 /// Default interval of watch heartbeats: a watcher takes the controller for gone after 3 of
@@ -359,11 +362,93 @@ impl Controller {
     }
 
     pub async fn policies(&self, ids: Option<&[String]>) -> Result<PolicyList> {
+        self.policies_where(&ids.map(policies::Filter::naming).unwrap_or_default())
+            .await
+    }
+
+    /// The policies `filter` selects (CF's `id`, `source_id`, `dest_id`).
+    pub async fn policies_where(&self, filter: &policies::Filter) -> Result<PolicyList> {
         let mut tx = self.read().await?;
-        let list = policies::list(&mut *tx, ids).await?;
+        let list = policies::list(&mut *tx, filter).await?;
         Ok(PolicyList {
             total_policies: Some(list.len()),
             policies: list,
+        })
+    }
+
+    /// The network-wide egress mode.
+    pub async fn egress_mode(&self) -> Result<EgressSettings> {
+        let mut tx = self.read().await?;
+        Ok(EgressSettings {
+            mode: egress::mode(&mut *tx).await?,
+        })
+    }
+
+    pub async fn set_egress_mode(&self, mode: EgressMode) -> Result<EgressSettings> {
+        let mut tx = self.write().await?;
+        egress::set_mode(&mut *tx, mode).await?;
+        tx.commit().await?;
+        Ok(EgressSettings { mode })
+    }
+
+    pub async fn destinations(&self) -> Result<DestinationList> {
+        let mut tx = self.read().await?;
+        Ok(DestinationList {
+            destinations: egress::list_destinations(&mut *tx).await?,
+        })
+    }
+
+    /// Creates or replaces destinations; replies with them as stored (ids given).
+    pub async fn put_destinations(&self, list: &[Destination]) -> Result<DestinationList> {
+        let mut tx = self.write().await?;
+        egress::put_destinations(&mut *tx, list).await?;
+        tx.commit().await?;
+        Ok(DestinationList {
+            destinations: list.to_vec(),
+        })
+    }
+
+    pub async fn delete_destination(&self, id: &str) -> Result<Destination> {
+        let mut tx = self.write().await?;
+        let d = egress::delete_destination(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(d)
+    }
+
+    pub async fn egress_policies(&self) -> Result<EgressPolicyList> {
+        let mut tx = self.read().await?;
+        let list = egress::list_policies(&mut *tx).await?;
+        Ok(EgressPolicyList {
+            total_egress_policies: Some(list.len()),
+            egress_policies: list,
+        })
+    }
+
+    pub async fn create_egress_policies(&self, list: &[EgressPolicy]) -> Result<PolicyWriteResult> {
+        let mut tx = self.write().await?;
+        let changed = egress::create_policies(&mut *tx, list).await?;
+        let revision = changelog::revision(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(PolicyWriteResult { changed, revision })
+    }
+
+    pub async fn delete_egress_policies(&self, list: &[EgressPolicy]) -> Result<PolicyWriteResult> {
+        let mut tx = self.write().await?;
+        let changed = egress::delete_policies(&mut *tx, list).await?;
+        let revision = changelog::revision(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(PolicyWriteResult { changed, revision })
+    }
+
+    /// Every app's tag, as Cloud Foundry's policy server lists them.
+    pub async fn tags(&self) -> Result<TagList> {
+        let apps = self.apps().await?;
+        Ok(TagList {
+            tags: apps
+                .apps
+                .iter()
+                .map(|a| TagEntry::app(&a.id, a.tag))
+                .collect(),
         })
     }
 
@@ -374,8 +459,9 @@ impl Controller {
             revision: changelog::revision(&mut *tx).await?,
             leases: leases::list(&mut *tx).await?,
             apps: apps::list(&mut *tx).await?,
-            policies: policies::list(&mut *tx, None).await?,
+            policies: policies::list(&mut *tx, &policies::Filter::default()).await?,
             instances: instances::list(&mut *tx, None).await?,
+            egress: egress::state(&mut *tx).await?,
         })
     }
 
@@ -392,8 +478,9 @@ impl Controller {
             revision: changelog::revision(&mut *tx).await?,
             leases: leases::list(&mut *tx).await?,
             apps: apps::list(&mut *tx).await?,
-            policies: policies::list(&mut *tx, None).await?,
+            policies: policies::list(&mut *tx, &policies::Filter::default()).await?,
             instances: instances::list(&mut *tx, None).await?,
+            egress: egress::state(&mut *tx).await?,
         };
         let claims = apps::all_claims(&mut *tx).await?;
         Ok((snap, claims))

@@ -2,7 +2,8 @@
 //! with a certificate only the certificate's host, else 403) is sent every
 //! lease (routes to every other host), every instance (internal DNS answers for any app), the
 //! policies whose destination runs on the host, and the tags of those policies' sources and of
-//! the host's own apps. A host with no containers receives leases and instances only.
+//! the host's own apps, and the whole egress state (mode, destinations, egress policies). A
+//! host with no containers receives leases, instances and the egress state only.
 //!
 //! The apps that run on a host are the apps it claims and the apps of the containers it
 //! reports (placement). When that set changes (an `instance_put` or `instance_deleted` of the
@@ -101,6 +102,7 @@ impl HostView {
                 .collect(),
             policies,
             instances: snap.instances.clone(),
+            egress: snap.egress.clone(),
         };
         let view = HostView {
             host: host.to_string(),
@@ -124,6 +126,13 @@ impl HostView {
     pub fn on_change(&mut self, change: &Change) -> Verdict {
         match &change.event {
             Event::LeasePut { .. } | Event::LeaseDeleted { .. } => Verdict::Send,
+            // The egress state goes whole to every host (as in its snapshot): small, and a
+            // host enforces only the rules of the apps it runs.
+            Event::EgressModeSet { .. }
+            | Event::DestinationPut { .. }
+            | Event::DestinationDeleted { .. }
+            | Event::EgressPolicyCreated { .. }
+            | Event::EgressPolicyDeleted { .. } => Verdict::Send,
             Event::InstancePut { instance } | Event::InstanceDeleted { instance }
                 if instance.host == self.host =>
             {
@@ -216,6 +225,7 @@ mod tests {
                 Policy::new("batch", "db", Protocol::Icmp, None),
             ],
             instances: vec![instance("h1", "c1", "api"), instance("h2", "c2", "db")],
+            egress: Default::default(),
         }
     }
 

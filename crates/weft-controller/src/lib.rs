@@ -42,6 +42,7 @@ pub mod auth;
 pub mod changelog;
 pub mod controller;
 pub mod daemon;
+pub mod egress;
 pub mod error;
 pub mod filter;
 pub mod instances;

@@ -1,31 +1,73 @@
-//! Prometheus metrics, rendered by hand in the text exposition format.
+//! Prometheus metrics through prometheus-client, served in the OpenMetrics text format: units
+//! in the names (`_seconds`), counters ending in `_total`, label values escaped by the library,
+//! and `weft_build_info{version,commit}`.
+//!
+//! Request counts and latencies live in label families updated on every request; the state
+//! read from the store at scrape time (leases, apps, policies, ...) is encoded as constant
+//! gauges and counters of that scrape.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Upper bounds (seconds) of the request latency histogram.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The commit this controller was built from (`WEFT_COMMIT` at build time, else git's).
+pub const COMMIT: &str = env!("WEFT_COMMIT");
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+type Latency = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
 pub struct Metrics {
     /// Open watch streams.
     pub watchers: AtomicI64,
     /// Leases this controller expired (after the grace), since it started.
     pub leases_expired: AtomicU64,
-    /// (method, route, status) -> count
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    /// route -> latency histogram
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Latency,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            watchers: AtomicI64::new(0),
+            leases_expired: AtomicU64::new(0),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 /// State counts read from the store at scrape time.
@@ -40,139 +82,186 @@ pub struct Gauges {
 
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        if let Ok(mut r) = self.requests.lock() {
-            *r.entry((method.to_string(), route.to_string(), status))
-                .or_default() += 1;
-        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .inc();
         // Watch streams are long-lived: their duration is not a request latency.
         if route == weft_api::paths::WATCH {
             return;
         }
-        if let Ok(mut l) = self.latency.lock() {
-            let h = l.entry(route.to_string()).or_default();
-            let secs = elapsed.as_secs_f64();
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if secs <= *bound {
-                    h.counts[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += secs;
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The exposition of one scrape ([`CONTENT_TYPE`]).
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut r = Registry::with_prefix("weft");
+        let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| {
+            r.register(name, help, ConstGauge::new(v));
+        };
+        let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+            r.register(name, help, ConstCounter::new(v));
+        };
+        r.register(
+            "build",
+            "The controller's version and the commit it was built from.",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: COMMIT.to_string(),
+            }),
+        );
+        gauge(
+            &mut r,
+            "leases_held",
+            "Subnet leases currently held.",
+            g.leases,
+        );
+        let pool = i64::try_from(g.pool_size).unwrap_or(i64::MAX);
+        gauge(
+            &mut r,
+            "leases_free",
+            "Subnets free in the overlay pool.",
+            (pool - g.leases).max(0),
+        );
+        gauge(
+            &mut r,
+            "lease_pool_size",
+            "Subnets in the overlay pool.",
+            pool,
+        );
+        gauge(&mut r, "apps", "Apps holding a tag.", g.apps);
+        gauge(&mut r, "policies", "Policies stored.", g.policies);
+        gauge(
+            &mut r,
+            "revision",
+            "Latest revision of the state.",
+            g.revision,
+        );
+        let c = &g.connections;
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        gauge(
+            &mut r,
+            "connections_open",
+            "Client connections open.",
+            count(c.open),
+        );
+        gauge(
+            &mut r,
+            "connections_pending",
+            "Client connections not yet authenticated (evictable).",
+            count(c.pending),
+        );
+        counter(
+            &mut r,
+            "connections_evicted",
+            "Pending connections closed to make room.",
+            c.evicted,
+        );
+        counter(
+            &mut r,
+            "connections_refused",
+            "Connections closed at accept: every limit reached.",
+            c.refused,
+        );
+        gauge(
+            &mut r,
+            "watchers",
+            "Open watch streams on this controller.",
+            self.watchers.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut r,
+            "leases_expired",
+            "Leases this controller expired (unrenewed past their expiry and the grace after start).",
+            self.leases_expired.load(Ordering::Relaxed),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests served.",
+            self.requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency (watch streams excluded).",
+            Unit::Seconds,
+            self.latency.clone(),
+        );
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauges() -> Gauges {
+        Gauges {
+            leases: 3,
+            pool_size: 256,
+            apps: 2,
+            policies: 1,
+            revision: 9,
+            connections: crate::limits::ConnectionCounts {
+                open: 1,
+                pending: 0,
+                refused: 0,
+                evicted: 0,
+            },
         }
     }
 
-    pub fn render(&self, g: &Gauges) -> String {
-        let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            &mut out,
-            "weft_leases_held",
-            "Subnet leases currently held.",
-            g.leases.to_string(),
-        );
-        gauge(
-            &mut out,
-            "weft_leases_free",
-            "Subnets free in the overlay pool.",
-            (g.pool_size as i64 - g.leases).max(0).to_string(),
-        );
-        gauge(
-            &mut out,
-            "weft_lease_pool_size",
-            "Subnets in the overlay pool.",
-            g.pool_size.to_string(),
-        );
-        gauge(
-            &mut out,
-            "weft_apps",
-            "Apps holding a tag.",
-            g.apps.to_string(),
-        );
-        gauge(
-            &mut out,
-            "weft_policies",
-            "Policies stored.",
-            g.policies.to_string(),
-        );
-        gauge(
-            &mut out,
-            "weft_revision",
-            "Latest revision of the state.",
-            g.revision.to_string(),
-        );
-        let c = &g.connections;
-        gauge(
-            &mut out,
-            "weft_connections_open",
-            "Client connections open.",
-            c.open.to_string(),
-        );
-        gauge(
-            &mut out,
-            "weft_connections_pending",
-            "Client connections not yet authenticated (evictable).",
-            c.pending.to_string(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_connections_evicted_total Pending connections closed to make room.\n\
-             # TYPE weft_connections_evicted_total counter\nweft_connections_evicted_total {}",
-            c.evicted
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_connections_refused_total Connections closed at accept: every limit reached.\n\
-             # TYPE weft_connections_refused_total counter\nweft_connections_refused_total {}",
-            c.refused
-        );
-        gauge(
-            &mut out,
-            "weft_watchers",
-            "Open watch streams on this controller.",
-            self.watchers.load(Ordering::Relaxed).to_string(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_leases_expired_total Leases this controller expired (unrenewed past their expiry and the grace after start).\n# TYPE weft_leases_expired_total counter\nweft_leases_expired_total {}",
-            self.leases_expired.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP weft_http_requests_total HTTP requests served.\n# TYPE weft_http_requests_total counter"
-        );
-        if let Ok(r) = self.requests.lock() {
-            for ((method, route, status), n) in r.iter() {
-                let _ = writeln!(
-                    out,
-                    "weft_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-                );
-            }
+    #[test]
+    fn names_carry_units_and_types_and_build_info() {
+        let m = Metrics::default();
+        m.observe("POST", "/v1/leases/acquire", 200, Duration::from_millis(3));
+        m.observe("GET", weft_api::paths::WATCH, 200, Duration::from_secs(60));
+        let text = m.render(&gauges());
+        for line in [
+            "# TYPE weft_leases_held gauge",
+            "weft_leases_held 3",
+            "weft_leases_free 253",
+            "# TYPE weft_http_requests counter",
+            "weft_http_requests_total{method=\"POST\",route=\"/v1/leases/acquire\",status=\"200\"} 1",
+            "weft_http_requests_total{method=\"GET\",route=\"/v1/watch\",status=\"200\"} 1",
+            "# TYPE weft_http_request_duration_seconds histogram",
+            "# UNIT weft_http_request_duration_seconds seconds",
+            "weft_http_request_duration_seconds_count{route=\"/v1/leases/acquire\"} 1",
+            "weft_http_request_duration_seconds_bucket{le=\"0.005\",route=\"/v1/leases/acquire\"} 1",
+            "weft_http_request_duration_seconds_bucket{le=\"0.0025\",route=\"/v1/leases/acquire\"} 0",
+            "weft_leases_expired_total 0",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
-        let _ = writeln!(
-            out,
-            "# HELP weft_http_request_duration_seconds HTTP request latency.\n# TYPE weft_http_request_duration_seconds histogram"
+        let build = format!(
+            "weft_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            COMMIT
         );
-        if let Ok(l) = self.latency.lock() {
-            for (route, h) in l.iter() {
-                let name = "weft_http_request_duration_seconds";
-                for (i, bound) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
-                        h.counts[i]
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", h.sum);
-                let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {}", h.count);
-            }
-        }
-        out
+        assert!(text.lines().any(|l| l == build), "no {build:?} in\n{text}");
+        assert!(!COMMIT.is_empty());
+        // The watch stream's hour is no request latency.
+        assert!(!text.contains("duration_seconds_count{route=\"/v1/watch\"}"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.observe("GET", "a\"b\\c\nd", 404, Duration::ZERO);
+        let text = m.render(&gauges());
+        assert!(
+            text.contains(r#"route="a\"b\\c\nd""#),
+            "escaped route label in\n{text}"
+        );
     }
 }

@@ -346,25 +346,90 @@ fn policy_from_row(row: &Row) -> Result<Policy> {
     Ok(p)
 }
 
-/// Policies with their tags, in creation order; with `ids`, only those whose source or
-/// destination is one of them.
-pub async fn list(tx: &mut dyn Tx, ids: Option<&[String]>) -> Result<Vec<Policy>> {
+/// Which policies a list returns, as Cloud Foundry's `GET /networking/v1/external/policies`
+/// reads its query: `id` (source or destination is one of them) wins over `source_id` and
+/// `dest_id`; with both of those, a policy must match both; none of them lists all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub ids: Option<Vec<String>>,
+    pub source_ids: Option<Vec<String>>,
+    pub dest_ids: Option<Vec<String>>,
+}
+
+impl Filter {
+    /// Only the policies whose source or destination is one of `ids`.
+    pub fn naming(ids: &[String]) -> Filter {
+        Filter {
+            ids: Some(ids.to_vec()),
+            ..Filter::default()
+        }
+    }
+
+    /// The filter of a query's `id`, `source_id` and `dest_id` (comma-separated lists).
+    pub fn from_query(q: &std::collections::HashMap<String, String>) -> Filter {
+        let list = |name: &str| {
+            q.get(name).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+        };
+        Filter {
+            ids: list("id"),
+            source_ids: list("source_id"),
+            dest_ids: list("dest_id"),
+        }
+    }
+}
+
+/// `IN ($n, ...)` for `ids`, numbering from `params.len() + 1`, with the ids pushed.
+fn in_list(ids: &[String], params: &mut Vec<Value>) -> String {
+    let first = params.len() + 1;
+    let marks: Vec<String> = (first..first + ids.len())
+        .map(|i| format!("${i}"))
+        .collect();
+    params.extend(ids.iter().map(Value::from));
+    format!("IN ({})", marks.join(", "))
+}
+
+/// Policies with their tags, in creation order, those `filter` selects.
+pub async fn list(tx: &mut dyn Tx, filter: &Filter) -> Result<Vec<Policy>> {
     let mut sql = "SELECT p.source_id, s.tag, p.destination_id, d.tag, p.protocol, \
                    p.start_port, p.end_port FROM policies p \
                    LEFT JOIN apps s ON s.id = p.source_id \
                    LEFT JOIN apps d ON d.id = p.destination_id"
         .to_string();
     let mut params = Vec::new();
-    if let Some(ids) = ids {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+    let given = |l: &Option<Vec<String>>| l.clone().filter(|l| !l.is_empty());
+    let condition = match (
+        given(&filter.ids),
+        given(&filter.source_ids),
+        given(&filter.dest_ids),
+    ) {
+        (Some(ids), _, _) => {
+            let src = in_list(&ids, &mut params);
+            let dst = in_list(&ids, &mut params);
+            Some(format!("p.source_id {src} OR p.destination_id {dst}"))
         }
-        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let marks = marks.join(", ");
-        sql.push_str(&format!(
-            " WHERE p.source_id IN ({marks}) OR p.destination_id IN ({marks})"
-        ));
-        params.extend(ids.iter().map(Value::from));
+        (None, Some(s), Some(d)) => {
+            let src = in_list(&s, &mut params);
+            let dst = in_list(&d, &mut params);
+            Some(format!("p.source_id {src} AND p.destination_id {dst}"))
+        }
+        (None, Some(s), None) => Some(format!("p.source_id {}", in_list(&s, &mut params))),
+        (None, None, Some(d)) => Some(format!("p.destination_id {}", in_list(&d, &mut params))),
+        (None, None, None) => {
+            // `?id=` given but empty names no app: nothing matches.
+            if filter.ids.is_some() || filter.source_ids.is_some() || filter.dest_ids.is_some() {
+                return Ok(Vec::new());
+            }
+            None
+        }
+    };
+    if let Some(c) = condition {
+        sql.push_str(&format!(" WHERE {c}"));
     }
     sql.push_str(" ORDER BY p.id");
     let rows = tx.query(&sql, &params).await?;

@@ -330,6 +330,11 @@ pub(crate) fn snapshot_lines(snap: &Snapshot, in_parts: bool) -> Vec<Bytes> {
             apps: Cow::Borrowed(&snap.apps[a]),
             policies: Cow::Borrowed(&snap.policies[p]),
             instances: Cow::Borrowed(&snap.instances[x]),
+            egress: if i == 0 {
+                Cow::Borrowed(&snap.egress)
+            } else {
+                Cow::Owned(Default::default())
+            },
             more: i + 1 < count,
         };
         let msg = if i == 0 {

@@ -8,6 +8,7 @@ mod connect;
 mod containers;
 mod demo;
 mod doctor;
+mod egress;
 mod lab;
 mod leases;
 mod netns;
@@ -47,6 +48,8 @@ enum Command {
     Apps(apps::AppsArgs),
     /// Policies: which app may reach which (from the controller)
     Policy(policy::PolicyArgs),
+    /// Egress: what apps may reach outside the overlay (mode allow|deny, rules)
+    Egress(egress::EgressArgs),
     /// Create a CA and certificates for a lab
     Certs(certs::CertsArgs),
     /// Build seed topologies on this machine in namespaces: up, check, status, graph, down
@@ -131,6 +134,7 @@ fn main() -> std::process::ExitCode {
         Command::Leases(a) => block_on(leases::run(a)),
         Command::Apps(a) => block_on(apps::run(a)),
         Command::Policy(a) => block_on(policy::run(a)),
+        Command::Egress(a) => block_on(egress::run(a)),
         Command::Certs(a) => certs::run(a),
         Command::Lab(a) => lab::run(a),
         Command::Trace(a) => trace::run(a),

@@ -6,11 +6,14 @@
 //! - [`policy`]: `inet weft-policy`: marking, default deny, anti-spoofing and anti-forgery,
 //!   all failing closed (desired elements + diff + one transaction)
 //! - [`nat`]: `ip weft-agent`: the host's masquerade and forward rules
+//! - [`egress`]: `inet weft-egress`: what local overlay containers may reach outside the
+//!   overlay (egress policy; still written as nft script text, not yet on the typed model)
 //!
 //! Invariant: a table is written whole or not at all; a transaction that fails leaves the
 //! kernel's table as it was (see [`PolicySync`] for what the agent does then).
 
 mod apply;
+pub mod egress;
 pub mod nat;
 pub mod policy;
 

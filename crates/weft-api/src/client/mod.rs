@@ -27,9 +27,12 @@ use serde::Serialize;
 pub use resume::{Reconnect, ResumingWatch, WatchStats};
 pub use watch::{parse_interval_secs, WatchOptions, WatchStream, INTERVAL_MAX, INTERVAL_MIN};
 
+use crate::egress::{
+    Destination, DestinationList, EgressMode, EgressPolicy, EgressPolicyList, EgressSettings,
+};
 use crate::model::{
     AcquireLease, App, AppList, ClaimSet, ContainerSet, ErrorBody, Health, HostRef, InstanceList,
-    Lease, LeaseList, Policy, PolicyList, PolicyWriteResult, ReportedInstance,
+    Lease, LeaseList, Policy, PolicyList, PolicyWriteResult, ReportedInstance, TagList,
 };
 use crate::paths;
 
@@ -460,6 +463,73 @@ impl Client {
             r = r.query(&[("id", ids.join(","))]);
         }
         self.json(r).await
+    }
+
+    /// Every app's tag, as Cloud Foundry's policy server lists them.
+    pub async fn tags(&self) -> Result<TagList> {
+        self.json(self.request(Method::GET, paths::TAGS)).await
+    }
+
+    /// The network-wide egress mode.
+    pub async fn egress_mode(&self) -> Result<EgressSettings> {
+        self.json(self.request(Method::GET, paths::EGRESS)).await
+    }
+
+    pub async fn set_egress_mode(&self, mode: EgressMode) -> Result<EgressSettings> {
+        self.json(
+            self.request(Method::PUT, paths::EGRESS)
+                .json(&EgressSettings { mode })
+                .timeout(self.timeout),
+        )
+        .await
+    }
+
+    pub async fn destinations(&self) -> Result<DestinationList> {
+        self.json(self.request(Method::GET, paths::DESTINATIONS))
+            .await
+    }
+
+    /// Creates destinations or replaces their rules (by name).
+    pub async fn put_destinations(&self, destinations: &[Destination]) -> Result<DestinationList> {
+        let body = DestinationList {
+            destinations: destinations.to_vec(),
+        };
+        self.post(paths::DESTINATIONS, &body).await
+    }
+
+    pub async fn delete_destination(&self, id: &str) -> Result<Destination> {
+        self.json(
+            self.request(Method::DELETE, &paths::fill(paths::DESTINATION, "id", id))
+                .timeout(self.timeout),
+        )
+        .await
+    }
+
+    pub async fn egress_policies(&self) -> Result<EgressPolicyList> {
+        self.json(self.request(Method::GET, paths::EGRESS_POLICIES))
+            .await
+    }
+
+    pub async fn create_egress_policies(
+        &self,
+        policies: &[EgressPolicy],
+    ) -> Result<PolicyWriteResult> {
+        let body = EgressPolicyList {
+            total_egress_policies: None,
+            egress_policies: policies.iter().map(EgressPolicy::untagged).collect(),
+        };
+        self.post(paths::EGRESS_POLICIES, &body).await
+    }
+
+    pub async fn delete_egress_policies(
+        &self,
+        policies: &[EgressPolicy],
+    ) -> Result<PolicyWriteResult> {
+        let body = EgressPolicyList {
+            total_egress_policies: None,
+            egress_policies: policies.iter().map(EgressPolicy::untagged).collect(),
+        };
+        self.post(paths::EGRESS_POLICIES_DELETE, &body).await
     }
 }
 

@@ -363,6 +363,7 @@ impl WatchStream {
                     apps: part.apps.into_owned(),
                     policies: part.policies.into_owned(),
                     instances: part.instances.into_owned(),
+                    egress: part.egress.into_owned(),
                 };
                 if !part.more {
                     return Ok(Some(WatchMessage::Snapshot(snap)));

@@ -76,6 +76,26 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX instances_app ON instances (app);
     ",
     ),
+    // Egress: destinations (rules as JSON, validated on write) and egress policies. The mode
+    // is the meta key egress_deny (absent: allow).
+    (
+        4,
+        "
+    CREATE TABLE egress_destinations (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        description TEXT NOT NULL,
+        rules TEXT NOT NULL
+    );
+    CREATE TABLE egress_policies (
+        id BIGSERIAL PRIMARY KEY,
+        source_id TEXT NOT NULL,
+        destination_id TEXT NOT NULL REFERENCES egress_destinations (id),
+        UNIQUE (source_id, destination_id)
+    );
+    CREATE INDEX egress_policies_destination_id ON egress_policies (destination_id);
+    ",
+    ),
 ];
 
 /// The newest schema version this controller knows.

@@ -13,6 +13,7 @@
 //! host_prefix = 24
 //! vni = 1
 //! policy = true                      # default deny between apps (false: everything passes)
+//! egress = "allow"                   # or "deny": apps reach outside only what [[egress]] allows
 //!
 //! [internet]                         # a namespace standing in for the outside (optional)
 //! ip = "203.0.113.2"
@@ -36,6 +37,12 @@
 //! to = "app-a"
 //! protocol = "tcp"                   # tcp, udp or icmp
 //! ports = "8080"                     # a port or a range "8000-8100"
+//!
+//! [[egress]]                         # overlay apps to outside the overlay (`weft egress add`)
+//! from = "db"
+//! to = "203.0.113.0/24"              # a CIDR, an address or a range A-B
+//! protocol = "tcp"                   # tcp, udp, icmp or all (default)
+//! ports = "80"                       # tcp and udp: a port or a range (default every port)
 //!
 //! [[checks]]                         # what `weft lab check` verifies (the seed's outcome)
 //! from = "app-b"                     # an app (its first instance), an instance "app-b-0",
@@ -83,7 +90,38 @@ pub struct Topology {
     #[serde(default)]
     pub policies: Vec<PolicySpec>,
     #[serde(default)]
+    pub egress: Vec<EgressRuleSpec>,
+    #[serde(default)]
     pub checks: Vec<CheckSpec>,
+}
+
+/// One `[[egress]]` rule: what `weft egress add FROM TO --protocol --ports` makes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRuleSpec {
+    pub from: String,
+    pub to: String,
+    #[serde(default = "default_egress_protocol")]
+    pub protocol: String,
+    #[serde(default)]
+    pub ports: Option<String>,
+}
+
+fn default_egress_protocol() -> String {
+    "all".into()
+}
+
+impl EgressRuleSpec {
+    /// The CLI's spec for this rule (one home for naming and validating it).
+    pub fn spec(&self) -> crate::egress::EgressSpec {
+        crate::egress::EgressSpec {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            protocol: self.protocol.clone(),
+            ports: self.ports.clone(),
+            name: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -103,6 +141,13 @@ pub struct OverlaySpec {
     pub vni: u32,
     #[serde(default = "yes")]
     pub policy: bool,
+    /// The network-wide egress mode: "allow" (default) or "deny".
+    #[serde(default = "default_egress")]
+    pub egress: String,
+}
+
+fn default_egress() -> String {
+    "allow".into()
 }
 
 fn default_overlay() -> String {
@@ -125,6 +170,7 @@ impl Default for OverlaySpec {
             host_prefix: default_host_prefix(),
             vni: default_vni(),
             policy: true,
+            egress: default_egress(),
         }
     }
 }
@@ -520,6 +566,25 @@ pub fn layout(t: &Topology) -> Result<Layout> {
             bail!("policies[{i}]: policies need cells in overlay mode");
         }
     }
+    if let Some(o) = &t.overlay {
+        if weft_api::egress::EgressMode::parse(&o.egress).is_none() {
+            bail!(
+                "overlay.egress {:?}: must be \"allow\" or \"deny\"",
+                o.egress
+            );
+        }
+    }
+    for (i, e) in t.egress.iter().enumerate() {
+        if !apps.contains(&e.from) {
+            bail!("egress[{i}].from {:?}: no such app", e.from);
+        }
+        e.spec()
+            .destination()
+            .with_context(|| format!("egress[{i}]"))?;
+        if overlay.is_none() {
+            bail!("egress[{i}]: egress rules need cells in overlay mode");
+        }
+    }
     let layout = Layout {
         lab: t.name.clone(),
         underlay,
@@ -651,6 +716,31 @@ mod tests {
             Ok(_) => panic!("accepted: {text}"),
             Err(e) => format!("{e:#}"),
         }
+    }
+
+    #[test]
+    fn egress_rules_parse_and_errors_name_the_field() {
+        let cells = "name=\"x\"\n[overlay]\negress=\"deny\"\n[[cells]]\nname=\"a\"\nmode=\"overlay\"\n[[apps]]\nname=\"db\"\ncells=[\"a\"]\n";
+        let ok = Topology::parse(
+            &format!(
+            "{cells}[[egress]]\nfrom=\"db\"\nto=\"203.0.113.0/24\"\nprotocol=\"tcp\"\nports=\"80\""
+        ),
+            "t",
+        )
+        .unwrap();
+        layout(&ok).unwrap();
+        assert_eq!(ok.overlay.as_ref().unwrap().egress, "deny");
+        let d = ok.egress[0].spec().destination().unwrap();
+        assert_eq!(d.rules[0].ports.as_deref(), Some("80"));
+        assert!(
+            err(&format!("{cells}[[egress]]\nfrom=\"web\"\nto=\"1.1.1.1\""))
+                .contains("egress[0].from")
+        );
+        assert!(err(&format!(
+            "{cells}[[egress]]\nfrom=\"db\"\nto=\"1.1.1.1/40\""
+        ))
+        .contains("egress[0]"));
+        assert!(err(&cells.replace("deny", "maybe")).contains("overlay.egress"));
     }
 
     #[test]

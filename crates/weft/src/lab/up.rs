@@ -72,6 +72,10 @@ impl Progress {
                 + containers
                 + servers as usize
                 + (overlay && !t.policies.is_empty()) as usize
+                + (overlay
+                    && (!t.egress.is_empty()
+                        || t.overlay.as_ref().is_some_and(|o| o.egress != "allow")))
+                    as usize
                 + overlay as usize,
         )
     }
@@ -481,6 +485,29 @@ pub fn up(
             ));
             add_policies(&st, policies)?;
         }
+        let mode = t
+            .overlay
+            .as_ref()
+            .and_then(|o| weft_api::egress::EgressMode::parse(&o.egress))
+            .unwrap_or_default();
+        if mode != weft_api::egress::EgressMode::Allow || !t.egress.is_empty() {
+            p.step(format!(
+                "egress {}: {}",
+                mode.as_str(),
+                t.egress
+                    .iter()
+                    .map(|e| format!(
+                        "{} -> {} {} {}",
+                        e.from,
+                        e.to,
+                        e.protocol,
+                        e.ports.as_deref().unwrap_or("")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+            add_egress(&st, mode, &t.egress)?;
+        }
         p.step("waiting until every cell routes to every other and enforces every policy");
         wait_converged(&st, o.policy)?;
     }
@@ -494,6 +521,32 @@ pub fn add_policies(st: &State, policies: Vec<weft_api::model::Policy>) -> Resul
     block_in(&st.layout.underlay.namespace, move || {
         Box::pin(async move {
             c.create_policies(&policies).await?;
+            Ok(())
+        })
+    })
+}
+
+/// Sets the egress mode and adds the `[[egress]]` rules through the controller's API.
+pub fn add_egress(
+    st: &State,
+    mode: weft_api::egress::EgressMode,
+    rules: &[topology::EgressRuleSpec],
+) -> Result<()> {
+    let c = state::client(st)?;
+    let mut destinations = Vec::new();
+    let mut policies = Vec::new();
+    for r in rules {
+        let d = r.spec().destination()?;
+        policies.push(weft_api::egress::EgressPolicy::new(&r.from, &d.id));
+        destinations.push(d);
+    }
+    block_in(&st.layout.underlay.namespace, move || {
+        Box::pin(async move {
+            c.set_egress_mode(mode).await?;
+            if !destinations.is_empty() {
+                c.put_destinations(&destinations).await?;
+                c.create_egress_policies(&policies).await?;
+            }
             Ok(())
         })
     })

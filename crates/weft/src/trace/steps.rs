@@ -49,6 +49,49 @@ impl Decision {
     }
 }
 
+/// What the egress state says of a packet from `app` to `ip` outside the overlay: allowed by
+/// a named rule, allowed by mode allow, or dropped by egress default deny.
+pub fn egress_verdict(
+    state: &weft_api::egress::EgressState,
+    app: &str,
+    ip: Ipv4Addr,
+    protocol: &str,
+    port: Option<u16>,
+) -> (bool, String) {
+    match weft_api::egress::allowing(
+        &state.policies,
+        &state.destinations,
+        app,
+        ip,
+        protocol,
+        port,
+    ) {
+        Some((d, i)) => {
+            let r = &d.rules[i];
+            (
+                true,
+                format!(
+                    "egress rule {app} -> {} ({} {}{})",
+                    d.name,
+                    r.protocol.as_str(),
+                    r.ips,
+                    r.ports
+                        .as_deref()
+                        .map(|p| format!(" port {p}"))
+                        .unwrap_or_default()
+                ),
+            )
+        }
+        None if state.mode == weft_api::egress::EgressMode::Allow => {
+            (true, "egress mode allow: no rule needed".into())
+        }
+        None => (
+            false,
+            format!("egress default deny: no egress rule lets {app} reach {ip}"),
+        ),
+    }
+}
+
 fn step(n: u8, title: &str, host: Option<&Host>, objects: Vec<String>) -> Step {
     Step {
         step: n,
@@ -149,14 +192,21 @@ impl Ctx<'_> {
             }
             ("across cells", dst_host)
         } else {
-            self.outside(&mut steps, rtext);
-            return Ok(Path {
-                kind: "outside the overlay".into(),
-                steps,
-                decision: Decision {
+            let decision = match self.outside(&mut steps, rtext) {
+                Some((allowed, by)) => Decision {
+                    allowed,
+                    by,
+                    ..decision
+                },
+                None => Decision {
                     by: "not c2c traffic: no policy applies".into(),
                     ..decision
                 },
+            };
+            return Ok(Path {
+                kind: "outside the overlay".into(),
+                steps,
+                decision,
             });
         };
         if decision.allowed {
@@ -275,8 +325,23 @@ impl Ctx<'_> {
         }
     }
 
-    /// 4-11 for a destination outside the overlay: masqueraded out of the cell.
-    fn outside(&self, steps: &mut Vec<Step>, rtext: String) {
+    /// The egress decision for the source app to the destination outside the overlay, from
+    /// the controller's egress state: `(allowed, what decided)`; None if it does not answer.
+    fn egress(&self) -> Option<(bool, String)> {
+        let state = self.controller.egress()?;
+        Some(egress_verdict(
+            &state,
+            self.src.app.as_deref().unwrap_or_default(),
+            self.dst_ip,
+            &self.protocol,
+            self.port,
+        ))
+    }
+
+    /// 4-11 for a destination outside the overlay: masqueraded out of the cell, after the
+    /// egress check on an overlay cell. Returns the egress decision, if the controller gave
+    /// one.
+    fn outside(&self, steps: &mut Vec<Step>, rtext: String) -> Option<(bool, String)> {
         let sh = &self.src.host;
         let mut objs = vec![rtext];
         let nat = if sh.mode == Mode::Overlay {
@@ -307,17 +372,34 @@ impl Ctx<'_> {
         for (n, t) in &OVERLAY_STEPS[1..] {
             steps.push(skipped(*n, t, "not an overlay destination"));
         }
-        steps.push(skipped(
-            10,
-            "policy check",
-            "c2c policy applies between overlay addresses only",
-        ));
+        let egress = (sh.mode == Mode::Overlay).then(|| self.egress()).flatten();
+        match &egress {
+            Some((allowed, by)) => {
+                let mut s = step(
+                    10,
+                    "egress check (inet weft-egress, on the source cell)",
+                    Some(sh),
+                    vec![by.clone()],
+                );
+                s.note = Some(if *allowed { "allowed" } else { "DROPPED" }.into());
+                steps.push(s);
+                if !allowed {
+                    return egress;
+                }
+            }
+            None => steps.push(skipped(
+                10,
+                "policy check",
+                "c2c policy applies between overlay addresses only",
+            )),
+        }
         steps.push(step(
             11,
             "leaves the cell towards its destination",
             Some(sh),
             vec![format!("{} -> {}", sh.name, self.dst_desc())],
         ));
+        egress
     }
 
     /// 4-9 across cells: VTEP, neighbour and FDB, the underlay, the destination cell's
@@ -668,5 +750,38 @@ impl Ctx<'_> {
                 "on the destination host (not visible from here)",
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_api::egress::*;
+
+    #[test]
+    fn egress_verdict_names_the_rule() {
+        let mut state = EgressState {
+            mode: EgressMode::Deny,
+            destinations: vec![Destination {
+                id: "web".into(),
+                name: "web".into(),
+                description: String::new(),
+                rules: vec![DestinationRule {
+                    protocol: EgressProtocol::Tcp,
+                    ips: "203.0.113.0/24".into(),
+                    ports: Some("80".into()),
+                    description: String::new(),
+                }],
+            }],
+            policies: vec![EgressPolicy::new("db", "web")],
+        };
+        let ip: Ipv4Addr = "203.0.113.2".parse().unwrap();
+        let (ok, by) = egress_verdict(&state, "db", ip, "tcp", Some(80));
+        assert!(ok);
+        assert_eq!(by, "egress rule db -> web (tcp 203.0.113.0/24 port 80)");
+        let (ok, by) = egress_verdict(&state, "db", ip, "tcp", Some(81));
+        assert!(!ok && by.starts_with("egress default deny"), "{by}");
+        state.mode = EgressMode::Allow;
+        assert!(egress_verdict(&state, "db", ip, "tcp", Some(81)).0);
     }
 }

@@ -228,4 +228,20 @@ impl Controller {
     pub fn policies(&self) -> Option<Vec<weft_api::model::Policy>> {
         self.ask(|c| Box::pin(async move { Ok(c.policies(None).await?.policies) }))
     }
+
+    /// The controller's egress state: mode, destinations and egress policies.
+    pub fn egress(&self) -> Option<weft_api::egress::EgressState> {
+        self.ask(|c| {
+            Box::pin(async move {
+                let mode = c.egress_mode().await?.mode;
+                let destinations = c.destinations().await?.destinations;
+                let policies = c.egress_policies().await?.egress_policies;
+                Ok(weft_api::egress::EgressState {
+                    mode,
+                    destinations,
+                    policies,
+                })
+            })
+        })
+    }
 }
