@@ -432,13 +432,7 @@ impl Net {
 
     /// weft's host-side links in the host namespace.
     pub fn host_links(&self) -> Vec<String> {
-        self.host
-            .ok("ip -o link show")
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or("").to_string())
-            .filter(|n| n.starts_with("weft") && n.len() == 14)
-            .collect()
+        weft_testbed::weft_host_links(&self.host.ok("ip -o link show"))
     }
 }
 
