@@ -136,13 +136,7 @@ fn measure(plugin: Plugin, n: usize) -> Row {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n = args
-        .iter()
-        .position(|a| a == "--n")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20usize);
+    let n = weft_testbed::bench::arg_or("--n", 20usize);
     let have_ref = std::path::Path::new(&format!("{REF_DIR}/bridge")).exists();
     let mut rows = vec![measure(Plugin::Weft, n)];
     if have_ref {

@@ -78,16 +78,13 @@ pub struct IpamConf {
     pub routes: Option<Vec<RouteConf>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// One range of `ipam.ranges`; every field may be absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RangeConf {
-    #[serde(default)]
     pub subnet: Option<String>,
-    #[serde(default)]
     pub range_start: Option<IpAddr>,
-    #[serde(default)]
     pub range_end: Option<IpAddr>,
-    #[serde(default)]
     pub gateway: Option<IpAddr>,
 }
 
@@ -672,6 +669,11 @@ mod tests {
         NetworkConf::from_netconf(parse_netconf(json.as_bytes())?, &BTreeMap::new())
     }
 
+    /// The message of the error a configuration that must be rejected gets.
+    fn conf_err(json: &str) -> String {
+        conf(json).unwrap_err().msg
+    }
+
     #[test]
     fn minimal_subnet() {
         let c = conf(r#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"}}"#).unwrap();
@@ -744,47 +746,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.port_mappings.len(), 2);
-        let e = conf(
+        let msg = conf_err(
             r#"{"cniVersion":"1.1.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"},
                "runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80},
                                                 {"hostPort":8080,"containerPort":81}]}}"#,
-        )
-        .unwrap_err();
+        );
         assert!(
-            e.msg.starts_with("runtimeConfig.portMappings[1].hostPort"),
-            "{}",
-            e.msg
+            msg.starts_with("runtimeConfig.portMappings[1].hostPort"),
+            "{msg}"
         );
     }
 
     #[test]
     fn overlapping_ranges_are_rejected() {
-        let e = conf(
+        let msg = conf_err(
             r#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","ipam":{"ranges":[
               [{"subnet":"10.1.0.0/16"}],[{"subnet":"10.1.2.0/24"}]]}}"#,
-        )
-        .unwrap_err();
+        );
         assert!(
-            e.msg.starts_with("ipam.ranges[1][0]") && e.msg.contains("overlaps"),
-            "{}",
-            e.msg
+            msg.starts_with("ipam.ranges[1][0]") && msg.contains("overlaps"),
+            "{msg}"
         );
     }
 
     #[test]
     fn range_bounds_checked() {
-        let e = conf(
+        let msg = conf_err(
             r#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","ipam":{"ranges":[
               [{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.50","rangeEnd":"10.1.0.10"}]]}}"#,
-        )
-        .unwrap_err();
-        assert!(e.msg.contains("rangeStart"), "{}", e.msg);
-        let e = conf(
+        );
+        assert!(msg.contains("rangeStart"), "{msg}");
+        let msg = conf_err(
             r#"{"cniVersion":"1.0.0","name":"n","type":"weft-cni","ipam":{"ranges":[
               [{"subnet":"10.1.0.0/24","gateway":"10.2.0.1"}]]}}"#,
-        )
-        .unwrap_err();
-        assert!(e.msg.starts_with("ipam.ranges[0][0].gateway"), "{}", e.msg);
+        );
+        assert!(msg.starts_with("ipam.ranges[0][0].gateway"), "{msg}");
     }
 
     #[test]
@@ -801,15 +797,13 @@ mod tests {
             vec!["10.88.0.9".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(c.mac, Some(MacAddr::new([0x0a, 0, 0, 0, 0, 1])));
-        let e = conf(
+        let msg = conf_err(
             r#"{"cniVersion":"1.1.0","name":"n","type":"weft-cni","ipam":{"subnet":"10.88.0.0/24"},
                "runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":80}]}}"#,
-        )
-        .unwrap_err();
+        );
         assert!(
-            e.msg.starts_with("runtimeConfig.portMappings[0].hostPort"),
-            "{}",
-            e.msg
+            msg.starts_with("runtimeConfig.portMappings[0].hostPort"),
+            "{msg}"
         );
     }
 }

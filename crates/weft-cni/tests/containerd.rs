@@ -65,13 +65,7 @@ fn addresses(data: &TempDir) -> Vec<String> {
 }
 
 fn weft_veths(c: &Containerd) -> Vec<String> {
-    c.host
-        .ok("ip -o link show")
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or("").to_string())
-        .filter(|n| n.starts_with("weft") && n.len() == 14)
-        .collect()
+    weft_testbed::weft_host_links(&c.host.ok("ip -o link show"))
 }
 
 #[test]

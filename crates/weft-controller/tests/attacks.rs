@@ -23,6 +23,15 @@ const CHILD_ENV: &str = "WEFT_ATTACK_CHILD";
 const TOKEN: &str = "attack-token";
 /// More half-sent connections than systemd's default soft limit of descriptors.
 const SLOW_CONNECTIONS: usize = 1030;
+/// Connection limits high enough for the controller to hold 1,000 slow connections.
+const HOLD_ALL: [&str; 6] = [
+    "--max-pending-per-ip",
+    "2000",
+    "--max-connections-per-ip",
+    "2000",
+    "--max-pending-connections",
+    "2000",
+];
 
 #[derive(Parser)]
 struct ChildArgs {
@@ -194,6 +203,55 @@ fn base_args(dir: &std::path::Path) -> Vec<String> {
     args
 }
 
+/// A lab PKI under `dir` (a server certificate for 127.0.0.1, an agent certificate for h1)
+/// and [`base_args`] that serve TLS with it and take client certificates from its CA.
+fn tls_args(dir: &std::path::Path) -> (LabPki, Vec<String>) {
+    let pki = LabPki::new(dir.join("pki"));
+    pki.generate(&["127.0.0.1".into()], &["h1".into()], false)
+        .unwrap();
+    let mut args = base_args(dir);
+    args.extend([
+        "--tls-cert".into(),
+        pki.server_cert().display().to_string(),
+        "--tls-key".into(),
+        pki.server_key().display().to_string(),
+        "--client-ca".into(),
+        pki.ca().display().to_string(),
+    ]);
+    (pki, args)
+}
+
+/// A client of `ctl` with h1's agent certificate.
+fn agent_client(ctl: &Controller, pki: &LabPki) -> Client {
+    Client::builder(&ctl.url)
+        .ca(pki.ca())
+        .identity(pki.agent_cert("h1"), pki.agent_key("h1"))
+        .build()
+        .unwrap()
+}
+
+/// [`stall`]ed connections held against `ctl`, with its RSS (MiB) before and after.
+struct Stalled {
+    conns: Vec<TcpStream>,
+    refused: usize,
+    rss0: f64,
+    rss1: f64,
+}
+
+/// Stalls `n` connections that send `prefix` and measures the controller's RSS around it.
+async fn stall_measured(ctl: &Controller, n: usize, prefix: &'static [u8]) -> Stalled {
+    let (rss0, _) = ctl.rss_mib();
+    let (conns, refused) = stall(&ctl.addr(), n, prefix).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (rss1, _) = ctl.rss_mib();
+    Stalled {
+        conns,
+        refused,
+        rss0,
+        rss1,
+    }
+}
+
 /// Opens `n` connections that each send `prefix` and then stall. Connections the controller
 /// refuses or closes are counted, not retried.
 async fn stall(addr: &str, n: usize, prefix: &'static [u8]) -> (Vec<TcpStream>, usize) {
@@ -245,23 +303,20 @@ async fn half_sent_plain_connections_do_not_lock_out_the_token_holder() {
     let ctl = Controller::spawn(&args, 1024);
     let client = Client::builder(&ctl.url).token(TOKEN).build().unwrap();
     client.leases().await.unwrap();
-    let (rss0, _) = ctl.rss_mib();
     // Headers without the blank line that ends them.
-    let (conns, refused) = stall(
-        &ctl.addr(),
+    let st = stall_measured(
+        &ctl,
         SLOW_CONNECTIONS,
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss1, _) = ctl.rss_mib();
     eprintln!(
         "plain: {} half-sent connections open ({} refused), controller fds {}, RSS {:.1} -> {:.1} MiB",
-        conns.len(),
-        refused,
+        st.conns.len(),
+        st.refused,
         ctl.open_fds(),
-        rss0,
-        rss1
+        st.rss0,
+        st.rss1
     );
     let fresh = Client::builder(&ctl.url).token(TOKEN).build().unwrap();
     let token = timed("token request", PROMPT, fresh.leases()).await;
@@ -273,7 +328,7 @@ async fn half_sent_plain_connections_do_not_lock_out_the_token_holder() {
     .await;
     eprintln!("plain: token request {token:?}, agent request {agent:?}");
     assert!(token.is_some() && agent.is_some(), "locked out");
-    drop(conns);
+    drop(st);
 }
 
 /// Not an attack: what 1,000 slow connections cost the controller when its limits let it hold
@@ -282,38 +337,16 @@ async fn half_sent_plain_connections_do_not_lock_out_the_token_holder() {
 async fn rss_under_1000_slow_connections() {
     raise_own_nofile();
     let dir = tempfile::tempdir().unwrap();
-    let pki = LabPki::new(dir.path().join("pki"));
-    pki.generate(&["127.0.0.1".into()], &["h1".into()], false)
-        .unwrap();
-    let mut args = base_args(dir.path());
-    args.extend([
-        "--tls-cert".into(),
-        pki.server_cert().display().to_string(),
-        "--tls-key".into(),
-        pki.server_key().display().to_string(),
-        "--client-ca".into(),
-        pki.ca().display().to_string(),
-        "--max-pending-per-ip".into(),
-        "2000".into(),
-        "--max-connections-per-ip".into(),
-        "2000".into(),
-        "--max-pending-connections".into(),
-        "2000".into(),
-    ]);
+    let (pki, mut args) = tls_args(dir.path());
+    args.extend(HOLD_ALL.map(String::from));
     let ctl = Controller::spawn(&args, 4096);
-    let agent = Client::builder(&ctl.url)
-        .ca(pki.ca())
-        .identity(pki.agent_cert("h1"), pki.agent_key("h1"))
-        .build()
-        .unwrap();
+    let agent = agent_client(&ctl, &pki);
     agent.leases().await.unwrap();
-    let (rss0, _) = ctl.rss_mib();
-    let (tls, _) = stall(&ctl.addr(), 1000, b"\x16\x03\x01\x02\x00").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss1, _) = ctl.rss_mib();
+    let tls = stall_measured(&ctl, 1000, b"\x16\x03\x01\x02\x00").await;
     let fds = ctl.open_fds();
     eprintln!(
-        "rss: 1000 half-sent TLS connections held (fds {fds}): RSS {rss0:.1} -> {rss1:.1} MiB"
+        "rss: 1000 half-sent TLS connections held (fds {fds}): RSS {:.1} -> {:.1} MiB",
+        tls.rss0, tls.rss1
     );
     assert!(fds >= 1000, "the controller holds them all ({fds} fds)");
     agent.leases().await.expect("still serving");
@@ -322,28 +355,16 @@ async fn rss_under_1000_slow_connections() {
 
     // The same over plain HTTP: headers that never end.
     let mut args = base_args(dir.path());
-    args.extend(
-        [
-            "--insecure-http",
-            "--max-pending-per-ip",
-            "2000",
-            "--max-connections-per-ip",
-            "2000",
-            "--max-pending-connections",
-            "2000",
-        ]
-        .map(String::from),
-    );
+    args.push("--insecure-http".into());
+    args.extend(HOLD_ALL.map(String::from));
     let ctl = Controller::spawn(&args, 4096);
     let client = Client::builder(&ctl.url).build().unwrap();
     client.leases().await.unwrap();
-    let (rss0, _) = ctl.rss_mib();
-    let (plain, _) = stall(&ctl.addr(), 1000, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss1, _) = ctl.rss_mib();
+    let plain = stall_measured(&ctl, 1000, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
     let fds = ctl.open_fds();
     eprintln!(
-        "rss: 1000 half-sent plain connections held (fds {fds}): RSS {rss0:.1} -> {rss1:.1} MiB"
+        "rss: 1000 half-sent plain connections held (fds {fds}): RSS {:.1} -> {:.1} MiB",
+        plain.rss0, plain.rss1
     );
     assert!(fds >= 1000, "the controller holds them all ({fds} fds)");
     client.leases().await.expect("still serving");
@@ -354,43 +375,20 @@ async fn rss_under_1000_slow_connections() {
 async fn half_sent_tls_connections_do_not_lock_out_agents_or_the_token_holder() {
     raise_own_nofile();
     let dir = tempfile::tempdir().unwrap();
-    let pki = LabPki::new(dir.path().join("pki"));
-    pki.generate(&["127.0.0.1".into()], &["h1".into()], false)
-        .unwrap();
-    let mut args = base_args(dir.path());
-    args.extend([
-        "--tls-cert".into(),
-        pki.server_cert().display().to_string(),
-        "--tls-key".into(),
-        pki.server_key().display().to_string(),
-        "--client-ca".into(),
-        pki.ca().display().to_string(),
-    ]);
+    let (pki, args) = tls_args(dir.path());
     let ctl = Controller::spawn(&args, 1024);
-    let agent = Client::builder(&ctl.url)
-        .ca(pki.ca())
-        .identity(pki.agent_cert("h1"), pki.agent_key("h1"))
-        .build()
-        .unwrap();
-    agent.leases().await.unwrap();
-    let (rss0, _) = ctl.rss_mib();
+    agent_client(&ctl, &pki).leases().await.unwrap();
     // A TLS record header announcing a ClientHello that never comes.
-    let (conns, refused) = stall(&ctl.addr(), SLOW_CONNECTIONS, b"\x16\x03\x01\x02\x00").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss1, _) = ctl.rss_mib();
+    let st = stall_measured(&ctl, SLOW_CONNECTIONS, b"\x16\x03\x01\x02\x00").await;
     eprintln!(
         "tls: {} half-sent connections open ({} refused), controller fds {}, RSS {:.1} -> {:.1} MiB",
-        conns.len(),
-        refused,
+        st.conns.len(),
+        st.refused,
         ctl.open_fds(),
-        rss0,
-        rss1
+        st.rss0,
+        st.rss1
     );
-    let agent = Client::builder(&ctl.url)
-        .ca(pki.ca())
-        .identity(pki.agent_cert("h1"), pki.agent_key("h1"))
-        .build()
-        .unwrap();
+    let agent = agent_client(&ctl, &pki);
     let admin = Client::builder(&ctl.url)
         .ca(pki.ca())
         .token(TOKEN)
@@ -405,7 +403,7 @@ async fn half_sent_tls_connections_do_not_lock_out_agents_or_the_token_holder() 
     let t = timed("token request", PROMPT, admin.leases()).await;
     eprintln!("tls: agent request {a:?}, token request {t:?}");
     assert!(a.is_some() && t.is_some(), "locked out");
-    drop(conns);
+    drop(st);
 }
 
 /// Sends a policy write of `size` bytes (`{"policies":[0,0,...]}`) and returns the status line

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::TestStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use weft_api::client::{ClientError, Reconnect, WatchOptions};
+use weft_api::client::{ClientError, Reconnect, WatchOptions, WatchStream};
 use weft_api::model::{Event, Policy, Ports, Protocol, WatchMessage};
 use weft_api::Client;
 
@@ -91,6 +91,16 @@ fn quick(opts: WatchOptions) -> WatchOptions {
     }
 }
 
+/// A watch from scratch with `opts`, its first message (the snapshot) read.
+async fn past_the_snapshot(client: &Client, opts: &WatchOptions) -> WatchStream {
+    let mut stream = client.watch_with(None, opts).await.unwrap();
+    assert!(matches!(
+        stream.next().await,
+        Ok(Some(WatchMessage::Snapshot(_)))
+    ));
+    stream
+}
+
 /// The controller announces a 100 ms heartbeat and then goes silent with the connection open:
 /// the stream ends after 3 intervals (not at TCP keepalive's pace), as `Silent`; a resuming
 /// watch reconnects, counting the reason.
@@ -147,11 +157,7 @@ async fn silence_ends_a_stream_that_never_announced_its_heartbeat() {
         assumed_heartbeat: Duration::from_millis(100),
         ..WatchOptions::default()
     };
-    let mut stream = client.watch_with(None, &opts).await.unwrap();
-    assert!(matches!(
-        stream.next().await,
-        Ok(Some(WatchMessage::Snapshot(_)))
-    ));
+    let mut stream = past_the_snapshot(&client, &opts).await;
     let end = tokio::time::timeout(LIVE, stream.next()).await.unwrap();
     assert!(matches!(end, Err(ClientError::Silent { .. })), "{end:?}");
 }
@@ -188,11 +194,7 @@ async fn a_line_beyond_the_bound_is_an_error_not_memory() {
         max_line: 64 << 10,
         ..WatchOptions::default()
     };
-    let mut stream = client.watch_with(None, &opts).await.unwrap();
-    assert!(matches!(
-        stream.next().await,
-        Ok(Some(WatchMessage::Snapshot(_)))
-    ));
+    let mut stream = past_the_snapshot(&client, &opts).await;
     let end = tokio::time::timeout(LIVE, stream.next()).await.unwrap();
     match end {
         Err(ClientError::TooLong { limit, .. }) => assert_eq!(limit, 64 << 10),

@@ -86,13 +86,7 @@ fn measure(driver: &str, ports: bool, n: usize) -> Option<Row> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let n = args
-        .iter()
-        .position(|a| a == "--n")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30usize);
+    let n = weft_testbed::bench::arg_or("--n", 30usize);
     let Some(bin) = netavark_bin() else {
         println!("netavark is not installed: nothing to measure (.ci/run installs it)");
         return;

@@ -40,6 +40,17 @@ fn on_thread<T: Send, F: std::future::Future<Output = Result<T>>>(
     })
 }
 
+/// The host ends of weft's veth pairs (`weft` and 10 hex digits) in the output of
+/// `ip -o link show`, as the tests look for leftovers.
+pub fn weft_host_links(ip_o_link_show: &str) -> Vec<String> {
+    ip_o_link_show
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or("").to_string())
+        .filter(|n| n.starts_with("weft") && n.len() == 14)
+        .collect()
+}
+
 pub fn netlink_in(ns: &str) -> Result<Netlink> {
     let n = Netns::open(netns::named_path(ns)).with_context(|| format!("namespace {ns}"))?;
     Ok(Netlink::in_netns(&n)?)

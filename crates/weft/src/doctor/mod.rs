@@ -79,23 +79,22 @@ impl Check {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
-        Check {
-            name: name.into(),
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Check::with_fix(Status::Warn, name.into(), detail.into(), fix.into())
     }
     pub fn fail(
         name: impl Into<String>,
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Check {
+        Check::with_fix(Status::Fail, name.into(), detail.into(), fix.into())
+    }
+    /// A check that did not pass, with the fix to show beside it.
+    fn with_fix(status: Status, name: String, detail: String, fix: String) -> Check {
         Check {
-            name: name.into(),
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            name,
+            status,
+            detail,
+            fix: Some(fix),
         }
     }
 }

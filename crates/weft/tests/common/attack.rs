@@ -95,21 +95,11 @@ elif mode == "udprecv":
         data, a = s.recvfrom(65536)
         print("%s %s" % (a[0], data.decode(errors="replace")), flush=True)
 elif mode == "tcp":
-    host, port, timeout = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    c.settimeout(timeout)
-    try:
-        c.connect((host, port))
-        c.sendall(b"probe")
-        c.shutdown(socket.SHUT_WR)
-        out = read_all(c)
+    kind, out = exchange(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    if kind == "ok":
         print("ok " + out.decode(errors="replace"), flush=True)
-    except (socket.timeout, TimeoutError):
-        print("timeout", flush=True)
-    except ConnectionRefusedError:
-        print("refused", flush=True)
-    except OSError as e:
-        print("error%d" % (e.errno or 0), flush=True)
+    else:
+        print(kind, flush=True)
 "#;
 
 pub fn attack_lab(cells: usize, fastpath: &str, agent_args: &[&str]) -> Dc {

@@ -51,8 +51,10 @@ fn locate(name: &str, from_cargo: Option<&'static str>) -> String {
 }
 
 /// The start of every python helper script the tests write: the imports, `mode` (the first
-/// argument), `listener(port)` (a TCP socket listening on every address) and `read_all(c)`
-/// (what the peer sends until it shuts its side down).
+/// argument), `listener(port)` (a TCP socket listening on every address), `read_all(c)`
+/// (what the peer sends until it shuts its side down) and `exchange(host, port, timeout)`
+/// (one TCP exchange: sends `probe`, half-closes, reads the answer; returns `("ok", answer)`
+/// or the kind of failure: `timeout`, `refused`, `error<errno>`).
 pub const PY_PRELUDE: &str = r#"import json, socket, struct, sys, time
 mode = sys.argv[1] if len(sys.argv) > 1 else ""
 def listener(port):
@@ -69,6 +71,22 @@ def read_all(c):
             break
         out += b
     return out
+def exchange(host, port, timeout):
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.settimeout(timeout)
+    try:
+        c.connect((host, port))
+        c.sendall(b"probe")
+        c.shutdown(socket.SHUT_WR)
+        return "ok", read_all(c)
+    except (socket.timeout, TimeoutError):
+        return "timeout", b""
+    except ConnectionRefusedError:
+        return "refused", b""
+    except OSError as e:
+        return "error%d" % (e.errno or 0), b""
+    finally:
+        c.close()
 "#;
 
 /// Writes a python helper script: [`PY_PRELUDE`], then `body`.
@@ -432,13 +450,7 @@ impl Net {
 
     /// weft's host-side links in the host namespace.
     pub fn host_links(&self) -> Vec<String> {
-        self.host
-            .ok("ip -o link show")
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or("").to_string())
-            .filter(|n| n.starts_with("weft") && n.len() == 14)
-            .collect()
+        weft_testbed::weft_host_links(&self.host.ok("ip -o link show"))
     }
 }
 

@@ -140,23 +140,7 @@ elif mode == "probe":
     host, port, timeout, interval = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
     while True:
         t0 = time.time()
-        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        c.settimeout(timeout)
-        try:
-            c.connect((host, port))
-            c.sendall(b"probe")
-            c.shutdown(socket.SHUT_WR)
-            while c.recv(65536):
-                pass
-            kind = "ok"
-        except (socket.timeout, TimeoutError):
-            kind = "timeout"
-        except ConnectionRefusedError:
-            kind = "refused"
-        except OSError as e:
-            kind = "error%d" % (e.errno or 0)
-        finally:
-            c.close()
+        kind, _ = exchange(host, port, timeout)
         print("%.3f %s" % (t0, kind), flush=True)
         time.sleep(interval)
 "#;
