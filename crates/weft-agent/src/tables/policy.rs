@@ -501,13 +501,42 @@ fn fill(tx: &mut Transaction, old: Option<&Elements>, new: &Elements) {
         }
         Some(old) => {
             for ((name, o), (_, n)) in old.sets().into_iter().zip(new.sets()) {
-                let gone: Vec<Element> = o.difference(n).cloned().collect();
-                let came: Vec<Element> = n.difference(o).cloned().collect();
+                let (gone, came) = changes(o, n);
                 tx.delete_elements(&t, name, &gone);
                 tx.add_elements(&t, name, &came);
             }
         }
     }
+}
+
+/// What is in `old` and not in `new` (gone), and in `new` and not in `old` (came), from one
+/// ordered walk of both sets: each element is compared once, whatever the sets' size.
+fn changes(old: &BTreeSet<Element>, new: &BTreeSet<Element>) -> (Vec<Element>, Vec<Element>) {
+    use std::cmp::Ordering;
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (o.peek(), n.peek()) {
+            (Some(a), Some(b)) => match a.cmp(b) {
+                Ordering::Less => gone.extend(o.next().cloned()),
+                Ordering::Greater => came.extend(n.next().cloned()),
+                Ordering::Equal => {
+                    o.next();
+                    n.next();
+                }
+            },
+            (Some(_), None) => {
+                gone.extend(o.cloned());
+                break;
+            }
+            (None, Some(_)) => {
+                came.extend(n.cloned());
+                break;
+            }
+            (None, None) => break,
+        }
+    }
+    (gone, came)
 }
 
 /// The table's name and sets as a transaction refers to them (the rules do not matter).
@@ -547,9 +576,8 @@ pub fn apply(
         kernel.apply(&tx)?;
         return Ok(true);
     }
-    if applied == Some(new) {
-        return Ok(false);
-    }
+    // No equality check first: the diff is one ordered walk of each set, and an empty one
+    // means nothing changed.
     let diff = render_diff(applied, new);
     kernel.apply(&diff)?;
     Ok(!diff.is_empty())
@@ -578,6 +606,19 @@ pub fn fence(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_walk_both_sets_once_and_find_each_side() {
+        let e = |k: u64| Element::key(Value::Int(k));
+        let old: BTreeSet<Element> = [1, 2, 4, 7].into_iter().map(e).collect();
+        let new: BTreeSet<Element> = [2, 3, 4, 8, 9].into_iter().map(e).collect();
+        let (gone, came) = changes(&old, &new);
+        assert_eq!(gone, vec![e(1), e(7)]);
+        assert_eq!(came, vec![e(3), e(8), e(9)]);
+        assert_eq!(changes(&new, &new), (vec![], vec![]));
+        assert_eq!(changes(&BTreeSet::new(), &new).1.len(), 5);
+        assert_eq!(changes(&old, &BTreeSet::new()).0.len(), 4);
+    }
     use weft_api::model::Ports;
 
     fn texts(s: &BTreeSet<Element>) -> Vec<String> {
