@@ -483,14 +483,7 @@ mod tests {
     use weft_api::model::Ports;
 
     fn layout(enforce: bool, audit: Option<Rules>) -> Layout {
-        Layout {
-            overlay: "10.255.0.0/16".parse().unwrap(),
-            vxlan_port: 4789,
-            vtep: "weft.vtep".into(),
-            underlay: "eth0".into(),
-            enforce,
-            audit,
-        }
+        Layout::test(enforce, audit)
     }
 
     fn rules(accepted: bool) -> Rules {

@@ -370,14 +370,7 @@ mod tests {
     /// The policy table as `Nft::list_table` gives it back: elements and rules with their
     /// counters.
     fn listed() -> Table {
-        let mut t = crate::policy::table(&Layout {
-            overlay: "10.255.0.0/16".parse().unwrap(),
-            vxlan_port: 4789,
-            vtep: "weft.vtep".into(),
-            underlay: "eth0".into(),
-            enforce: true,
-            audit: None,
-        });
+        let mut t = crate::policy::table(&Layout::test(true, None));
         let counted = |key: Vec<Value>, value: Option<Value>, packets: u64| {
             let mut e = Element::key(Value::concat(key));
             e.value = value;

@@ -201,6 +201,17 @@ impl EgressState {
         *self == EgressState::default()
     }
 
+    /// [`allowing`] with this state's policies and destinations.
+    pub fn allowing(
+        &self,
+        app: &str,
+        ip: Ipv4Addr,
+        protocol: &str,
+        port: Option<u16>,
+    ) -> Option<(&Destination, usize)> {
+        allowing(&self.policies, &self.destinations, app, ip, protocol, port)
+    }
+
     /// Applies a watch event; true if it was an egress event (the state may have changed).
     pub fn apply(&mut self, event: &Event) -> bool {
         match event {
@@ -342,6 +353,16 @@ pub fn parse_ports(s: &str) -> Result<Ports, String> {
 }
 
 impl DestinationRule {
+    /// A rule without a description.
+    pub fn new(protocol: EgressProtocol, ips: &str, ports: Option<&str>) -> DestinationRule {
+        DestinationRule {
+            protocol,
+            ips: ips.into(),
+            ports: ports.map(String::from),
+            description: String::new(),
+        }
+    }
+
     /// The rule in typed form, or the name of the bad field (relative: `ips`, `ports`) and why.
     pub fn parse(&self) -> Result<Rule, (&'static str, String)> {
         let ips = parse_ips(&self.ips).map_err(|e| ("ips", e))?;
@@ -470,12 +491,11 @@ mod tests {
             id: "web".into(),
             name: "web".into(),
             description: String::new(),
-            rules: vec![DestinationRule {
-                protocol: EgressProtocol::Tcp,
-                ips: "203.0.113.0/24".into(),
-                ports: Some("80".into()),
-                description: String::new(),
-            }],
+            rules: vec![DestinationRule::new(
+                EgressProtocol::Tcp,
+                "203.0.113.0/24",
+                Some("80"),
+            )],
         }];
         let ps = vec![EgressPolicy::new("db", "web")];
         assert!(allowing(&ps, &dests, "db", ip("203.0.113.1"), "tcp", Some(80)).is_some());

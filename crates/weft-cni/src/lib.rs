@@ -31,6 +31,7 @@ pub mod bridge;
 pub mod commands;
 pub mod config;
 pub mod driver;
+pub mod exec;
 pub mod firewall;
 pub mod ipam;
 pub mod naming;

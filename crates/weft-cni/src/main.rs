@@ -1,7 +1,7 @@
 //! The CNI plugin binary: `"type": "weft-cni"` in a network configuration list. Runtimes
 //! exec it from their CNI plugin directory with CNI_* set and the configuration on stdin.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::ExitCode;
 
 use weft_cni::spec::{code, CniError, Env};
@@ -9,12 +9,7 @@ use weft_cni::spec::{code, CniError, Env};
 /// The plugin's entry point: reads CNI_* and stdin, runs the command, prints the result or
 /// the error JSON, and returns the exit code (0 or 1).
 fn main() -> ExitCode {
-    if std::env::var_os("WEFT_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_env("WEFT_LOG"))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    weft_cni::exec::init_logging();
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let version = weft_cni::config::peek_version(&stdin).unwrap_or_else(|| "1.1.0".to_string());
@@ -31,16 +26,5 @@ fn main() -> ExitCode {
             rt.block_on(weft_cni::commands::run(&env, &stdin))
         }),
     };
-    let mut out = std::io::stdout().lock();
-    match outcome {
-        Ok(Some(v)) => {
-            let _ = writeln!(out, "{v}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(out, "{}", e.to_json(&version));
-            ExitCode::FAILURE
-        }
-    }
+    weft_cni::exec::finish(outcome, |e| e.to_json(&version).to_string())
 }

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{eventually, TestStore};
+use common::{api_error, eventually, TestStore};
 use weft_api::client::ClientError;
 use weft_api::model::{Event, Policy, Ports, Protocol, WatchMessage};
 
@@ -21,17 +21,6 @@ on_both_backends!(
     tags_cannot_be_exhausted_by_one_host,
     claims_without_a_lease_are_dropped_after_the_grace,
 );
-
-fn api_error(e: ClientError) -> (u16, String, Vec<String>) {
-    match e {
-        ClientError::Api { status, body } => (
-            status,
-            body.code,
-            body.fields.into_iter().map(|f| f.field).collect(),
-        ),
-        other => panic!("expected an API error, got {other}"),
-    }
-}
 
 fn tcp(src: &str, dst: &str, port: u16) -> Policy {
     Policy::new(
@@ -532,22 +521,12 @@ async fn claims_without_a_lease_are_dropped_after_the_grace(store: TestStore) {
     let mut args = store.args();
     args.lease_ttl = 1;
     let (server, c) = common::start(args).await;
-    {
-        use weft_controller::store::TxMode;
-        let mut tx = server
-            .controller()
-            .store()
-            .begin(TxMode::Write)
-            .await
-            .unwrap();
-        tx.batch(
-            "INSERT INTO apps (id, tag, claimed) VALUES ('legacy', 9, TRUE); \
-             INSERT INTO app_claims (app_id, host) VALUES ('legacy', '')",
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-    }
+    common::execute_sql(
+        &server,
+        "INSERT INTO apps (id, tag, claimed) VALUES ('legacy', 9, TRUE); \
+         INSERT INTO app_claims (app_id, host) VALUES ('legacy', '')",
+    )
+    .await;
     assert!(c.app("legacy").await.unwrap().claimed);
     eventually(
         Duration::from_secs(20),

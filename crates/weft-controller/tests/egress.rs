@@ -5,25 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestStore;
-use weft_api::client::ClientError;
+use common::{api_error, TestStore};
 use weft_api::egress::{
     Destination, DestinationRule, EgressMode, EgressPolicy, EgressProtocol, EgressState,
 };
 use weft_api::model::{Change, Event, WatchMessage};
 
 on_both_backends!(egress_resources_errors_tags_and_watch);
-
-fn api_error(e: ClientError) -> (u16, String, Vec<String>) {
-    match e {
-        ClientError::Api { status, body } => (
-            status,
-            body.code,
-            body.fields.into_iter().map(|f| f.field).collect(),
-        ),
-        other => panic!("expected an API error, got {other}"),
-    }
-}
 
 fn destination(name: &str, ips: &str, ports: Option<&str>) -> Destination {
     Destination {

@@ -170,25 +170,15 @@ async fn a_newer_schema_is_refused_naming_both_versions(store: TestStore) {
 async fn a_database_of_schema_1_is_upgraded_keeping_leases_and_tags(store: TestStore) {
     let (server, c) = store.start().await;
     let lease = c.acquire_lease("host-a", "192.0.2.1").await.unwrap();
-    {
-        // Back to schema 1: no app_claims (nor instances) table, an app claimed the old way.
-        use weft_controller::store::TxMode;
-        let mut tx = server
-            .controller()
-            .store()
-            .begin(TxMode::Write)
-            .await
-            .unwrap();
-        tx.batch(
-            "DROP TABLE app_claims; DROP TABLE instances; \
-             DROP TABLE egress_policies; DROP TABLE egress_destinations; \
-             DELETE FROM schema_migrations WHERE version >= 2; \
-             INSERT INTO apps (id, tag, claimed) VALUES ('old', 9, TRUE)",
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-    }
+    // Back to schema 1: no app_claims (nor instances) table, an app claimed the old way.
+    common::execute_sql(
+        &server,
+        "DROP TABLE app_claims; DROP TABLE instances; \
+         DROP TABLE egress_policies; DROP TABLE egress_destinations; \
+         DELETE FROM schema_migrations WHERE version >= 2; \
+         INSERT INTO apps (id, tag, claimed) VALUES ('old', 9, TRUE)",
+    )
+    .await;
     server.shutdown().await;
 
     let (server, c) = store.start().await;

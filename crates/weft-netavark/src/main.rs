@@ -1,16 +1,11 @@
 //! The netavark plugin binary, installed as `weft` in netavark's plugin directory
 //! (`/usr/libexec/netavark/weft`). See the crate's docs.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    if std::env::var_os("WEFT_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_env("WEFT_LOG"))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    weft_cni::exec::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = weft_netavark::Subcommand::parse(&args).and_then(|cmd| {
         let mut stdin = Vec::new();
@@ -32,16 +27,7 @@ fn main() -> ExitCode {
             .map_err(|e| weft_netavark::Error::new(format!("starting runtime: {e}")))?;
         rt.block_on(weft_netavark::run(&cmd, &stdin))
     });
-    let mut out = std::io::stdout().lock();
-    match outcome {
-        Ok(Some(v)) => {
-            let _ = writeln!(out, "{v}");
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(out, "{}", serde_json::json!({ "error": e.msg }));
-            ExitCode::FAILURE
-        }
-    }
+    weft_cni::exec::finish(outcome, |e| {
+        serde_json::json!({ "error": e.msg }).to_string()
+    })
 }

@@ -23,21 +23,6 @@ use std::time::{Duration, Instant};
 
 use dc::{metric, Dc, DcOptions, METRICS};
 
-const SCAN_PY: &str = r#"
-import socket, sys, time
-host, secs = sys.argv[1], float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-n, start = 0, time.monotonic()
-while time.monotonic() - start < secs:
-    for _ in range(100):
-        try:
-            s.sendto(b"x", (host, 1 + n % 60000))
-        except OSError:
-            pass
-        n += 1
-print("sent %d %.3f" % (n, time.monotonic() - start), flush=True)
-"#;
-
 struct Row {
     mode: &'static str,
     sent_pps: Vec<f64>,
@@ -45,15 +30,6 @@ struct Row {
     lines: Vec<f64>,
     kernel_limited: Vec<f64>,
     agent_cpu_ms: Vec<f64>,
-}
-
-fn arg(name: &str, default: f64) -> f64 {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -92,7 +68,7 @@ fn run_mode(mode: &'static str, extra: &[&str], secs: f64, runs: usize) -> Row {
     let b = dc.add_container(1, "bench-b", "app-b");
     let a = dc.add_container(2, "bench-a", "app-a");
     let script = dc.dir.path.join("scan.py");
-    std::fs::write(&script, SCAN_PY).expect("scan.py");
+    std::fs::write(&script, common::SCAN_PY).expect("scan.py");
     // Until cell 2 knows both (a first denied datagram is counted).
     let start = Instant::now();
     loop {
@@ -154,8 +130,8 @@ fn main() {
         eprintln!("audit bench: needs root (network namespaces); skipped");
         return;
     }
-    let secs = arg("--secs", 3.0);
-    let runs = arg("--runs", 3.0) as usize;
+    let secs = common::bench_arg("--secs", 3.0);
+    let runs = common::bench_arg("--runs", 3.0) as usize;
     let log = std::env::temp_dir().join(format!("weft-audit-bench-{}.log", std::process::id()));
     let log_s = log.display().to_string();
     let rows = [

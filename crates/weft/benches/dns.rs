@@ -114,15 +114,6 @@ elif m == "count":
     print("timeout", flush=True)
 "#;
 
-fn arg(name: &str, default: usize) -> usize {
-    let a: Vec<String> = std::env::args().collect();
-    a.iter()
-        .position(|x| x == name)
-        .and_then(|i| a.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn pct(v: &[f64], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -137,8 +128,8 @@ fn main() {
         eprintln!("dns bench: needs root (network namespaces); skipped");
         return;
     }
-    let queries = arg("--queries", 2000);
-    let adds = arg("--adds", 10);
+    let queries = common::bench_arg("--queries", 2000usize);
+    let adds = common::bench_arg("--adds", 10usize);
     let resolv = std::env::temp_dir().join(format!("weft-dns-bench-{}", std::process::id()));
     std::fs::write(&resolv, "").expect("resolv.conf");
     let dc = Dc::with(DcOptions {

@@ -18,23 +18,6 @@ use std::time::{Duration, Instant};
 use dc::{metric, Container, Dc, DcOptions, LIVE, METRICS};
 use serde_json::Value;
 
-/// Sends UDP datagrams to ports 1.. of HOST for SECS seconds, one socket, one datagram per
-/// port (each a new flow for the policy), then prints `sent <n>`.
-const SCAN_PY: &str = r#"
-import socket, sys, time
-host, secs = sys.argv[1], float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-n, start = 0, time.monotonic()
-while time.monotonic() - start < secs:
-    for _ in range(100):
-        try:
-            s.sendto(b"x", (host, 1 + n % 60000))
-        except OSError:
-            pass
-        n += 1
-print("sent %d" % n, flush=True)
-"#;
-
 fn lab(agent_args: &[&str]) -> Dc {
     let mut args: Vec<String> = agent_args.iter().map(|s| s.to_string()).collect();
     args.extend(["--metrics-listen".to_string(), METRICS.to_string()]);
@@ -211,7 +194,7 @@ fn the_rate_limit_holds_under_a_port_scan_and_the_scan_stays_denied() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let script = dc.dir.path.join("scan.py");
-    std::fs::write(&script, SCAN_PY).expect("scan.py");
+    std::fs::write(&script, common::SCAN_PY).expect("scan.py");
     let started = Instant::now();
     let out =
         b.ns.ok(&format!("python3 {} {} {SECS}", script.display(), a.ip));
@@ -219,6 +202,7 @@ fn the_rate_limit_holds_under_a_port_scan_and_the_scan_stays_denied() {
     let sent: u64 = out
         .trim()
         .strip_prefix("sent ")
+        .and_then(|r| r.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("scan: {out}"));
     // Let the last batches arrive.

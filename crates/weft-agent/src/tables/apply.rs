@@ -184,14 +184,7 @@ mod tests {
     }
 
     fn layout() -> Layout {
-        Layout {
-            overlay: "10.255.0.0/16".parse().unwrap(),
-            vxlan_port: 4789,
-            vtep: "weft.vtep".into(),
-            underlay: "eth0".into(),
-            enforce: true,
-            audit: None,
-        }
+        Layout::test(true, None)
     }
 
     /// app-b (tag 11) -> app-a's container 10.255.1.1, tcp `port`.

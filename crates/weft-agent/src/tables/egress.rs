@@ -350,14 +350,7 @@ pub fn explain(
     if overlay.contains(&ip) {
         return Err("not egress: the destination is in the overlay");
     }
-    match weft_api::egress::allowing(
-        &state.policies,
-        &state.destinations,
-        app,
-        ip,
-        protocol,
-        port,
-    ) {
+    match state.allowing(app, ip, protocol, port) {
         Some((d, i)) => Ok((d.name.clone(), i)),
         None if state.mode == EgressMode::Allow => Err("egress mode allow: no rule needed"),
         None => Err(DEFAULT_DENY),

@@ -133,6 +133,19 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout the unit tests render: overlay 10.255.0.0/16, VXLAN on 4789 over `eth0`.
+    #[cfg(test)]
+    pub(crate) fn test(enforce: bool, audit: Option<crate::audit::Rules>) -> Layout {
+        Layout {
+            overlay: "10.255.0.0/16".parse().unwrap(),
+            vxlan_port: 4789,
+            vtep: "weft.vtep".into(),
+            underlay: "eth0".into(),
+            enforce,
+            audit,
+        }
+    }
+
     /// The table's fingerprint (its comment): a table with another one is replaced.
     pub fn fingerprint(&self) -> String {
         let audit = self
@@ -833,14 +846,7 @@ mod tests {
     }
 
     fn layout(enforce: bool) -> Layout {
-        Layout {
-            overlay: "10.255.0.0/16".parse().unwrap(),
-            vxlan_port: 4789,
-            vtep: "weft.vtep".into(),
-            underlay: "eth0".into(),
-            enforce,
-            audit: None,
-        }
+        Layout::test(enforce, None)
     }
 
     /// The rules of `chain` in a rendered table, one per line.

@@ -514,22 +514,24 @@ impl Client {
         &self,
         policies: &[EgressPolicy],
     ) -> Result<PolicyWriteResult> {
-        let body = EgressPolicyList {
-            total_egress_policies: None,
-            egress_policies: policies.iter().map(EgressPolicy::untagged).collect(),
-        };
-        self.post(paths::EGRESS_POLICIES, &body).await
+        self.post(paths::EGRESS_POLICIES, &egress_body(policies))
+            .await
     }
 
     pub async fn delete_egress_policies(
         &self,
         policies: &[EgressPolicy],
     ) -> Result<PolicyWriteResult> {
-        let body = EgressPolicyList {
-            total_egress_policies: None,
-            egress_policies: policies.iter().map(EgressPolicy::untagged).collect(),
-        };
-        self.post(paths::EGRESS_POLICIES_DELETE, &body).await
+        self.post(paths::EGRESS_POLICIES_DELETE, &egress_body(policies))
+            .await
+    }
+}
+
+/// The body of an egress-policy create or delete: the policies without the ids the server tags.
+fn egress_body(policies: &[EgressPolicy]) -> EgressPolicyList {
+    EgressPolicyList {
+        total_egress_policies: None,
+        egress_policies: policies.iter().map(EgressPolicy::untagged).collect(),
     }
 }
 

@@ -133,3 +133,29 @@ macro_rules! on_both_backends {
         }
     )*};
 }
+
+/// The code and the fields of an API error (panics on any other error).
+pub fn api_error(e: weft_api::client::ClientError) -> (u16, String, Vec<String>) {
+    match e {
+        weft_api::client::ClientError::Api { status, body } => (
+            status,
+            body.code,
+            body.fields.into_iter().map(|f| f.field).collect(),
+        ),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+/// Runs `sql` on the server's store in one write transaction and commits it (to set up
+/// states the API cannot make, such as an older schema).
+pub async fn execute_sql(server: &RunningServer, sql: &str) {
+    use weft_controller::store::TxMode;
+    let mut tx = server
+        .controller()
+        .store()
+        .begin(TxMode::Write)
+        .await
+        .unwrap();
+    tx.batch(sql).await.unwrap();
+    tx.commit().await.unwrap();
+}

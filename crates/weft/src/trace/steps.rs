@@ -58,14 +58,7 @@ pub fn egress_verdict(
     protocol: &str,
     port: Option<u16>,
 ) -> (bool, String) {
-    match weft_api::egress::allowing(
-        &state.policies,
-        &state.destinations,
-        app,
-        ip,
-        protocol,
-        port,
-    ) {
+    match state.allowing(app, ip, protocol, port) {
         Some((d, i)) => {
             let r = &d.rules[i];
             (
@@ -766,12 +759,11 @@ mod tests {
                 id: "web".into(),
                 name: "web".into(),
                 description: String::new(),
-                rules: vec![DestinationRule {
-                    protocol: EgressProtocol::Tcp,
-                    ips: "203.0.113.0/24".into(),
-                    ports: Some("80".into()),
-                    description: String::new(),
-                }],
+                rules: vec![DestinationRule::new(
+                    EgressProtocol::Tcp,
+                    "203.0.113.0/24",
+                    Some("80"),
+                )],
             }],
             policies: vec![EgressPolicy::new("db", "web")],
         };

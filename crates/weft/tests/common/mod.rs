@@ -508,3 +508,30 @@ pub fn ping_ok(from: &Ns, ip: &str) -> bool {
         .status
         .success()
 }
+
+/// Sends UDP datagrams to ports 1.. of HOST for SECS seconds, one socket, one datagram per
+/// port (each a new flow for the policy), then prints `sent <n> <seconds taken>`.
+pub const SCAN_PY: &str = r#"
+import socket, sys, time
+host, secs = sys.argv[1], float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+n, start = 0, time.monotonic()
+while time.monotonic() - start < secs:
+    for _ in range(100):
+        try:
+            s.sendto(b"x", (host, 1 + n % 60000))
+        except OSError:
+            pass
+        n += 1
+print("sent %d %.3f" % (n, time.monotonic() - start), flush=True)
+"#;
+
+/// A bench's `NAME VALUE` argument (after `--` on cargo bench's command line), else `default`.
+pub fn bench_arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
